@@ -1,0 +1,20 @@
+"""fastrnn: fast character-level vanilla (Elman) RNN language models.
+
+    import fastrnn
+    text = fastrnn.load_shakespeare()
+    vocab = fastrnn.Vocab.from_text(text)
+    model = fastrnn.CharRNN(vocab, hidden_size=100, backend="cython")
+    fastrnn.Trainer(model, vocab.encode(text), seq_length=25).fit(2000, print_every=100)
+    print(model.sample_text(200, prime="ROMEO:"))
+"""
+__version__ = "0.1.0"
+
+from .backends import BACKENDS, available_backends
+from .data import load_shakespeare
+from .model import CharRNN
+from .optim import Adagrad
+from .trainer import Trainer, TrainResult
+from .vocab import Vocab
+
+__all__ = ["__version__", "BACKENDS", "available_backends", "load_shakespeare", "CharRNN",
+           "Adagrad", "Trainer", "TrainResult", "Vocab"]

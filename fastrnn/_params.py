@@ -1,0 +1,62 @@
+"""The model's parameter layout, shared by every backend and by the compiled kernels.
+
+All five tensors live in one flat buffer, in this order, each row-major:
+    Wxh (H,V) | Whh (H,H) | Why (V,H) | bh (H,) | by (V,)
+so that clipping, zeroing and the optimizer are each one loop over `num_params(H, V)` values.
+"""
+import numpy as np
+
+PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def param_shapes(hidden_size, vocab_size):
+    H, V = hidden_size, vocab_size
+    return {"Wxh": (H, V), "Whh": (H, H), "Why": (V, H), "bh": (H,), "by": (V,)}
+
+
+def num_params(hidden_size, vocab_size):
+    return sum(int(np.prod(s)) for s in param_shapes(hidden_size, vocab_size).values())
+
+
+def unflatten(flat, hidden_size, vocab_size):
+    """Named views (no copies) into a flat buffer, keyed by PARAM_NAMES."""
+    views, offset = {}, 0
+    for name, shape in param_shapes(hidden_size, vocab_size).items():
+        size = int(np.prod(shape))
+        views[name] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    return views
+
+
+def check_dtype(dtype):
+    """The numpy dtype for a user's dtype argument ("float32"/"float64"), or a ValueError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def check_tensors(tensors, hidden_size, vocab_size, what="params"):
+    """Checks a dict of the five tensors: exact keys, shapes and finite real values."""
+    if not isinstance(tensors, dict):
+        raise TypeError(f"{what} must be a dict with keys {', '.join(PARAM_NAMES)}, "
+                        f"got {type(tensors).__name__}")
+    missing = [k for k in PARAM_NAMES if k not in tensors]
+    extra = [k for k in tensors if k not in PARAM_NAMES]
+    if missing or extra:
+        raise ValueError(f"{what} must have exactly the keys {', '.join(PARAM_NAMES)}; "
+                         f"missing {missing}, unexpected {extra}")
+    out = {}
+    for name, shape in param_shapes(hidden_size, vocab_size).items():
+        a = np.asarray(tensors[name])
+        if a.shape != shape:
+            raise ValueError(f"{what}[{name!r}] has shape {a.shape}; expected {shape} "
+                             f"(hidden_size={hidden_size}, vocab_size={vocab_size})")
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise TypeError(f"{what}[{name!r}] must hold real numbers, got dtype {a.dtype}")
+        out[name] = a
+    return out

@@ -1,0 +1,74 @@
+"""The cython backend: the numpy backend's math, run by the compiled kernels in fastrnn._kernels.
+
+A whole training iteration (forward over the chunk, BPTT, clipping, optimizer update) is one call
+into compiled code that releases the GIL. Scratch memory for a (B,T) chunk is allocated once and
+reused.
+"""
+import numpy as np
+
+from .numpy_backend import NumpyBackend
+
+try:
+    from .. import _kernels
+    _IMPORT_ERROR = None
+except ImportError as exc:  # the extension was not built, or was built for another Python
+    _kernels, _IMPORT_ERROR = None, exc
+
+
+class CythonBackend(NumpyBackend):
+    name = "cython"
+
+    @classmethod
+    def check_available(cls):
+        if _kernels is None:
+            raise ImportError(
+                f"fastrnn's compiled kernels (fastrnn._kernels) could not be imported: "
+                f"{_IMPORT_ERROR}. Rebuild them with `pip install .` from the source tree (needs a "
+                f"C compiler, Cython>=3 and scipy), or `python setup.py build_ext --inplace` for "
+                f"a development checkout. backend='numpy' works without them.")
+
+    def __init__(self, vocab_size, hidden_size, dtype, device="cpu"):
+        super().__init__(vocab_size, hidden_size, dtype, device)
+        self._work = {}
+        self._grads = None  # gradient scratch of the fused train step
+
+    def _workspace(self, B, T):
+        """The scratch buffer for a (B,T) chunk, allocated on first use of that shape."""
+        work = self._work.get((B, T))
+        if work is None:
+            if len(self._work) > 8:  # shapes that change every call (evaluation tails): forget
+                self._work.clear()
+            work = np.empty(_kernels.work_size(B, T, self.H, self.V), dtype=self.dtype)
+            self._work[(B, T)] = work
+        return work
+
+    def forward_loss(self, inputs, targets, h):
+        return _kernels.forward_loss(self.flat, inputs, targets, h,
+                                     self._workspace(*inputs.shape), self.H, self.V)
+
+    def loss_and_grads(self, inputs, targets, h, want_dh0=False):
+        grads = self.zeros()
+        dh0 = np.empty_like(h) if want_dh0 else None
+        loss = _kernels.loss_and_grads(self.flat, grads, inputs, targets, h,
+                                       self._workspace(*inputs.shape), self.H, self.V, dh0)
+        return loss, grads, dh0
+
+    def update(self, opt, grads):
+        if opt.name != "adagrad":
+            return super().update(opt, grads)
+        _kernels.adagrad_update(self.flat, grads, opt.state["mem"], opt.lr, opt.eps, opt.clip)
+
+    def train_step(self, inputs, targets, h, opt):
+        if opt.name not in _kernels.OPTIMIZERS:
+            return super().train_step(inputs, targets, h, opt)
+        if self._grads is None:
+            self._grads = self.zeros()
+        return _kernels.train_step(self.flat, self._grads, opt.state["mem"], inputs, targets, h,
+                                   self._workspace(*inputs.shape), self.H, self.V,
+                                   _kernels.OPTIMIZERS[opt.name], opt.lr, opt.eps, opt.clip)
+
+    def generate(self, n, h, uniforms, temperature, greedy):
+        out = np.empty(n, dtype=np.int32)
+        work = np.empty(self.V + self.H, dtype=self.dtype)
+        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V)
+        return out

@@ -1,0 +1,180 @@
+"""CharRNN: the public model object. It validates every input, then hands plain arrays to its
+backend (see fastrnn.backends), which holds the parameters and does the math."""
+import math
+import numbers
+
+import numpy as np
+
+from ._params import PARAM_NAMES, check_dtype, check_tensors, param_shapes
+from .backends import get_backend
+from .vocab import Vocab
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def as_ids(a, vocab_size, name, ndims=(1, 2)):
+    """An integer id array as C-contiguous int32, after checking dtype, rank, size and range."""
+    a = np.asarray(a)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an array of integer ids, got dtype {a.dtype}")
+    if a.ndim not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(f'{d}' for d in ndims)} dimension(s), "
+                         f"got shape {a.shape}")
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"{name} holds ids in [{lo}, {hi}]; ids must lie in [0, {vocab_size}) "
+                         f"for vocab_size={vocab_size}")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+class CharRNN:
+    """A character-level vanilla (Elman) RNN language model.
+
+    Parameters Wxh (H,V), Whh (H,H), Why (V,H), bh (H,), by (V,);
+    h_t = tanh(Wxh[:, x_t] + Whh h_{t-1} + bh), p_t = softmax(Why h_t + by),
+    loss = sum over tokens of -ln p_t[y_t]. Initialised as min-char-rnn: weights N(0,1)*0.01 from
+    numpy.random.default_rng(seed), biases zero.
+
+    `vocab_size` may also be a Vocab, which is then kept as `model.vocab`.
+    """
+
+    def __init__(self, vocab_size, hidden_size=100, *, backend="cython", dtype="float32",
+                 seed=0, device="cpu", vocab=None):
+        if isinstance(vocab_size, Vocab):
+            vocab, vocab_size = vocab_size, len(vocab_size)
+        V = check_positive_int(vocab_size, "vocab_size")
+        H = check_positive_int(hidden_size, "hidden_size")
+        if vocab is not None and len(vocab) != V:
+            raise ValueError(f"vocab has {len(vocab)} characters but vocab_size={V}")
+        self.vocab = vocab
+        self._backend = get_backend(backend)(V, H, check_dtype(dtype), device)
+        rng = np.random.default_rng(seed)
+        shapes = param_shapes(H, V)
+        self.set_params({name: (rng.standard_normal(shapes[name]) * 0.01 if name.startswith("W")
+                                else np.zeros(shapes[name])) for name in PARAM_NAMES})
+
+    @property
+    def vocab_size(self):
+        return self._backend.V
+
+    @property
+    def hidden_size(self):
+        return self._backend.H
+
+    @property
+    def dtype(self):
+        return self._backend.dtype
+
+    @property
+    def backend(self):
+        return self._backend.name
+
+    @property
+    def device(self):
+        return self._backend.device
+
+    def __repr__(self):
+        return (f"CharRNN(vocab_size={self.vocab_size}, hidden_size={self.hidden_size}, "
+                f"backend={self.backend!r}, dtype={self.dtype.name!r}, device={self.device!r})")
+
+    # -- parameters ----------------------------------------------------------------------------
+    def get_params(self):
+        """Copies of Wxh, Whh, Why, bh, by as numpy arrays."""
+        return self._backend.get_params()
+
+    def set_params(self, params):
+        """Sets all five tensors from a dict of arrays (shapes checked, cast to the model dtype)."""
+        params = check_tensors(params, self.hidden_size, self.vocab_size)
+        for name, a in params.items():
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"params[{name!r}] holds NaN or infinite values")
+        self._backend.set_params({k: np.asarray(v, dtype=self.dtype) for k, v in params.items()})
+
+    # -- math ----------------------------------------------------------------------------------
+    def _initial_state(self, h0, batch, squeeze):
+        """h0 as a fresh C-contiguous (B,H) array of the model dtype."""
+        H = self.hidden_size
+        if h0 is None:
+            return np.zeros((batch, H), dtype=self.dtype)
+        h = np.asarray(h0)
+        want = (H,) if squeeze else (batch, H)
+        if h.shape != want:
+            raise ValueError(f"h0 has shape {h.shape}; expected {want}")
+        if not (np.issubdtype(h.dtype, np.floating) or np.issubdtype(h.dtype, np.integer)):
+            raise TypeError(f"h0 must hold real numbers, got dtype {h.dtype}")
+        if not np.all(np.isfinite(h)):
+            raise ValueError("h0 holds NaN or infinite values")
+        return np.array(h, dtype=self.dtype, order="C", ndmin=2).reshape(batch, H)
+
+    def _chunk(self, inputs, targets, h0):
+        x = as_ids(inputs, self.vocab_size, "inputs")
+        squeeze = x.ndim == 1
+        x = x.reshape(-1, x.shape[-1])
+        y = None
+        if targets is not None:
+            y = as_ids(targets, self.vocab_size, "targets")
+            if y.size != x.size or y.ndim != (1 if squeeze else 2):
+                raise ValueError(f"targets shape {np.shape(targets)} does not match inputs shape "
+                                 f"{np.shape(inputs)}")
+            y = y.reshape(x.shape)
+        return x, y, self._initial_state(h0, x.shape[0], squeeze), squeeze
+
+    def loss_and_grads(self, inputs, targets, h0=None, *, return_dh0=False):
+        """Loss, gradients and last hidden state of one chunk.
+
+        inputs/targets: int arrays (T,) or (B,T); h0: None (zeros), (H,) or (B,H).
+        Returns (loss, grads, h): loss summed over all B*T tokens (a float); grads a dict like
+        get_params() (unclipped; with return_dh0 also "h0", the gradient wrt h0); h the last
+        hidden state, shaped like h0.
+        """
+        if targets is None:
+            raise ValueError("targets is required")
+        x, y, h, squeeze = self._chunk(inputs, targets, h0)
+        loss, flat, dh0 = self._backend.loss_and_grads(x, y, h, want_dh0=return_dh0)
+        grads = self._backend.to_dict(flat)
+        if return_dh0:
+            grads["h0"] = np.asarray(dh0)[0] if squeeze else np.asarray(dh0)
+        return float(loss), grads, (h[0] if squeeze else h)
+
+    def loss(self, inputs, targets, h0=None):
+        """(summed loss, last hidden state) of a chunk, without gradients."""
+        x, y, h, squeeze = self._chunk(inputs, targets, h0)
+        if y is None:
+            raise ValueError("targets is required")
+        loss = self._backend.forward_loss(x, y, h)
+        return float(loss), (h[0] if squeeze else h)
+
+    def generate(self, n, *, prime_ids=None, h0=None, temperature=1.0, greedy=False, seed=None):
+        """n sampled ids (int32 array).
+
+        The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given;
+        then each id is drawn from softmax(logits / temperature) (inverse CDF on uniforms from
+        numpy.random.default_rng(seed)), or taken as the argmax when greedy or temperature == 0,
+        and fed back in. Same seed, same ids, on every CPU backend.
+        """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
+                or not (0 <= temperature < math.inf):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        greedy = bool(greedy) or temperature == 0
+        h = self._initial_state(h0, 1, True)
+        if prime_ids is not None:
+            prime = as_ids(prime_ids, self.vocab_size, "prime_ids", ndims=(1,))
+            self._backend.forward_loss(prime[None, :], None, h)
+        uniforms = (np.empty(0) if greedy else np.random.default_rng(seed).random(int(n)))
+        return self._backend.generate(int(n), h[0], uniforms, float(temperature), greedy)
+
+    def sample_text(self, n, *, prime="", **kwargs):
+        """n generated characters as a str (needs model.vocab); prime is text to warm up on."""
+        if self.vocab is None:
+            raise ValueError("this model has no vocab; build it with CharRNN(vocab, ...) or "
+                             "decode generate()'s ids with your Vocab")
+        prime_ids = self.vocab.encode(prime) if prime else None
+        return self.vocab.decode(self.generate(n, prime_ids=prime_ids, **kwargs))

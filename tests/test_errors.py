@@ -1,0 +1,189 @@
+"""Bad input to every public entry point raises a clear Python exception, never a crash."""
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _kernels as K
+from conftest import CPU_BACKENDS
+
+H, V, B, T = 8, 6, 2, 5
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def model(request):
+    return fastrnn.CharRNN(V, H, backend=request.param, dtype="float64")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(vocab_size=0), "vocab_size"), (dict(vocab_size=-3), "vocab_size"),
+    (dict(vocab_size=2.5), "vocab_size"), (dict(hidden_size=0), "hidden_size"),
+    (dict(hidden_size=True), "hidden_size"), (dict(dtype="int32"), "dtype"),
+    (dict(dtype="float16"), "dtype"), (dict(backend="tensorflow"), "unknown backend"),
+    (dict(device="cuda"), "CPU only"),
+])
+def test_constructor(kwargs, match):
+    args = {"vocab_size": V, "hidden_size": H, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastrnn.CharRNN(args.pop("vocab_size"), args.pop("hidden_size"), **args)
+
+
+def test_set_params(model):
+    good = model.get_params()
+    with pytest.raises(ValueError, match="keys"):
+        model.set_params({k: v for k, v in good.items() if k != "by"})
+    with pytest.raises(ValueError, match=r"Whh.*shape"):
+        model.set_params({**good, "Whh": np.zeros((H, H + 1))})
+    with pytest.raises(ValueError, match="NaN"):
+        model.set_params({**good, "bh": np.full(H, np.nan)})
+    with pytest.raises(TypeError):
+        model.set_params({**good, "by": np.array(["a"] * V)})
+    with pytest.raises(TypeError):
+        model.set_params([1, 2])
+    np.testing.assert_array_equal(model.get_params()["Whh"], good["Whh"])  # nothing changed
+
+
+@pytest.mark.parametrize("x,y,h0,exc,match", [
+    (np.zeros((B, T), np.float64), np.zeros((B, T), int), None, TypeError, "integer"),
+    (np.zeros((B, T), bool), np.zeros((B, T), int), None, TypeError, "integer"),
+    (np.zeros((B, T, 1), int), np.zeros((B, T, 1), int), None, ValueError, "dimension"),
+    (np.zeros((B, 0), int), np.zeros((B, 0), int), None, ValueError, "empty"),
+    (np.full((B, T), V), np.zeros((B, T), int), None, ValueError, r"\[0, 6\)"),
+    (np.zeros((B, T), int), np.full((B, T), -1), None, ValueError, r"\[0, 6\)"),
+    (np.zeros((B, T), int), np.zeros((B, T + 1), int), None, ValueError, "does not match"),
+    (np.zeros(T, int), np.zeros((1, T), int), None, ValueError, "does not match"),
+    (np.zeros((B, T), int), np.zeros((B, T), int), np.zeros(H), ValueError, "h0 has shape"),
+    (np.zeros((B, T), int), np.zeros((B, T), int), np.zeros((B, H + 1)), ValueError, "h0"),
+    (np.zeros((B, T), int), np.zeros((B, T), int), np.full((B, H), np.inf), ValueError, "NaN"),
+    (np.zeros((B, T), int), None, None, ValueError, "targets"),
+])
+def test_loss_and_grads(model, x, y, h0, exc, match):
+    with pytest.raises(exc, match=match):
+        model.loss_and_grads(x, y, h0)
+
+
+def test_non_contiguous_and_readonly_inputs_are_fine_at_the_api(model):
+    x = np.arange(2 * B * T).reshape(B, 2 * T)[:, ::2] % V  # strided view
+    y = np.asfortranarray(np.ones((B, T), dtype=np.int64))
+    y.flags.writeable = False
+    loss, _, h = model.loss_and_grads(x, y)
+    assert np.isfinite(loss) and h.shape == (B, H)
+
+
+def test_generate_and_optimizer(model):
+    with pytest.raises(ValueError, match="n must"):
+        model.generate(-1)
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(5, temperature=-1)
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(5, temperature=float("nan"))
+    with pytest.raises(ValueError, match="prime_ids"):
+        model.generate(5, prime_ids=[0, V])
+    with pytest.raises(ValueError, match="h0"):
+        model.generate(5, h0=np.zeros(H + 1))
+    for kw in [dict(lr=0), dict(lr=-1), dict(lr=float("nan")), dict(eps=0), dict(clip=0),
+               dict(clip=-5), dict(lr=float("inf"))]:
+        with pytest.raises(ValueError):
+            fastrnn.Adagrad(model, **kw)
+    opt = fastrnn.Adagrad(model)
+    with pytest.raises(ValueError, match="keys"):
+        opt.step({"Wxh": np.zeros((H, V))})
+    with pytest.raises(ValueError, match="shape"):
+        opt.step({**model.get_params(), "by": np.zeros(V + 1)})
+
+
+def test_trainer(model):
+    ids = np.arange(100) % V
+    with pytest.raises(ValueError, match="seq_length"):
+        fastrnn.Trainer(model, ids, seq_length=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        fastrnn.Trainer(model, ids, batch_size=-2)
+    with pytest.raises(ValueError, match="needs at least"):
+        fastrnn.Trainer(model, ids[:10], seq_length=25)
+    with pytest.raises(ValueError, match="empty"):
+        fastrnn.Trainer(model, [])
+    with pytest.raises(ValueError, match=r"\[0, 6\)"):
+        fastrnn.Trainer(model, ids + 1)
+    with pytest.raises(ValueError, match="another model"):
+        fastrnn.Trainer(model, ids, optimizer=fastrnn.Adagrad(fastrnn.CharRNN(V, H)))
+    with pytest.raises(ValueError, match="iterations"):
+        fastrnn.Trainer(model, ids).fit(-1)
+
+
+def test_divergence_is_reported():
+    m = fastrnn.CharRNN(V, H, backend="cython")
+    opt = fastrnn.Adagrad(m, lr=1e38)  # float32 weights of 1e38 overflow the logits
+    with pytest.raises(FloatingPointError, match="diverged"):
+        fastrnn.Trainer(m, np.arange(60) % V, seq_length=5, optimizer=opt).fit(5)
+
+
+# -- the compiled kernels' own wrappers check everything before releasing the GIL -------------
+
+def kernel_args(dtype=np.float64, B=B, T=T):
+    P = np.zeros(K.num_params(H, V), dtype)
+    return dict(params=P, grads=np.zeros_like(P), inputs=np.zeros((B, T), np.int32),
+                targets=np.zeros((B, T), np.int32), h=np.zeros((B, H), dtype),
+                work=np.zeros(K.work_size(B, T, H, V), dtype))
+
+
+def call(**over):
+    a = {**kernel_args(), **over}
+    return K.loss_and_grads(a["params"], a["grads"], a["inputs"], a["targets"], a["h"],
+                            a["work"], H, V)
+
+
+@pytest.mark.parametrize("over,exc", [
+    (dict(inputs=np.full((B, T), V, np.int32)), ValueError),
+    (dict(inputs=np.full((B, T), -1, np.int32)), ValueError),
+    (dict(targets=np.full((B, T), 2**31 - 1, np.int32)), ValueError),
+    (dict(inputs=np.zeros((B, T), np.int64)), ValueError),          # wrong id dtype
+    (dict(inputs=np.zeros((B, 2 * T), np.int32)[:, ::2]), ValueError),  # non-contiguous
+    (dict(inputs=np.zeros((B, 0), np.int32), targets=np.zeros((B, 0), np.int32)), ValueError),
+    (dict(targets=np.zeros((B, T + 1), np.int32)), ValueError),
+    (dict(params=np.zeros(7)), ValueError),
+    (dict(grads=np.zeros(3)), ValueError),
+    (dict(params=np.zeros(K.num_params(H, V), np.float32)), (ValueError, TypeError)),
+    (dict(h=np.zeros((B + 1, H))), ValueError),
+    (dict(h=np.zeros((B, H))[:, ::-1]), ValueError),
+    (dict(work=np.zeros(10)), ValueError),
+    (dict(targets=None), ValueError),
+])
+def test_kernel_wrapper_rejects(over, exc):
+    with pytest.raises(exc):
+        call(**over)
+
+
+def test_kernel_wrapper_readonly_and_ok():
+    a = kernel_args()
+    a["h"].flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        call(h=a["h"])
+    assert np.isfinite(call())
+
+
+def test_other_kernel_wrappers_reject():
+    P = np.zeros(K.num_params(H, V))
+    with pytest.raises(ValueError):
+        K.adagrad_update(P, np.zeros(3), np.zeros_like(P), 0.1, 1e-8, 5.0)
+    with pytest.raises(ValueError):
+        K.adagrad_update(P, P.copy(), np.zeros_like(P), -0.1, 1e-8, 5.0)
+    with pytest.raises(ValueError):
+        K.adagrad_update(P, P.copy(), np.zeros_like(P), 0.1, 1e-8, float("nan"))
+    args = dict(params=P, h=np.zeros(H), uniforms=np.zeros(10), temperature=1.0, greedy=False,
+                out=np.zeros(10, np.int32), work=np.zeros(V + H), hidden_size=H, vocab_size=V)
+    for over in [dict(h=np.zeros(H + 1)), dict(uniforms=np.zeros(3)), dict(work=np.zeros(2)),
+                 dict(temperature=0.0), dict(hidden_size=H + 1), dict(vocab_size=0)]:
+        with pytest.raises(ValueError):
+            K.sample(**{**args, **over})
+    with pytest.raises(ValueError):
+        K.train_step(P, P.copy(), P.copy(), np.zeros((1, 3), np.int32), np.zeros((1, 3), np.int32),
+                     np.zeros((1, H)), np.zeros(K.work_size(1, 3, H, V)), H, V, 99, 0.1, 1e-8, 5.0)
+
+
+def test_missing_compiled_module_gives_one_clear_error(monkeypatch):
+    from fastrnn.backends import cython_backend
+    monkeypatch.setattr(cython_backend, "_kernels", None)
+    monkeypatch.setattr(cython_backend, "_IMPORT_ERROR", ImportError("no module"))
+    with pytest.raises(ImportError, match="pip install"):
+        fastrnn.CharRNN(V, H, backend="cython")
+    assert "cython" not in fastrnn.available_backends()
+    assert fastrnn.CharRNN(V, H, backend="numpy").loss_and_grads([1, 2], [2, 3])[0] > 0
