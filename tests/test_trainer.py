@@ -85,7 +85,8 @@ def test_cli_train_runs_and_samples(tmp_path):
     data.write_text("to be or not to be, that is the question.\n" * 40)
     out = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--data", str(data),
                           "--iterations", "200", "--print-every", "100", "--hidden-size", "16",
-                          "--sample-length", "50"], capture_output=True, text=True, timeout=120)
+                          "--sample-length", "50"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # not the source tree, whose fastrnn/ has no built kernels
     assert out.returncode == 0, out.stderr
     assert "iter 100, loss:" in out.stdout and "iter 200, loss:" in out.stdout
     assert out.stdout.count("----") == 2
@@ -95,9 +96,9 @@ def test_cli_errors_are_one_line(tmp_path):
     bad = tmp_path / "bin.dat"
     bad.write_bytes(b"\xff\xfe\x00\x81" * 10)
     out = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--data", str(bad)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "not UTF-8" in out.stderr
     out = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--data", str(tmp_path / "no")],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" not in out.stderr
