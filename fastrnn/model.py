@@ -171,6 +171,20 @@ class CharRNN:
         uniforms = (np.empty(0) if greedy else np.random.default_rng(seed).random(int(n)))
         return self._backend.generate(int(n), h[0], uniforms, float(temperature), greedy)
 
+    # -- files ---------------------------------------------------------------------------------
+    def save(self, path):
+        """Writes parameters, vocabulary, sizes and dtype to an .npz file (atomically, no
+        pickles); `CharRNN.load` reads it back on any backend or device."""
+        from .checkpoint import model_arrays, write_npz_atomic
+        write_npz_atomic(path, model_arrays(self))
+
+    @classmethod
+    def load(cls, path, *, backend="cython", device="cpu", dtype=None):
+        """A model from a file written by `save` (dtype: the saved one unless given)."""
+        from .checkpoint import model_from_arrays, read_npz
+        return model_from_arrays(read_npz(path), path, backend=backend, device=device,
+                                 dtype=dtype)
+
     def sample_text(self, n, *, prime="", **kwargs):
         """n generated characters as a str (needs model.vocab); prime is text to warm up on."""
         if self.vocab is None:
