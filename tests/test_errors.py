@@ -187,3 +187,17 @@ def test_missing_compiled_module_gives_one_clear_error(monkeypatch):
         fastrnn.CharRNN(V, H, backend="cython")
     assert "cython" not in fastrnn.available_backends()
     assert fastrnn.CharRNN(V, H, backend="numpy").loss_and_grads([1, 2], [2, 3])[0] > 0
+
+
+def test_threads_setting():
+    import fastrnn._kernels  # noqa: F401  (loads scipy's BLAS so there is a pool to set)
+    before = fastrnn.get_num_threads()
+    try:
+        assert fastrnn.set_num_threads(1) == 1 and fastrnn.get_num_threads() == 1
+        for bad in (0, -1, 1.5, "2"):
+            with pytest.raises(ValueError, match="threads"):
+                fastrnn.set_num_threads(bad)
+        with pytest.warns(UserWarning, match="cores"):
+            fastrnn.set_num_threads(10_000)
+    finally:
+        fastrnn.set_num_threads(before)
