@@ -1,10 +1,19 @@
 """Declares the compiled kernels; all metadata lives in pyproject.toml.
 
+The kernels are one Cython module, src/fastrnn/_kernels.pyx. On x86-64 its C is compiled three
+times: `_kernels` for the baseline instruction set (runs anywhere) and `_kernels_avx2` /
+`_kernels_avx512` with those instruction sets; fastrnn imports the best one the CPU supports at run
+time (see fastrnn/backends/cython_backend.py). That keeps the wheel portable without
+-march=native, yet vectorises the elementwise loops 8 or 16 floats wide where the CPU can.
+
 Environment switches (read at build time):
-  FASTRNN_NATIVE=1  add -march=native (faster on the build machine, not portable)
-  FASTRNN_DEBUG=1   compile the kernels with bounds checking and without -O3
+  FASTRNN_NATIVE=1  compile one module with -march=native instead (fastest on the build machine,
+                    not portable)
+  FASTRNN_DEBUG=1   compile one module with Cython bounds checking on and -O0 -g
 """
 import os
+import platform
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -12,33 +21,46 @@ from setuptools import Extension, setup
 native = os.environ.get("FASTRNN_NATIVE", "0") == "1"
 debug = os.environ.get("FASTRNN_DEBUG", "0") == "1"
 
-# -fno-math-errno only drops errno writes from libm calls (results are unchanged), which lets
-# loops around sqrt vectorise; no -ffast-math.
-compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]
+# No -ffast-math: -fno-math-errno and -fno-trapping-math only drop errno writes and the promise
+# of floating-point exception flags (IEEE results are unchanged); they let the compiler vectorise
+# loops that hold sqrt or a branch-free select.
+compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 if native:
     compile_args.append("-march=native")
 
-ext = Extension(
-    "fastrnn._kernels",
-    sources=["src/fastrnn/_kernels.pyx"],
-    include_dirs=["src"],
-    extra_compile_args=compile_args,
-    define_macros=[
-        ("FASTRNN_BUILD_NATIVE", int(native)),
-        ("FASTRNN_BUILD_DEBUG", int(debug)),
-    ],
+macros = [("FASTRNN_BUILD_NATIVE", int(native)), ("FASTRNN_BUILD_DEBUG", int(debug))]
+(kernels,) = cythonize(
+    [Extension("fastrnn._kernels", sources=["src/fastrnn/_kernels.pyx"], include_dirs=["src"],
+               extra_compile_args=compile_args, define_macros=macros)],
+    include_path=["src"],
+    compiler_directives={
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": False,
+        "initializedcheck": debug,
+        "cdivision": True,
+    },
 )
+extensions = [kernels]
 
-setup(
-    ext_modules=cythonize(
-        [ext],
-        include_path=["src"],
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": debug,
-            "wraparound": False,
-            "initializedcheck": debug,
-            "cdivision": True,
-        },
-    )
-)
+# Instruction-set variants of the same generated C (x86-64 with gcc/clang only).
+VARIANTS = {
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma"],
+}
+if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
+        and os.name == "posix":
+    generated = Path("build", "fastrnn_variants")
+    generated.mkdir(parents=True, exist_ok=True)
+    c_source = Path(kernels.sources[0]).resolve()
+    for isa, flags in VARIANTS.items():
+        wrapper = generated / f"_kernels_{isa}.c"
+        text = f'#define PyInit__kernels PyInit__kernels_{isa}\n#include "{c_source}"\n'
+        if not wrapper.exists() or wrapper.read_text() != text:
+            wrapper.write_text(text)
+        extensions.append(Extension(
+            f"fastrnn._kernels_{isa}", sources=[str(wrapper)], include_dirs=["src"],
+            depends=[str(c_source)], extra_compile_args=compile_args + flags,
+            define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
+
+setup(ext_modules=extensions)

@@ -169,7 +169,7 @@ def test_other_kernel_wrappers_reject():
     with pytest.raises(ValueError):
         K.adagrad_update(P, P.copy(), np.zeros_like(P), 0.1, 1e-8, float("nan"))
     args = dict(params=P, h=np.zeros(H), uniforms=np.zeros(10), temperature=1.0, greedy=False,
-                out=np.zeros(10, np.int32), work=np.zeros(V + H), hidden_size=H, vocab_size=V)
+                out=np.zeros(10, np.int32), work=np.zeros(K.sample_work_size(H, V)), hidden_size=H, vocab_size=V)
     for over in [dict(h=np.zeros(H + 1)), dict(uniforms=np.zeros(3)), dict(work=np.zeros(2)),
                  dict(temperature=0.0), dict(hidden_size=H + 1), dict(vocab_size=0)]:
         with pytest.raises(ValueError):

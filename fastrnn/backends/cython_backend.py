@@ -4,12 +4,49 @@ A whole training iteration (forward over the chunk, BPTT, clipping, optimizer up
 into compiled code that releases the GIL. Scratch memory for a (B,T) chunk is allocated once and
 reused.
 """
+import importlib
+import os
+
 import numpy as np
 
 from .numpy_backend import NumpyBackend
 
+# Instruction-set variants of the kernels (see setup.py), best first, with the CPU features each
+# needs as numpy names them.
+ISA_VARIANTS = {"avx512": ("AVX512_SKX",), "avx2": ("AVX2", "FMA3"), "baseline": ()}
+
+
+def _cpu_features():
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return __cpu_features__
+
+
+def load_kernels(isa=None):
+    """The fastest kernel module this CPU runs, or the one named by isa / $FASTRNN_ISA
+    ("avx512", "avx2", "baseline"). Raises ImportError if none (or not that one) loads."""
+    isa = isa or os.environ.get("FASTRNN_ISA") or "auto"
+    if isa != "auto" and isa not in ISA_VARIANTS:
+        raise ImportError(f"FASTRNN_ISA={isa!r}: choose one of auto, {', '.join(ISA_VARIANTS)}")
+    features = _cpu_features()
+    errors = []
+    for name, needs in ISA_VARIANTS.items():
+        if isa not in ("auto", name) or not all(features.get(f) for f in needs):
+            continue
+        module = "fastrnn._kernels" if name == "baseline" else f"fastrnn._kernels_{name}"
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:  # not built here (other CPU family, native or debug build)
+            errors.append(exc)
+    if not errors:
+        raise ImportError(f"this CPU lacks the instructions of the {isa} kernels")
+    raise errors[-1]
+
+
 try:
-    from .. import _kernels
+    _kernels = load_kernels()
     _IMPORT_ERROR = None
 except ImportError as exc:  # the extension was not built, or was built for another Python
     _kernels, _IMPORT_ERROR = None, exc
@@ -69,6 +106,6 @@ class CythonBackend(NumpyBackend):
 
     def generate(self, n, h, uniforms, temperature, greedy):
         out = np.empty(n, dtype=np.int32)
-        work = np.empty(self.V + self.H, dtype=self.dtype)
+        work = np.empty(_kernels.sample_work_size(self.H, self.V), dtype=self.dtype)
         _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V)
         return out

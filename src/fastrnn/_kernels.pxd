@@ -11,6 +11,7 @@
 #     hs (T+1,B,H)  hs[0] = h0, hs[t+1] = h_t
 #     Z  (T,B,V)    logits; turned into dZ = softmax - onehot when targets are given
 #     dH (T,B,H)    dL/dh_t, turned into dL/d(pre-activation) in place
+#     scratch       H + SCRATCH_SLACK values: one vector of the B=1 backward recurrence
 
 ctypedef fused floating:
     float
@@ -31,9 +32,10 @@ cdef double forward(const floating* P, int H, int V, int B, int T, const int* X,
 
 # BPTT over the chunk; overwrites the gradient buffer G (same layout as P). dh0 (B,H), if not
 # NULL, receives dL/dh0. Weight gradients are one matrix product per tensor for the whole chunk.
+# scratch holds H + SCRATCH_SLACK values.
 cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                    const floating* hs, const floating* dZ, floating* dH, floating* G,
-                   floating* dh0) noexcept nogil
+                   floating* dh0, floating* scratch) noexcept nogil
 
 # Min-char-rnn Adagrad over n parameters: optional elementwise clip to [-clip, clip], then
 # M += g*g; P -= lr * g / sqrt(M + eps). G is left unclipped.
@@ -42,6 +44,6 @@ cdef void adagrad(floating* P, const floating* G, floating* M, Py_ssize_t n, flo
 
 # Draws n ids starting from state h (updated in place): logits = Why h + by, pick an id (argmax,
 # or inverse-CDF with the uniform u[k] over softmax(logits / temperature)), then step on it.
-# work holds V + H scratch values.
+# work holds sample_work_size(H, V) scratch values.
 cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
                    floating temperature, bint greedy, int* out, floating* work) noexcept nogil
