@@ -1,0 +1,28 @@
+"""Smoke test of the benchmark suite's quick mode: it runs, and its numbers are sane."""
+import json
+
+import fastrnn.bench as bench
+
+
+def test_quick_bench_runs_and_reports(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    configs = [dict(name="min-char", B=1, T=8, H=16, threads=1),
+               dict(name="sweep", B=2, T=8, H=16, threads=1),
+               dict(name="sweep", B=2, T=8, H=32, threads=1)]
+    results = bench.run(configs, seconds=0.01, repeats=2, max_threads=1, with_torch=False)
+    rows = {r["backend"]: r for r in results[0]["rows"]}
+    assert set(rows) == {"numpy/1t", "cython/1t"}
+    assert rows["numpy/1t"]["speedup_vs_numpy"] == 1.0
+    for r in rows.values():
+        assert r["total"] > 0 and r["chars_per_sec"] == 8 / r["total"]
+        assert r["forward"] > 0 and r["update"] > 0
+    assert set(bench.fit_exponents(results)) == {"H"}
+    mem = bench.memory_row(2, 8, 16, 10)
+    assert mem["per_step_alloc"] < 10_000 and 1.0 <= mem["ratio"] < 3
+    # the command itself, in quick mode on the smallest sizes
+    assert bench.main(["--quick", "--no-torch", "--only", "goals", "--seconds", "0.01",
+                       "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| min-char | 1 | 25 | 100 | cython/1t |" in text and "sgemm peak" in text
+    data = json.loads(out.read_text())
+    assert data["header"]["kernels"] and data["results"]
