@@ -40,6 +40,6 @@ def has_torch():
 
 @functools.lru_cache(maxsize=None)
 def cuda_available():
-    """Whether PyTorch is installed and sees a usable CUDA device (backend='torch', device='cuda')."""
+    """Whether PyTorch is installed and sees a usable CUDA device (for backend='torch')."""
     torch = _torch()[0]
     return torch is not None and bool(torch.cuda.is_available())
