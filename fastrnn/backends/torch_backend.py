@@ -50,6 +50,25 @@ def resolve_device(device):
     return torch.device("cuda", index)
 
 
+class _Workspace:
+    """Device buffers for a (B,T) chunk: states hs (T+1,B,H), BPTT deltas dh (T,B,H), the -1s
+    subtracted at the targets (T*B,1), and the ids (2,T,B). Uploads go through host staging
+    buffers: on CUDA pinned ones copied asynchronously (every call ends with a blocking fetch, so
+    a staging buffer is never rewritten while a copy from it is pending); on the CPU the device
+    buffers themselves."""
+
+    def __init__(self, B, T, H, dtype, device):
+        kw = dict(dtype=dtype, device=device)
+        self.hs, self.dh = torch.empty(T + 1, B, H, **kw), torch.empty(T, B, H, **kw)
+        self.minus_one = torch.full((T * B, 1), -1.0, **kw)
+        self.ids = torch.empty(2, T, B, dtype=torch.int64, device=device)
+        if device.type == "cpu":
+            self.ids_host, self.h_host = self.ids, self.hs[0]
+        else:
+            self.ids_host = torch.empty(2, T, B, dtype=torch.int64).pin_memory()
+            self.h_host = torch.empty(B, H, dtype=dtype).pin_memory()
+
+
 class TorchBackend(NumpyBackend):
     """Parameters live on `device` as one flat tensor with named views, like the other backends.
 
@@ -88,14 +107,12 @@ class TorchBackend(NumpyBackend):
 
     # -- buffers and transfers -----------------------------------------------------------------
     def _workspace(self, B, T):
-        """(hs (T+1,B,H), dh (T,B,H), -1s (T*B,1)) for a (B,T) chunk, allocated on first use."""
+        """The buffers for a (B,T) chunk (a _Workspace), allocated on first use of that shape."""
         work = self._work.get((B, T))
         if work is None:
             if len(self._work) > 8:  # shapes that change every call (evaluation tails): forget
                 self._work.clear()
-            kw = dict(dtype=self.flat.dtype, device=self.torch_device)
-            work = (torch.empty(T + 1, B, self.H, **kw), torch.empty(T, B, self.H, **kw),
-                    torch.full((T * B, 1), -1.0, **kw))
+            work = _Workspace(B, T, self.H, self.flat.dtype, self.torch_device)
             self._work[(B, T)] = work
         return work
 
@@ -106,14 +123,18 @@ class TorchBackend(NumpyBackend):
             self._train = (buf, self.zeros(), unflatten(buf[:P], self.H, self.V))
         return self._train
 
-    def _upload(self, h, hs0, *ids):
-        """Copies h (B,H) into hs0 and the (B,T) id arrays, time-major as one int64 (k,T,B)
-        tensor, to the device."""
-        hs0.copy_(torch.from_numpy(h))
-        host = np.empty((len(ids),) + ids[0].shape[::-1], dtype=np.int64)
+    @staticmethod
+    def _upload(work, h, *ids):
+        """Puts h (B,H) into work.hs[0] and the (B,T) id arrays, time-major, into work.ids;
+        returns those ids (k,T,B) on the device. No synchronisation (see _Workspace)."""
+        staged = work.ids_host.numpy()
         for i, a in enumerate(ids):
-            host[i] = a.T
-        return torch.from_numpy(host).to(self.torch_device)
+            staged[i] = a.T
+        work.h_host.numpy()[...] = h
+        if work.ids is not work.ids_host:
+            work.ids.copy_(work.ids_host, non_blocking=True)
+            work.hs[0].copy_(work.h_host, non_blocking=True)
+        return work.ids[:len(ids)]
 
     @staticmethod
     def _fetch(*tensors):
@@ -145,13 +166,13 @@ class TorchBackend(NumpyBackend):
         """Forward and BPTT over time-major ids x, y (T,B) with hs[0] = h0; gradients go into
         the views g. Returns (summed loss, dL/dh0 or None) as device tensors."""
         p, H = self.params, self.H
-        hs, dh, minus_one = work
+        hs, dh = work.hs, work.dh
         T = x.shape[0]
         self._forward(x, hs)
         hs1, dhf = hs[1:].view(-1, H), dh.view(-1, H)
         dz = self._log_probs(hs)
         loss = torch.nn.functional.nll_loss(dz, y.reshape(-1), reduction="sum")
-        dz.exp_().scatter_add_(1, y.reshape(-1, 1), minus_one)    # softmax - onehot
+        dz.exp_().scatter_add_(1, y.reshape(-1, 1), work.minus_one)  # softmax - onehot
         torch.mm(dz.t(), hs1, out=g["Why"])
         torch.sum(dz, 0, out=g["by"])
         torch.mm(dz, p["Why"], out=dhf)                             # dL/dh_t via the output
@@ -167,25 +188,23 @@ class TorchBackend(NumpyBackend):
 
     def forward_loss(self, inputs, targets, h):
         work = self._workspace(*inputs.shape)
-        hs = work[0]
+        hs = work.hs
         if targets is None:
-            self._forward(self._upload(h, hs[0], inputs)[0], hs)
+            self._forward(self._upload(work, h, inputs)[0], hs)
             h[...] = self._fetch(hs[-1])[0]
             return 0.0
-        ids = self._upload(h, hs[0], inputs, targets)
-        self._forward(ids[0], hs)
-        loss = torch.nn.functional.nll_loss(self._log_probs(hs), ids[1].reshape(-1),
-                                            reduction="sum")
+        x, y = self._upload(work, h, inputs, targets)
+        self._forward(x, hs)
+        loss = torch.nn.functional.nll_loss(self._log_probs(hs), y.reshape(-1), reduction="sum")
         loss, h[...] = self._fetch(loss, hs[-1])
         return float(loss)
 
     def loss_and_grads(self, inputs, targets, h, want_dh0=False):
         work = self._workspace(*inputs.shape)
-        ids = self._upload(h, work[0][0], inputs, targets)
+        x, y = self._upload(work, h, inputs, targets)
         grads = self.zeros()
-        loss, dh0 = self._loss_and_grads(ids[0], ids[1], work, unflatten(grads, self.H, self.V),
-                                         want_dh0)
-        out = self._fetch(loss, work[0][-1], *([dh0] if want_dh0 else []))
+        loss, dh0 = self._loss_and_grads(x, y, work, unflatten(grads, self.H, self.V), want_dh0)
+        out = self._fetch(loss, work.hs[-1], *([dh0] if want_dh0 else []))
         h[...] = out[1]
         return float(out[0]), grads, (out[2] if want_dh0 else None)
 
@@ -219,13 +238,12 @@ class TorchBackend(NumpyBackend):
         self._check_optimizer(opt)
         buf, scratch, g = self._train_buffers()
         work = self._workspace(*inputs.shape)
-        ids = self._upload(h, work[0][0], inputs, targets)
-        loss, _ = self._loss_and_grads(ids[0], ids[1], work, g, False)
-        buf[-1] = loss
+        x, y = self._upload(work, h, inputs, targets)
+        buf[-1] = self._loss_and_grads(x, y, work, g, False)[0]
         if self.reduce_grads is not None:
             self.reduce_grads(buf)
         self._adagrad(opt, buf[:-1], scratch)
-        loss, h[...] = self._fetch(buf[-1:], work[0][-1])
+        loss, h[...] = self._fetch(buf[-1:], work.hs[-1])
         return float(loss[0])
 
     def generate(self, n, h, uniforms, temperature, greedy):
