@@ -33,11 +33,6 @@ def loaded_torch():
     return sys.modules.get("torch")
 
 
-def has_torch():
-    """Whether PyTorch can be imported here."""
-    return _torch()[0] is not None
-
-
 @functools.lru_cache(maxsize=None)
 def cuda_available():
     """Whether PyTorch is installed and sees a usable CUDA device (for backend='torch')."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._optional import require_torch
+from .vocab import Vocab
 
 torch = require_torch("fastrnn's PyTorch interop")
 nn = torch.nn
@@ -71,7 +72,9 @@ def _check_rnn_module(rnn):
 
 
 def split_torch(obj):
-    """(rnn state dict, head state dict, vocab or None) from what from_torch accepts."""
+    """(rnn state dict, head state dict, vocab or None) from what from_torch accepts. Modules
+    are checked to be a one-layer, one-directional tanh nn.RNN; a state dict cannot say its
+    nonlinearity and is taken to be tanh."""
     if isinstance(obj, (tuple, list)):
         if len(obj) != 2:
             raise ValueError(f"expected a pair (nn.RNN, nn.Linear), got {len(obj)} items")
@@ -84,8 +87,10 @@ def split_torch(obj):
             raise TypeError(f"a {type(obj).__name__} module must have attributes `rnn` "
                             f"(nn.RNN) and `head` (nn.Linear), like model.to_torch()")
         _check_rnn_module(obj.rnn)
+        vocab = getattr(obj, "vocab", None)
         return (_as_state_dict(obj.rnn, nn.RNN, "module.rnn"),
-                _as_state_dict(obj.head, nn.Linear, "module.head"), getattr(obj, "vocab", None))
+                _as_state_dict(obj.head, nn.Linear, "module.head"),
+                vocab if isinstance(vocab, Vocab) else None)
     if isinstance(obj, Mapping):
         unknown = [k for k in obj if not k.startswith(("rnn.", "head."))]
         if unknown:

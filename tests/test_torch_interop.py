@@ -99,6 +99,8 @@ def test_round_trip_is_exact_in_every_form(src, dst, dtype):
     assert fastrnn.CharRNN.from_torch(module, backend=dst).vocab == m.vocab
     assert fastrnn.CharRNN.from_torch(module.state_dict(), backend=dst).vocab is None
     assert fastrnn.CharRNN.from_torch(module, dtype="float32").dtype == np.float32
+    module.vocab = {"not": "a fastrnn Vocab"}
+    assert fastrnn.CharRNN.from_torch(module).vocab is None
 
 
 def test_biases_are_summed_and_a_missing_bias_is_zero():

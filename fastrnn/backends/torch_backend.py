@@ -10,7 +10,8 @@ One formulation on both devices; PyTorch runs it on its CPU kernels or on cuBLAS
   - Adagrad is a few elementwise calls over the one flat parameter buffer.
 The backward pass is written out rather than left to autograd: autograd would form Whh's gradient
 as T small products and record a graph every iteration. A training iteration copies the ids and
-h0 to the device and the loss and last state back in one transfer: one synchronisation.
+h0 to the device without waiting (pinned staging on CUDA), and the loss and last state back in
+one transfer: its one synchronisation.
 """
 import numpy as np
 
