@@ -9,6 +9,7 @@
 """
 __version__ = "0.1.0"
 
+from ._optional import cuda_available
 from ._threads import get_num_threads, set_num_threads
 from .backends import BACKENDS, available_backends
 from .data import load_shakespeare
@@ -17,6 +18,6 @@ from .optim import Adagrad
 from .trainer import Trainer, TrainResult
 from .vocab import Vocab
 
-__all__ = ["__version__", "BACKENDS", "available_backends", "load_shakespeare", "CharRNN",
-           "Adagrad", "Trainer", "TrainResult", "Vocab",
+__all__ = ["__version__", "BACKENDS", "available_backends", "cuda_available", "load_shakespeare",
+           "CharRNN", "Adagrad", "Trainer", "TrainResult", "Vocab",
            "set_num_threads", "get_num_threads"]

@@ -29,6 +29,15 @@ def unflatten(flat, hidden_size, vocab_size):
     return views
 
 
+def pack(tensors, hidden_size, vocab_size, dtype):
+    """A new flat numpy buffer of `dtype` holding the five tensors (already shape-checked)."""
+    flat = np.zeros(num_params(hidden_size, vocab_size), dtype=dtype)
+    views = unflatten(flat, hidden_size, vocab_size)
+    for name, value in tensors.items():
+        views[name][...] = value
+    return flat
+
+
 def check_dtype(dtype):
     """The numpy dtype for a user's dtype argument ("float32"/"float64"), or a ValueError."""
     try:

@@ -1,8 +1,11 @@
 """Thread control. The compiled kernels parallelise through the BLAS they call (the OpenBLAS that
-scipy ships), never with a second thread pool of their own, so one number rules them all."""
+scipy ships), never with a second thread pool of their own, so one number rules them all; the
+torch backend's CPU thread pool follows the same number."""
 import numbers
 import os
 import warnings
+
+from ._optional import loaded_torch
 
 _current = None
 
@@ -18,7 +21,8 @@ def _default():
 
 
 def set_num_threads(n=None):
-    """Sets the threads used by the kernels' BLAS calls (numpy's too); returns the number set.
+    """Sets the threads used by the kernels' BLAS calls (numpy's and torch's too); returns the
+    number set.
 
     n=None takes $FASTRNN_NUM_THREADS if set, else the number of available cores. More threads
     than cores is allowed but warned about (it only slows things down).
@@ -36,7 +40,15 @@ def set_num_threads(n=None):
         warnings.warn(f"threads={n} is more than the {cores} available cores", stacklevel=2)
     threadpool_limits(limits=int(n), user_api="blas")
     _current = int(n)
+    apply_to_torch()
     return _current
+
+
+def apply_to_torch():
+    """Gives torch's CPU thread pool the number last set, if one was set and torch is loaded."""
+    torch = loaded_torch()
+    if _current is not None and torch is not None:
+        torch.set_num_threads(_current)
 
 
 def get_num_threads():

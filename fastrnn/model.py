@@ -180,10 +180,39 @@ class CharRNN:
 
     @classmethod
     def load(cls, path, *, backend="cython", device="cpu", dtype=None):
-        """A model from a file written by `save` (dtype: the saved one unless given)."""
+        """A model from a file written by `save`, on any backend and device whatever it was saved
+        from (a CUDA-saved file loads on the CPU); dtype: the saved one unless given."""
         from .checkpoint import model_from_arrays, read_npz
         return model_from_arrays(read_npz(path), path, backend=backend, device=device,
                                  dtype=dtype)
+
+    # -- PyTorch interop (needs torch) ----------------------------------------------------------
+    def to_torch(self, device=None):
+        """This model as a torch.nn.Module: `rnn` (torch.nn.RNN(V, H, nonlinearity="tanh"),
+        batch_first) and `head` (torch.nn.Linear(H, V)); `module(ids (B,T))` gives the logits
+        (B,T,V). Copies of the parameters, in the model dtype, on `device` (default: the
+        model's). bias_ih_l0 holds bh and bias_hh_l0 zeros."""
+        from .interop import to_torch
+        return to_torch(self, device)
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict, *, backend="cython", device="cpu", dtype=None,
+                   vocab=None):
+        """A model from a module with `rnn` and `head` (as made by to_torch), a pair
+        (torch.nn.RNN, torch.nn.Linear), or the state dict of either (the two RNN biases are
+        summed into bh). dtype: the source's (float32 unless float64) unless given; vocab: the
+        module's `vocab` attribute unless given."""
+        from .interop import params_from_torch
+        params, source_dtype, source_vocab = params_from_torch(module_or_state_dict)
+        vocab = source_vocab if vocab is None else vocab
+        H, V = params["Wxh"].shape
+        if vocab is not None and len(vocab) != V:
+            raise ValueError(f"vocab has {len(vocab)} characters but the module's input size "
+                             f"is {V}")
+        model = cls(V if vocab is None else vocab, H, backend=backend, device=device,
+                    dtype=dtype or source_dtype)
+        model.set_params(params)
+        return model
 
     def sample_text(self, n, *, prime="", **kwargs):
         """n generated characters as a str (needs model.vocab); prime is text to warm up on."""

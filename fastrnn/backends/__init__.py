@@ -8,6 +8,7 @@ from importlib import import_module
 BACKENDS = {
     "numpy": ("fastrnn.backends.numpy_backend", "NumpyBackend"),
     "cython": ("fastrnn.backends.cython_backend", "CythonBackend"),
+    "torch": ("fastrnn.backends.torch_backend", "TorchBackend"),
 }
 
 

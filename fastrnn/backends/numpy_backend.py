@@ -9,7 +9,7 @@ this one and override what they accelerate, so every method here is also the ref
 """
 import numpy as np
 
-from .._params import num_params, unflatten
+from .._params import num_params, pack, unflatten
 
 
 class NumpyBackend:
@@ -42,11 +42,7 @@ class NumpyBackend:
 
     def to_flat(self, tensors):
         """A new flat buffer holding a dict of the five tensors (already shape-checked)."""
-        flat = self.zeros()
-        views = unflatten(flat, self.H, self.V)
-        for k, v in tensors.items():
-            views[k][...] = v
-        return flat
+        return pack(tensors, self.H, self.V, self.dtype)
 
     def to_dict(self, flat):
         """Copies of the five tensors of a flat buffer, as numpy arrays."""

@@ -1,0 +1,149 @@
+"""Data-parallel training on the torch backend with torch.distributed, launched by torchrun:
+
+    torchrun --standalone --nproc-per-node=4 -m fastrnn.distributed --data input.txt \\
+        --hidden-size 512 --seq-length 50 --batch-size 32 --iterations 20000 --checkpoint m.npz
+
+With N ranks and --batch-size B (per rank) the corpus is split into N*B streams, exactly as a
+single process with batch_size=N*B splits it, and rank r trains on streams r*B .. r*B+B-1. Each
+iteration one all_reduce sums the flat gradients and the loss over the ranks (the loss is summed
+over tokens, so the sum of the ranks' gradients is the gradient of the whole batch); then every
+rank applies the same Adagrad update, so the replicas stay identical and a step equals one step of
+that single process. Rank 0 alone prints and writes checkpoints. On CUDA each rank takes
+cuda:LOCAL_RANK and NCCL; on the CPU the ranks use gloo.
+"""
+import argparse
+import os
+import sys
+
+from ._optional import cuda_available, require_torch
+from .data import load_shakespeare
+from .model import CharRNN, check_positive_int
+from .optim import Adagrad
+from .trainer import Trainer
+from .vocab import Vocab
+
+torch = require_torch("fastrnn.distributed")
+dist = torch.distributed
+
+
+class DistributedTrainer(Trainer):
+    """A Trainer for one rank of an initialised default process group; batch_size is per rank.
+
+    It walks the data of a Trainer with batch_size = world_size * batch_size and trains on this
+    rank's rows of each chunk; train steps return the loss summed over all ranks.
+    """
+
+    def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None):
+        if model.backend != "torch":
+            raise ValueError(f"distributed training needs backend='torch', not {model.backend!r}")
+        if not dist.is_initialized():
+            raise RuntimeError("torch.distributed is not initialised: launch with torchrun and "
+                               "call fastrnn.distributed.setup() first")
+        B = check_positive_int(batch_size, "batch_size")
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        super().__init__(model, ids, seq_length=seq_length, batch_size=self.world_size * B,
+                         optimizer=optimizer)
+        self.rows = slice(self.rank * B, (self.rank + 1) * B)
+        backend = model._backend
+        for tensor in (backend.flat, self.optimizer.state["mem"]):
+            dist.broadcast(tensor, src=0)  # every replica starts from rank 0's
+        backend.reduce_grads = dist.all_reduce
+
+    def step(self):
+        self._next_chunk()
+        r = self.rows
+        loss = self.model._backend.train_step(self._x[r], self._y[r], self.h[r], self.optimizer)
+        self.smooth_loss = self.smooth_loss * 0.999 + loss * 0.001
+        self.iteration += 1
+        return loss
+
+
+def setup(device="auto"):
+    """Joins the process group that torchrun describes in the environment; returns this rank's
+    device: cuda:LOCAL_RANK (NCCL) when CUDA is used, else "cpu" (gloo)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise RuntimeError("fastrnn.distributed runs under torchrun, e.g. `torchrun --standalone "
+                           "--nproc-per-node=2 -m fastrnn.distributed ...`")
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device must be 'auto', 'cuda' or 'cpu', got {device!r}")
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
+    if device == "cuda":
+        if not cuda_available():
+            raise ValueError("device='cuda' but CUDA is not usable here")
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    dist.init_process_group("nccl" if device != "cpu" else "gloo")
+    return device
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="torchrun ... -m fastrnn.distributed",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="UTF-8 text file (default: the built-in Shakespeare)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--hidden-size", type=int, default=100)
+    parser.add_argument("--seq-length", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=1, help="streams per rank")
+    parser.add_argument("--iterations", type=int, default=5000)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--clip", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--print-every", type=int, default=500)
+    parser.add_argument("--checkpoint", help="model file written by rank 0 (CharRNN.load reads it)")
+    parser.add_argument("--checkpoint-every", type=int, default=0)
+    return parser
+
+
+def train(args):
+    device = setup(args.device)
+    rank = dist.get_rank()
+    try:
+        if args.data:
+            with open(args.data, encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = load_shakespeare()
+        vocab = Vocab.from_text(text)
+        model = CharRNN(vocab, args.hidden_size, backend="torch", device=device,
+                        dtype=args.dtype, seed=args.seed)
+        trainer = DistributedTrainer(model, vocab.encode(text), seq_length=args.seq_length,
+                                     batch_size=args.batch_size,
+                                     optimizer=Adagrad(model, lr=args.lr, clip=args.clip))
+
+        def save(trainer, loss):
+            if args.checkpoint and args.checkpoint_every and \
+                    trainer.iteration % args.checkpoint_every == 0:
+                model.save(args.checkpoint)
+
+        if rank == 0:
+            print(f"fastrnn.distributed: {trainer.world_size} ranks x {args.batch_size} streams; "
+                  f"{model}", flush=True)
+        result = trainer.fit(args.iterations, print_every=args.print_every if rank == 0 else 0,
+                             callback=save if rank == 0 else None)
+        if rank == 0:
+            print(f"{result.iterations} iterations in {result.seconds:.1f} s "
+                  f"({result.chars_per_sec:,.0f} chars/s over all ranks); "
+                  f"smooth loss {result.smooth_loss:.3f}", flush=True)
+            if args.checkpoint:
+                model.save(args.checkpoint)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return train(args)
+    except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
+        rank = os.environ.get("RANK", "?")
+        print(f"fastrnn.distributed (rank {rank}): error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
