@@ -1,7 +1,7 @@
 """Declares the compiled kernels; all metadata lives in pyproject.toml.
 
-The kernels are one Cython module, src/fastrnn/_kernels.pyx. On x86-64 its C is compiled three
-times: `_kernels` for the baseline instruction set (runs anywhere) and `_kernels_avx2` /
+The kernels are one Cython module, src/fastrnn/_kernels.pyx. On x86-64 it is built three times:
+`_kernels` for the baseline instruction set (runs anywhere) and `_kernels_avx2` /
 `_kernels_avx512` with those instruction sets; fastrnn imports the best one the CPU supports at run
 time (see fastrnn/backends/cython_backend.py). That keeps the wheel portable without
 -march=native, yet vectorises the elementwise loops 8 or 16 floats wide where the CPU can.
@@ -29,21 +29,20 @@ if native:
     compile_args.append("-march=native")
 
 macros = [("FASTRNN_BUILD_NATIVE", int(native)), ("FASTRNN_BUILD_DEBUG", int(debug))]
-(kernels,) = cythonize(
-    [Extension("fastrnn._kernels", sources=["src/fastrnn/_kernels.pyx"], include_dirs=["src"],
-               extra_compile_args=compile_args, define_macros=macros)],
-    include_path=["src"],
-    compiler_directives={
-        "language_level": 3,
-        "boundscheck": debug,
-        "wraparound": False,
-        "initializedcheck": debug,
-        "cdivision": True,
-    },
-)
-extensions = [kernels]
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": False,
+    "initializedcheck": debug,
+    "cdivision": True,
+}
+extensions = [Extension("fastrnn._kernels", sources=["src/fastrnn/_kernels.pyx"],
+                        include_dirs=["src"], extra_compile_args=compile_args,
+                        define_macros=macros)]
 
-# Instruction-set variants of the same generated C (x86-64 with gcc/clang only).
+# Instruction-set variants (x86-64 with gcc/clang only): the same .pyx/.pxd, copied under the
+# variant's module name into build/ (Cython bakes a module's name into its C), then compiled
+# with those instruction sets enabled.
 VARIANTS = {
     "avx2": ["-mavx2", "-mfma"],
     "avx512": ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma"],
@@ -51,16 +50,19 @@ VARIANTS = {
 if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
         and os.name == "posix":
     generated = Path("build", "fastrnn_variants")
-    generated.mkdir(parents=True, exist_ok=True)
-    c_source = Path(kernels.sources[0]).resolve()
+    (generated / "fastrnn").mkdir(parents=True, exist_ok=True)
     for isa, flags in VARIANTS.items():
-        wrapper = generated / f"_kernels_{isa}.c"
-        text = f'#define PyInit__kernels PyInit__kernels_{isa}\n#include "{c_source}"\n'
-        if not wrapper.exists() or wrapper.read_text() != text:
-            wrapper.write_text(text)
+        for ext in ("pyx", "pxd"):
+            src = Path("src", "fastrnn", f"_kernels.{ext}").read_text()
+            dst = generated / "fastrnn" / f"_kernels_{isa}.{ext}"
+            if not dst.exists() or dst.read_text() != src:  # keep timestamps when unchanged
+                dst.write_text(src)
         extensions.append(Extension(
-            f"fastrnn._kernels_{isa}", sources=[str(wrapper)], include_dirs=["src"],
-            depends=[str(c_source)], extra_compile_args=compile_args + flags,
+            f"fastrnn._kernels_{isa}", sources=[str(generated / "fastrnn" / f"_kernels_{isa}.pyx")],
+            include_dirs=["src"], extra_compile_args=compile_args + flags,
             define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
+
+extensions = cythonize(extensions, include_path=["src", str(Path("build", "fastrnn_variants"))],
+                       compiler_directives=directives)
 
 setup(ext_modules=extensions)

@@ -130,3 +130,37 @@ def test_batched_trajectory_matches_numpy(shakespeare):
     p1, p2 = models[0].get_params(), models[1].get_params()
     for k in p1:
         assert rel_err(p1[k], p2[k]) <= 1e-8, k
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_instruction_set_variant_matches_numpy(isa, dtype):
+    """Each compiled variant (see setup.py) this CPU can run gives the reference's numbers."""
+    from fastrnn.backends.cython_backend import load_kernels
+    try:
+        K = load_kernels(isa)
+    except ImportError as exc:
+        pytest.skip(f"{isa} kernels not usable here: {exc}")
+    assert K.BUILD_ISA in (isa, "native")
+    rng = np.random.default_rng(5)
+    for B, T, H, V in [(1, 25, 100, 77), (5, 9, 37, 20)]:
+        ref = fastrnn.CharRNN(V, H, backend="numpy", dtype=dtype)
+        ref.set_params(random_params(H, V, rng))
+        x, y = rng.integers(0, V, (B, T)).astype(np.int32), rng.integers(0, V, (B, T)).astype(np.int32)
+        h0 = rng.normal(0, 0.5, (B, H)).astype(dtype)
+        loss, grads, h = ref.loss_and_grads(x, y, h0)
+        flat = ref._backend.flat
+        g = np.zeros_like(flat)
+        h2 = h0.copy()
+        work = np.empty(K.work_size(B, T, H, V), dtype=dtype)
+        loss2 = K.loss_and_grads(flat, g, x, y, h2, work, H, V)
+        tol = TOL[dtype]
+        assert abs(loss - loss2) <= tol * abs(loss) and rel_err(h, h2) <= tol
+        assert rel_err(ref._backend.to_flat(grads), g) <= tol
+        out1 = ref.generate(200, seed=3, temperature=0.9, h0=h0[0])
+        out2 = np.empty(200, np.int32)
+        h3 = h0[0].copy()
+        K.sample(flat, h3, np.random.default_rng(3).random(200), 0.9, False, out2,
+                 np.empty(K.sample_work_size(H, V), dtype=dtype), H, V)
+        n = 200 if dtype == "float64" else 30
+        np.testing.assert_array_equal(out1[:n], out2[:n])
