@@ -6,7 +6,9 @@ import fastrnn
 from conftest import random_params, rel_err
 
 TOL = {"float64": 1e-10, "float32": 1e-4}
-SHAPES = [(1, 1, 1, 1), (1, 25, 100, 77), (4, 10, 32, 20), (16, 7, 64, 65), (3, 40, 17, 128)]
+# (64, 16, 64, 10) runs the step-by-step backward of large batches (see _by_step)
+SHAPES = [(1, 1, 1, 1), (1, 25, 100, 77), (4, 10, 32, 20), (16, 7, 64, 65), (3, 40, 17, 128),
+          (64, 16, 64, 10)]
 
 
 def pair(V, H, dtype, params):

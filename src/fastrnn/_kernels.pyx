@@ -291,9 +291,74 @@ cdef double forward(const floating* P, int H, int V, int B, int T, const int* X,
     return _softmax_xent(Z, V, B, T, Y)
 
 
+cdef inline bint _by_step(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H, Py_ssize_t V) noexcept nogil:
+    # Keeping dL/dh for the whole chunk lets the weight gradients be one matrix product each, but
+    # costs T*B*H values. Where that would exceed half the analytic minimum memory of a step
+    # (parameters, gradients and optimizer state, plus B*T*(H+V) activations), large batches
+    # accumulate step by step instead (a rank-B product per step stays efficient).
+    cdef Py_ssize_t n_params = 2 * H * V + H * H + H + V
+    return B > 1 and 2 * T * B * H > 3 * n_params + T * B * (H + V)
+
+
 cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                    const floating* hs, const floating* dZ, floating* dH, floating* G,
                    floating* dh0, floating* scratch) noexcept nogil:
+    if _by_step(B, T, H, V):
+        _backward_by_step(P, H, V, B, T, X, hs, dZ, dH, G, dh0)
+    else:
+        _backward_chunk(P, H, V, B, T, X, hs, dZ, dH, G, dh0, scratch)
+
+
+cdef void _backward_by_step(const floating* P, int H, int V, int B, int T, const int* X,
+                            const floating* hs, const floating* dZ, floating* dH, floating* G,
+                            floating* dh0) noexcept nogil:
+    # dH holds two (B,H) blocks: this step's gradient and the one carried to the previous step
+    cdef Py_ssize_t HV = <Py_ssize_t>H * V, BH = <Py_ssize_t>B * H, t, b, i, r, v
+    cdef const floating* Whh = P + HV
+    cdef const floating* Why = Whh + <Py_ssize_t>H * H
+    cdef floating* dWxh = G
+    cdef floating* dWhh = G + HV
+    cdef floating* dWhy = dWhh + <Py_ssize_t>H * H
+    cdef floating* dbh = dWhy + HV
+    cdef floating* dby = dbh + H
+    cdef floating* dh = dH
+    cdef floating* carry = dH + BH
+    cdef const floating* h
+    cdef floating* row
+    cdef int x
+    _gemm(True, False, V, H, T * B, <floating>1, dZ, V, hs + BH, H, <floating>0, dWhy, H)
+    memset(dby, 0, V * sizeof(floating))
+    for r in range(<Py_ssize_t>T * B):
+        for v in range(V):
+            dby[v] += dZ[r * V + v]
+    memset(dWhh, 0, <Py_ssize_t>H * H * sizeof(floating))
+    memset(dbh, 0, H * sizeof(floating))
+    memset(dWxh, 0, HV * sizeof(floating))
+    memset(carry, 0, BH * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        # dh = dZ_t Why + carry, then through tanh
+        memcpy(dh, carry, BH * sizeof(floating))
+        _gemm(False, False, B, H, V, <floating>1, dZ + t * B * <Py_ssize_t>V, V, Why, H,
+              <floating>1, dh, H)
+        h = hs + (t + 1) * BH
+        for i in range(BH):
+            dh[i] = dh[i] * (1 - h[i] * h[i])
+        for b in range(B):
+            x = X[b * T + t]
+            row = dh + b * H
+            for i in range(H):
+                dbh[i] += row[i]
+                dWxh[i * V + x] += row[i]
+        _gemm(True, False, H, H, B, <floating>1, dh, H, hs + t * BH, H, <floating>1, dWhh, H)
+        if t > 0:
+            _gemm(False, False, B, H, H, <floating>1, dh, H, Whh, H, <floating>0, carry, H)
+        elif dh0 != NULL:
+            _gemm(False, False, B, H, H, <floating>1, dh, H, Whh, H, <floating>0, dh0, H)
+
+
+cdef void _backward_chunk(const floating* P, int H, int V, int B, int T, const int* X,
+                          const floating* hs, const floating* dZ, floating* dH, floating* G,
+                          floating* dh0, floating* scratch) noexcept nogil:
     cdef Py_ssize_t HV = <Py_ssize_t>H * V, BH = <Py_ssize_t>B * H
     cdef Py_ssize_t TB = <Py_ssize_t>T * B, t, b, i, r, v
     cdef const floating* Whh = P + HV
@@ -423,9 +488,11 @@ def num_params(int hidden_size, int vocab_size):
 
 
 def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size):
-    """Length of the scratch buffer a chunk of (B,T) needs: hs, Z, dH and one vector."""
+    """Length of the scratch buffer a chunk of (B,T) needs: hs, Z, dH and one vector
+    (dH is (T,B,H), or two (B,H) blocks for large batches: see _by_step)."""
     cdef Py_ssize_t B = batch_size, T = seq_length, H = hidden_size, V = vocab_size
-    return (T + 1) * B * H + T * B * V + T * B * H + H + SCRATCH_SLACK
+    cdef Py_ssize_t dH = 2 * B * H if _by_step(B, T, H, V) else T * B * H
+    return (T + 1) * B * H + T * B * V + dH + H + SCRATCH_SLACK
 
 
 def sample_work_size(int hidden_size, int vocab_size):
@@ -505,7 +572,8 @@ def loss_and_grads(floating[::1] params, floating[::1] grads, const int[:, ::1] 
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
-    cdef floating* scratch = dH + <Py_ssize_t>T * B * H
+    cdef floating* scratch = dH + (2 * B * <Py_ssize_t>H if _by_step(B, T, H, V)
+                                   else <Py_ssize_t>T * B * H)
     with nogil:
         memcpy(hs, &h[0, 0], B * H * sizeof(floating))
         loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
@@ -580,7 +648,8 @@ def train_step(floating[::1] params, floating[::1] grads, floating[::1] mem,
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
-    cdef floating* scratch = dH + <Py_ssize_t>T * B * H
+    cdef floating* scratch = dH + (2 * B * <Py_ssize_t>H if _by_step(B, T, H, V)
+                                   else <Py_ssize_t>T * B * H)
     with nogil:
         memcpy(hs, &h[0, 0], B * H * sizeof(floating))
         loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
