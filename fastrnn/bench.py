@@ -11,11 +11,12 @@ threadpoolctl, torch.set_num_threads) and printed. Rows:
   numpy          the reference backend (one Python step per time step), 1 thread
   cython/1t      compiled kernels, 1 thread; forward, backward and update timed separately too
   cython/Nt      compiled kernels, N BLAS threads
+  torch          fastrnn's own PyTorch backend (torch/cuda: on the GPU, when one is present)
   torch-eager    the same model as plain PyTorch code: a Python loop over time steps, autograd,
                  the gist's Adagrad with torch ops
   torch-nn.RNN   PyTorch's fused torch.nn.RNN (oneDNN on CPU, cuDNN on CUDA) over one-hot inputs
                  + nn.Linear, autograd, the same Adagrad
-  torch-cuda     torch-nn.RNN on the GPU (only when one is present)
+  torch-nn.RNN/cuda  torch-nn.RNN on the GPU (only when one is present)
 
 Useful FLOPs per token are 6H^2 + 6VH (forward, backward through the state, weight gradients of
 Whh and Why); GFLOP/s is reported against the sgemm peak measured here with the same threads.
@@ -91,10 +92,10 @@ def _data(B, T, V, seed=0):
     return x, y
 
 
-def fastrnn_rows(backend, B, T, H, V, threads, seconds, repeats):
+def fastrnn_rows(backend, B, T, H, V, threads, seconds, repeats, device="cpu"):
     """Timings of one fastrnn backend: fused iteration, and forward/backward/update apart."""
     set_num_threads(threads)
-    model = fastrnn.CharRNN(V, H, backend=backend, dtype="float32")
+    model = fastrnn.CharRNN(V, H, backend=backend, dtype="float32", device=device)
     opt = fastrnn.Adagrad(model)
     be = model._backend
     x, y = _data(B, T, V)
@@ -269,23 +270,23 @@ def run(configs, *, seconds, repeats, max_threads, with_torch=True, progress=Non
         if max_threads > 1:
             plan.append(("cython", max_threads))
         if torch is not None:
-            plan += [("torch-eager", threads), ("torch-nn.RNN", threads)]
+            plan += [("torch", threads), ("torch-eager", threads), ("torch-nn.RNN", threads)]
             if torch.cuda.is_available():
-                plan.append(("torch-cuda", 1))
+                plan += [("torch/cuda", 1), ("torch-nn.RNN/cuda", 1)]
         rows = []
         for name, nt in plan:
             if progress:
                 progress(f"{cfg['name']} B={B} T={T} H={H}: {name} {nt}t")
-            if name in ("numpy", "cython"):
-                budget = seconds if name == "cython" else seconds * 2
-                r = fastrnn_rows(name, B, T, H, V, nt, budget, repeats)
-            elif name == "torch-cuda":
+            if name in ("numpy", "cython", "torch", "torch/cuda"):
+                backend, _, device = name.partition("/")
+                r = fastrnn_rows(backend, B, T, H, V, nt, seconds, repeats, device or "cpu")
+            elif name == "torch-nn.RNN/cuda":
                 r = torch_rows("fused", B, T, H, V, nt, seconds, repeats, device="cuda")
             else:
                 r = torch_rows("eager" if name == "torch-eager" else "fused", B, T, H, V, nt,
                                seconds, repeats)
-            rows.append(dict(backend=name if name not in ("numpy", "cython")
-                             else f"{name}/{nt}t", threads=nt, **r))
+            label = f"{name}/{nt}t" if name in ("numpy", "cython") else name
+            rows.append(dict(backend=label, threads=nt, **r))
         base = next(r["total"] for r in rows if r["backend"] == "numpy/1t")
         flops = useful_flops(B, T, H, V)
         for r in rows:

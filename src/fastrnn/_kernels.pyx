@@ -441,17 +441,33 @@ cdef void adagrad(floating* P, const floating* G, floating* M, Py_ssize_t n, flo
 
 cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
                    floating temperature, bint greedy, int* out, floating* work) noexcept nogil:
-    cdef const floating* Why = P + <Py_ssize_t>H * V + <Py_ssize_t>H * H
-    cdef const floating* by = Why + <Py_ssize_t>V * H + H
-    cdef floating* z = work
-    cdef floating* h_new = work + V
-    cdef Py_ssize_t k, v
+    # One character is two small matrix-vector products, so the 16-lane reductions of _dot_rows
+    # would cost as much as the products: transpose the three matrices once per call instead and
+    # build every product as a sum of rows (_axpy_rows).
+    cdef const floating* Wxh = P
+    cdef const floating* Whh = P + <Py_ssize_t>H * V
+    cdef const floating* Why = Whh + <Py_ssize_t>H * H
+    cdef const floating* bh = Why + <Py_ssize_t>V * H
+    cdef const floating* by = bh + H
+    cdef floating* WxhT = work                          # (V,H), with bh added to every row
+    cdef floating* WhhT = WxhT + <Py_ssize_t>V * H      # (H,H)
+    cdef floating* WhyT = WhhT + <Py_ssize_t>H * H      # (H,V)
+    cdef floating* z = _clear_of(WhyT + <Py_ssize_t>H * V, WhyT, V)
+    cdef floating* h_new = _clear_of(WhyT + <Py_ssize_t>H * V + V + SCRATCH_SLACK, WhhT, H)
+    cdef const floating* col
+    cdef Py_ssize_t k, v, i, j
     cdef floating m
     cdef double total, target, c
     cdef int idx
+    for i in range(H):
+        for j in range(V):
+            WxhT[j * H + i] = Wxh[i * V + j] + bh[i]
+            WhyT[i * V + j] = Why[j * H + i]
+        for j in range(H):
+            WhhT[j * H + i] = Whh[i * H + j]
     for k in range(n):
         memcpy(z, by, V * sizeof(floating))
-        _dot_rows(V, H, Why, h, z)
+        _axpy_rows(H, V, WhyT, h, z)
         idx = 0
         m = z[0]
         for v in range(1, V):
@@ -474,8 +490,12 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
                     idx = <int>v
                     break
         out[k] = idx
-        step(P, H, V, 1, &idx, 1, h, h_new)
-        memcpy(h, h_new, H * sizeof(floating))
+        col = WxhT + idx * <Py_ssize_t>H
+        for i in range(H):
+            h_new[i] = col[i]
+        _axpy_rows(H, H, WhhT, h, h_new)
+        for i in range(H):
+            h[i] = _tanh(h_new[i])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,9 +516,10 @@ def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size):
 
 
 def sample_work_size(int hidden_size, int vocab_size):
-    """Length of the scratch buffer `sample` needs: logits and a state."""
+    """Length of the scratch buffer `sample` needs: the three weight matrices transposed, then
+    logits and a state, each with room to be placed clear of the matrices (see _clear_of)."""
     cdef Py_ssize_t H = hidden_size, V = vocab_size
-    return V + H
+    return 2 * V * H + H * H + V + H + 2 * SCRATCH_SLACK
 
 
 cdef int _check_dims(Py_ssize_t n_params, int H, int V) except -1:
