@@ -53,22 +53,36 @@ class CythonBackend(NumpyBackend):
                                        self._workspace(*inputs.shape), self.H, self.V, dh0)
         return loss, grads, dh0
 
-    def update(self, opt, grads):
-        if opt.name != "adagrad":
-            return super().update(opt, grads)
-        _kernels.adagrad_update(self.flat, grads, opt.state["mem"], opt.lr, opt.eps, opt.clip)
+    def _opt_args(self, opt):
+        state = [opt.state[name] for name in opt.state_names] + [None, None]
+        return state[0], dict(mem2=state[1], beta1=opt.beta1, beta2=opt.beta2,
+                              step=opt.steps + 1, clip_norm=opt.clip_norm)
 
-    def train_step(self, inputs, targets, h, opt):
+    def update(self, opt, grads, grad_scale=1.0):
         if opt.name not in _kernels.OPTIMIZERS:
-            return super().train_step(inputs, targets, h, opt)
+            return super().update(opt, grads, grad_scale)
+        mem, kw = self._opt_args(opt)
+        _kernels.optimizer_update(self.flat, grads, mem, kw["mem2"], _kernels.OPTIMIZERS[opt.name],
+                                  opt.lr, opt.eps, opt.clip, kw["beta1"], kw["beta2"], kw["step"],
+                                  opt.clip_norm, grad_scale)
+        opt.steps += 1
+
+    def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
+        if opt.name not in _kernels.OPTIMIZERS:
+            return super().train_step(inputs, targets, h, opt, grad_scale)
         if self._grads is None:
             self._grads = self.zeros()
-        return _kernels.train_step(self.flat, self._grads, opt.state["mem"], inputs, targets, h,
+        mem, kw = self._opt_args(opt)
+        loss = _kernels.train_step(self.flat, self._grads, mem, inputs, targets, h,
                                    self._workspace(*inputs.shape), self.H, self.V,
-                                   _kernels.OPTIMIZERS[opt.name], opt.lr, opt.eps, opt.clip)
+                                   _kernels.OPTIMIZERS[opt.name], opt.lr, opt.eps, opt.clip,
+                                   grad_scale=grad_scale, **kw)
+        opt.steps += 1
+        return loss
 
-    def generate(self, n, h, uniforms, temperature, greedy):
+    def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         out = np.empty(n, dtype=np.int32)
         work = np.empty(self.V + self.H, dtype=self.dtype)
-        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V)
+        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V,
+                        top_k, top_p)
         return out
