@@ -163,18 +163,21 @@ def read_training_checkpoint(path, ids, *, val_ids=None, backend="cython", devic
         raise CheckpointError(f"{path} holds a model only, not a training run to resume "
                               f"(use it with --init-from to fine-tune)")
     model = model_from_arrays(arrays, path, backend=backend, device=device)
-    hyper = {k[len("hyper/"):]: _unplain(v) for k, v in section(arrays, "optimizer").items()
-             if k.startswith("hyper/")}
-    if "betas" in hyper:
-        hyper["betas"] = tuple(float(b) for b in hyper["betas"])
-    opt = make_optimizer(str(arrays["optimizer/name"]), model, **hyper)
-    opt.load_state_dict(section(arrays, "optimizer"))
-    state = section(arrays, "trainer")
-    trainer = Trainer(model, ids, seq_length=int(state["seq_length"]),
-                      batch_size=int(state["batch_size"]), optimizer=opt,
-                      reset=str(state["reset"]), reduction=str(state["reduction"]),
-                      val_ids=val_ids)
-    trainer.load_state_dict(state)
+    try:
+        hyper = {k[len("hyper/"):]: _unplain(v) for k, v in section(arrays, "optimizer").items()
+                 if k.startswith("hyper/")}
+        if "betas" in hyper:
+            hyper["betas"] = tuple(float(b) for b in hyper["betas"])
+        opt = make_optimizer(str(arrays["optimizer/name"]), model, **hyper)
+        opt.load_state_dict(section(arrays, "optimizer"))
+        state = section(arrays, "trainer")
+        trainer = Trainer(model, ids, seq_length=int(state["seq_length"]),
+                          batch_size=int(state["batch_size"]), optimizer=opt,
+                          reset=str(state["reset"]), reduction=str(state["reduction"]),
+                          val_ids=val_ids)
+        trainer.load_state_dict(state)
+    except KeyError as exc:
+        raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
     trainer.meta = {k: _unplain(v) for k, v in section(arrays, "meta").items()}
     return trainer
 

@@ -3,7 +3,7 @@ import json
 import os
 
 
-def _require_matplotlib():
+def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
@@ -41,7 +41,7 @@ def plot_history(history, path, *, title=None, baseline=None):
         history = read_log(history)
     elif hasattr(history, "history"):
         history = history.history
-    plt = _require_matplotlib()
+    plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     try:
         train, val = history.get("train", []), history.get("val", [])

@@ -42,8 +42,9 @@ class TrainResult:
     iterations: int                  # total iterations of the trainer so far
     smooth_loss: float               # min-char-rnn EMA of the chunk loss
     losses: np.ndarray = field(repr=False)
-    seconds: float = 0.0
-    chars_per_sec: float = 0.0
+    seconds: float = 0.0             # wall time of the call, evaluation and checkpoints included
+    chars_per_sec: float = 0.0       # trained characters per second of wall time
+    step_seconds: float = 0.0        # time spent in training iterations alone
     interrupted: bool = False        # stopped early by Ctrl-C (SIGINT)
     best_val_loss: float = math.inf  # best validation nats/char seen so far
 
@@ -183,12 +184,13 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, ids=None, *, batch_size=None, chunk_length=None):
         """Metrics (see `metrics`) of the model on `ids` (default: val_ids), predicting each id
-        from those before it; batch_size streams as in CharRNN.nll (default: the trainer's)."""
+        from those before it, in batch_size streams as in CharRNN.nll (default: the trainer's
+        batch_size, at least 16, which keeps periodic validation cheap)."""
         ids = self.val_ids if ids is None else ids
         if ids is None:
             raise ValueError("evaluate needs ids (or a trainer made with val_ids)")
         m = self.model
-        total, count = m.nll(ids, batch_size=batch_size or self.batch_size,
+        total, count = m.nll(ids, batch_size=batch_size or max(self.batch_size, 16),
                              chunk_length=chunk_length or max(self.seq_length, 64))
         n_bytes = None
         if m.vocab is not None:
@@ -222,12 +224,15 @@ class Trainer:
         report = _Reporter(self, iterations, progress, print_every, file, log)
         losses = np.empty(iterations, dtype=np.float64)
         t0, done, tokens, interrupted = time.perf_counter(), 0, 0, False
+        step_seconds = 0.0
         try:
             with _SigintFlag() as sigint:
                 for i in range(iterations):
                     t_step = time.perf_counter()
                     losses[i] = loss = self.step()
-                    report.step_seconds += time.perf_counter() - t_step
+                    t_step = time.perf_counter() - t_step
+                    report.step_seconds += t_step
+                    step_seconds += t_step
                     done += 1
                     tokens += self._last_tokens
                     if not math.isfinite(loss):
@@ -259,7 +264,8 @@ class Trainer:
         return TrainResult(iterations=self.iteration, smooth_loss=self.smooth_loss,
                            losses=losses[:done], seconds=seconds,
                            chars_per_sec=tokens / seconds if seconds > 0 else float("inf"),
-                           interrupted=interrupted, best_val_loss=self.best_val_loss)
+                           interrupted=interrupted, best_val_loss=self.best_val_loss,
+                           step_seconds=step_seconds)
 
     def _validate(self, report, checkpoint_dir):
         m = self.evaluate()

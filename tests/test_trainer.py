@@ -214,3 +214,10 @@ def test_cli_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--data", str(tmp_path / "no")],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" not in out.stderr
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(ImportError, match=r"fastrnn\[plot\]"):
+        fastrnn.plot_history({"train": [(1, 2.0, 2.0)], "val": []}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
