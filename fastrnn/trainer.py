@@ -4,7 +4,7 @@ The data walk:
 - batch_size=1 walks the data exactly like min-char-rnn: position 0, steps of seq_length, the
   hidden state carried across chunks, and position (and, with reset="wrap", state) back to zero
   when p + seq_length + 1 >= len(ids). Like the gist, each pass leaves out the last
-  1 to seq_length+1 characters.
+  1 to seq_length (input, target) pairs (`untrained_pairs`).
 - batch_size=B > 1 splits the len(ids)-1 (input, target) pairs into B contiguous streams of
   L = (len(ids)-1) // B pairs (char-rnn style); iteration i trains on pairs [p, p+T) of every
   stream, each stream carrying its own hidden state, so batch row b of iteration i+1 continues

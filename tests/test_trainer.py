@@ -221,3 +221,17 @@ def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"fastrnn\[plot\]"):
         fastrnn.plot_history({"train": [(1, 2.0, 2.0)], "val": []}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_batch1_pass_length_and_untrained_tail():
+    for n in (103, 101, 126, 127, 200):
+        ids = np.arange(n) % 7
+        tr = fastrnn.Trainer(fastrnn.CharRNN(7, 3, backend="numpy"), ids, seq_length=25)
+        starts = [x[0][0] for x, _, _ in record_chunks(tr, tr.iterations_per_epoch + 1)]
+        ps = [0]  # the gist's positions for one pass, then the wrap
+        while ps[-1] + 25 + 25 + 1 < n:
+            ps.append(ps[-1] + 25)
+        assert tr.iterations_per_epoch == len(ps)
+        assert [int(s) for s in starts] == [ids[p] for p in ps] + [ids[0]]
+        assert tr.untrained_pairs == (n - 1) - 25 * len(ps)
+        assert 1 <= tr.untrained_pairs <= 25
