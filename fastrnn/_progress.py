@@ -12,15 +12,18 @@ LN2 = math.log(2)
 
 class SigintFlag:
     """While active (main thread only), the first Ctrl-C sets .hit instead of raising, so a
-    training iteration is never cut in half; a second one raises KeyboardInterrupt as usual."""
+    training iteration is never cut in half; a second one acts as before (KeyboardInterrupt)."""
 
     def __init__(self):
         self.hit = False
         self._old = None
+        self._active = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            old = signal.signal(signal.SIGINT, self._handle)
+            self._old = signal.SIG_DFL if old is None else old  # None: set outside Python
+            self._active = True
         return self
 
     def _handle(self, signum, frame):
@@ -28,8 +31,9 @@ class SigintFlag:
         signal.signal(signal.SIGINT, self._old)
 
     def __exit__(self, *exc):
-        if self._old is not None:
+        if self._active:
             signal.signal(signal.SIGINT, self._old)
+            self._active = False
 
 
 class Reporter:
@@ -42,7 +46,9 @@ class Reporter:
         self.bar = None
         if progress or progress is None:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True, file=file,
+            # the bar goes to stderr (shown only on a terminal when progress is None); lines
+            # and results go to `file`
+            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True,
                             disable=None if progress is None else False)
             if self.bar.disable:
                 self.bar = None

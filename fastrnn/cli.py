@@ -157,7 +157,7 @@ def cmd_train(args):
         return 130
     tpc = trainer.seq_length * trainer.batch_size
     trained = len(result.losses) * tpc
-    print(f"{trainer.iteration} iterations ({trainer.epoch:.2f} epochs), this run "
+    print(f"{trainer.iteration} iterations ({trainer.epoch:.3g} epochs), this run "
           f"{len(result.losses)} in {result.seconds:.1f} s ({result.step_seconds:.1f} s "
           f"training, {trained / max(result.step_seconds, 1e-9):,.0f} chars/s); smooth loss "
           f"{result.smooth_loss:.3f} ({result.smooth_loss / tpc:.4f} nats/char)", file=out)

@@ -235,3 +235,21 @@ def test_batch1_pass_length_and_untrained_tail():
         assert [int(s) for s in starts] == [ids[p] for p in ps] + [ids[0]]
         assert tr.untrained_pairs == (n - 1) - 25 * len(ps)
         assert 1 <= tr.untrained_pairs <= 25
+
+
+def test_progress_bar_and_ctrl_c_flag_in_process(capsys):
+    import signal
+    ids = np.arange(300) % 5
+    tr = fastrnn.Trainer(fastrnn.CharRNN(5, 4, backend="cython"), ids, seq_length=10)
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt(trainer, loss):  # as if Ctrl-C came during iteration 7
+        if trainer.iteration == 7:
+            signal.raise_signal(signal.SIGINT)
+
+    r = tr.fit(50, progress=True, callback=interrupt)
+    assert r.interrupted and r.iterations == 7 and len(r.losses) == 7
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
+    err = capsys.readouterr().err
+    assert "7/50" in err  # the tqdm bar, on stderr, stopped where training did
+    assert not tr.fit(3).interrupted and tr.iteration == 10
