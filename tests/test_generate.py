@@ -151,3 +151,12 @@ def test_sampling_options_are_checked():
         m.stream(3, chunk_size=0)
     with pytest.raises(ValueError, match="vocab"):
         m.stream(3, prime="ab")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_ties_rank_the_lower_id_first(backend):
+    m = fastrnn.CharRNN(5, 3, backend=backend, dtype="float64")
+    m.set_params({**m.get_params(), "by": np.array([0.0, 2.0, 2.0, 2.0, 1.0])})
+    firsts = {int(m.generate(1, seed=s, top_k=2)[0]) for s in range(200)}
+    assert firsts == {1, 2}  # ids 1, 2, 3 tie; the top 2 are the two lower ids
+    assert m.generate(1, top_k=1, seed=0)[0] == m.generate(1, greedy=True)[0] == 1
