@@ -54,15 +54,14 @@ def _optimizer(args, model, name):
 def _new_trainer(args, out):
     """A fresh (or --init-from) model, optimizer and trainer from the command line."""
     preset = PRESETS[args.preset or "min-char-rnn"]
-    H = args.hidden_size or preset["hidden_size"]
-    T = args.seq_length or preset["seq_length"]
-    B = args.batch_size or preset["batch_size"]
+    H, T, B = (preset[k] if getattr(args, k) is None else getattr(args, k)
+               for k in ("hidden_size", "seq_length", "batch_size"))
     if args.init_from:
         model = fastrnn.CharRNN.load(args.init_from, backend=args.backend, device=args.device,
                                      dtype=args.dtype)
         if model.vocab is None:
             raise ValueError(f"{args.init_from} has no vocabulary to fine-tune with")
-        if args.hidden_size and args.hidden_size != model.hidden_size:
+        if args.hidden_size is not None and args.hidden_size != model.hidden_size:
             raise ValueError(f"--hidden-size {args.hidden_size} differs from the "
                              f"--init-from model's {model.hidden_size}")
         vocab = model.vocab
@@ -83,9 +82,10 @@ def _new_trainer(args, out):
         name = "adagrad" if B == 1 else "adam"
     reduction = args.reduction or (preset["reduction"] if args.preset else "sum")
     trainer = fastrnn.Trainer(model, train_ids, seq_length=T, batch_size=B,
-                              optimizer=_optimizer(args, model, name), reset=args.reset,
+                              optimizer=_optimizer(args, model, name), reset=args.reset or "wrap",
                               reduction=reduction, val_ids=val_ids, seed=args.seed)
-    trainer.meta = {"data": args.data or "", "val_frac": args.val_frac,
+    trainer.meta = {"data": os.path.abspath(args.data) if args.data else "",
+                    "val_frac": args.val_frac,
                     "iterations": _total_iterations(args, trainer, preset)}
     print(f"fastrnn {fastrnn.__version__}: training on {source}: {len(train_ids):,} chars"
           f"{f' + {len(val_ids):,} held out' if val_ids is not None else ''}, vocab "
@@ -102,7 +102,15 @@ def _total_iterations(args, trainer, preset):
     return args.iterations if args.iterations is not None else preset["iterations"]
 
 
+FIXED_BY_RESUME = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
+                   "clip_norm", "reduction", "reset", "init_from", "dtype")
+
+
 def _resumed_trainer(args, out):
+    fixed = [k for k in FIXED_BY_RESUME if getattr(args, k) is not None]
+    if fixed:
+        raise ValueError(f"--resume continues a run with its own settings; leave out "
+                         f"{', '.join('--' + k.replace('_', '-') for k in fixed)}")
     meta = fastrnn.checkpoint.read_meta(args.resume)
     probe = fastrnn.CharRNN.load(args.resume, backend="numpy")
     if probe.vocab is None:
@@ -307,8 +315,8 @@ def build_parser():
     t.add_argument("--reduction", choices=["sum", "mean"],
                    help="loss the update follows: summed over a chunk's tokens (the gist's, "
                         "the default) or their mean")
-    t.add_argument("--reset", choices=["wrap", "never", "every"], default="wrap",
-                   help="when a stream's carried hidden state is zeroed")
+    t.add_argument("--reset", choices=["wrap", "never", "every"],
+                   help="when a stream's carried hidden state is zeroed (default: wrap)")
     t.add_argument("--val-frac", type=float, default=0.05,
                    help="fraction held out from the end for validation (0: none)")
     t.add_argument("--eval-every", type=int, help="default: a tenth of the run")
