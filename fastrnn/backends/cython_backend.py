@@ -53,30 +53,33 @@ class CythonBackend(NumpyBackend):
                                        self._workspace(*inputs.shape), self.H, self.V, dh0)
         return loss, grads, dh0
 
-    def _opt_args(self, opt):
-        state = [opt.state[name] for name in opt.state_names] + [None, None]
-        return state[0], dict(mem2=state[1], beta1=opt.beta1, beta2=opt.beta2,
-                              step=opt.steps + 1, clip_norm=opt.clip_norm)
+    @staticmethod
+    def _states(opt):
+        """The optimizer's first and second state buffers (None where it has fewer)."""
+        names = opt.state_names
+        return (opt.state[names[0]] if names else None,
+                opt.state[names[1]] if len(names) > 1 else None)
 
     def update(self, opt, grads, grad_scale=1.0):
-        if opt.name not in _kernels.OPTIMIZERS:
+        code = _kernels.OPTIMIZERS.get(opt.name)
+        if code is None:
             return super().update(opt, grads, grad_scale)
-        mem, kw = self._opt_args(opt)
-        _kernels.optimizer_update(self.flat, grads, mem, kw["mem2"], _kernels.OPTIMIZERS[opt.name],
-                                  opt.lr, opt.eps, opt.clip, kw["beta1"], kw["beta2"], kw["step"],
-                                  opt.clip_norm, grad_scale)
+        mem, mem2 = self._states(opt)
+        _kernels.optimizer_update(self.flat, grads, mem, mem2, code, opt.lr, opt.eps, opt.clip,
+                                  opt.beta1, opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale)
         opt.steps += 1
 
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
-        if opt.name not in _kernels.OPTIMIZERS:
+        code = _kernels.OPTIMIZERS.get(opt.name)
+        if code is None:
             return super().train_step(inputs, targets, h, opt, grad_scale)
         if self._grads is None:
             self._grads = self.zeros()
-        mem, kw = self._opt_args(opt)
+        mem, mem2 = self._states(opt)
         loss = _kernels.train_step(self.flat, self._grads, mem, inputs, targets, h,
-                                   self._workspace(*inputs.shape), self.H, self.V,
-                                   _kernels.OPTIMIZERS[opt.name], opt.lr, opt.eps, opt.clip,
-                                   grad_scale=grad_scale, **kw)
+                                   self._workspace(*inputs.shape), self.H, self.V, code, opt.lr,
+                                   opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
+                                   opt.clip_norm, grad_scale)
         opt.steps += 1
         return loss
 
