@@ -14,10 +14,13 @@ from ._threads import get_num_threads, set_num_threads
 from .backends import BACKENDS, available_backends
 from .data import load_shakespeare
 from .model import CharRNN
-from .optim import Adagrad
+from .ngram import KneserNey
+from .optim import SGD, Adagrad, Adam, RMSprop, make_optimizer
+from .plot import plot_history
 from .trainer import Trainer, TrainResult
 from .vocab import Vocab
 
 __all__ = ["__version__", "BACKENDS", "available_backends", "cuda_available", "load_shakespeare",
-           "CharRNN", "Adagrad", "Trainer", "TrainResult", "Vocab",
-           "set_num_threads", "get_num_threads"]
+           "CharRNN", "Adagrad", "SGD", "RMSprop", "Adam", "make_optimizer", "Trainer",
+           "TrainResult", "Vocab", "KneserNey", "plot_history", "set_num_threads",
+           "get_num_threads"]

@@ -5,6 +5,7 @@ Keys of a model checkpoint (format version 1):
     Wxh Whh Why bh by  the parameters                vocab_codes      uint32 code points of the vocab
     hidden_size, vocab_size                          dtype            "float32" | "float64"
     backend, device  where it was saved from (informational; any backend/device loads it)
+    vocab_byte_level True when the vocab's characters stand for bytes (absent: False)
 Other components (trainer, optimizer state) add keys under their own prefix, e.g. "trainer/…".
 """
 import os
@@ -80,6 +81,7 @@ def model_arrays(model):
               "device": np.array(str(model.device))}
     if model.vocab is not None:
         arrays["vocab_codes"] = np.frombuffer(model.vocab.chars.encode("utf-32-le"), np.uint32)
+        arrays["vocab_byte_level"] = np.array(model.vocab.byte_level)
     arrays.update(model.get_params())
     return arrays
 
@@ -98,7 +100,8 @@ def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cp
     if "vocab_codes" in arrays:
         codes = np.asarray(arrays["vocab_codes"], dtype="<u4")
         try:
-            vocab = Vocab(codes.tobytes().decode("utf-32-le"))
+            vocab = Vocab(codes.tobytes().decode("utf-32-le"),
+                          byte_level=bool(arrays.get("vocab_byte_level", False)))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CheckpointError(f"{path} holds an invalid vocabulary: {exc}") from None
     model = CharRNN(vocab if vocab is not None else V, H, backend=backend, device=device,
@@ -111,3 +114,74 @@ def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cp
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     return model
+
+
+# -- training checkpoints: a model checkpoint plus "optimizer/…", "trainer/…" and "meta/…" -------
+
+def _plain(v):
+    """A checkpoint entry for a plain value; None becomes NaN (read back by _unplain)."""
+    return np.array(np.nan if v is None else v)
+
+
+def _unplain(a):
+    a = np.asarray(a)
+    if a.ndim == 0 and a.dtype.kind == "f" and np.isnan(a):
+        return None
+    return a.item() if a.ndim == 0 else a
+
+
+def write_training_checkpoint(path, trainer):
+    """Writes everything a Trainer needs to continue exactly: the model entries, the optimizer
+    (name, hyperparameters, step count, state buffers), the trainer's walk, carried states,
+    smooth loss, history and RNG state, and trainer.meta, as one atomic .npz."""
+    opt = trainer.optimizer
+    arrays = model_arrays(trainer.model)
+    arrays["optimizer/name"] = np.array(opt.name)
+    for k, v in opt.hyperparameters().items():
+        arrays[f"optimizer/hyper/{k}"] = _plain(v)
+    for k, v in opt.state_dict().items():
+        arrays[f"optimizer/{k}"] = np.asarray(v)
+    for k, v in trainer.state_dict().items():
+        arrays[f"trainer/{k}"] = np.asarray(v)
+    for k, v in trainer.meta.items():
+        arrays[f"meta/{k}"] = _plain(v)
+    write_npz_atomic(path, arrays)
+
+
+def section(arrays, prefix):
+    """The entries under "prefix/" (prefix removed)."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
+
+
+def read_training_checkpoint(path, ids, *, val_ids=None, backend="cython", device="cpu"):
+    """A Trainer continuing exactly from a file written by write_training_checkpoint."""
+    from .optim import make_optimizer
+    from .trainer import Trainer
+    arrays = read_npz(path)
+    if "trainer/iteration" not in arrays or "optimizer/name" not in arrays:
+        raise CheckpointError(f"{path} holds a model only, not a training run to resume "
+                              f"(use it with --init-from to fine-tune)")
+    model = model_from_arrays(arrays, path, backend=backend, device=device)
+    try:
+        hyper = {k[len("hyper/"):]: _unplain(v) for k, v in section(arrays, "optimizer").items()
+                 if k.startswith("hyper/")}
+        if "betas" in hyper:
+            hyper["betas"] = tuple(float(b) for b in hyper["betas"])
+        opt = make_optimizer(str(arrays["optimizer/name"]), model, **hyper)
+        opt.load_state_dict(section(arrays, "optimizer"))
+        state = section(arrays, "trainer")
+        trainer = Trainer(model, ids, seq_length=int(state["seq_length"]),
+                          batch_size=int(state["batch_size"]), optimizer=opt,
+                          reset=str(state["reset"]), reduction=str(state["reduction"]),
+                          val_ids=val_ids)
+        trainer.load_state_dict(state)
+    except KeyError as exc:
+        raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
+    trainer.meta = {k: _unplain(v) for k, v in section(arrays, "meta").items()}
+    return trainer
+
+
+def read_meta(path):
+    """The "meta/…" entries of a training checkpoint (empty for a model-only file)."""
+    return {k: _unplain(v) for k, v in section(read_npz(path), "meta").items()}

@@ -1,62 +1,385 @@
-"""The `fastrnn` command line (also `python -m fastrnn`)."""
+"""The `fastrnn` command line (also `python -m fastrnn`): train, sample, eval, baseline, export."""
 import argparse
+import json
+import math
+import os
 import sys
 import time
 
 import fastrnn
+import fastrnn.checkpoint
+from fastrnn.vocab import OOV_POLICIES, read_text
+
+# Model and walk settings of each preset; the optimizer's own hyperparameter defaults (Adagrad:
+# lr 0.1, clip 5 as the gist; Adam: lr 2e-3, global-norm clip 5) complete them.
+PRESETS = {
+    "min-char-rnn": dict(hidden_size=100, seq_length=25, batch_size=1, optimizer="adagrad",
+                         reduction="sum", iterations=5000),
+    "lab": dict(hidden_size=256, seq_length=128, batch_size=64, optimizer="adam",
+                reduction="mean", iterations=2000),
+}
 
 
-def _read_text(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+def _load_corpus(path, byte_level):
+    """(text, a description) of --data, or of the built-in corpus."""
+    if path:
+        return read_text(path, byte_level), path
+    text = fastrnn.load_shakespeare()
+    if byte_level:
+        text = text.encode("utf-8").decode("latin-1")
+    return text, "built-in Shakespeare (1.1 MB)"
+
+
+def _split(ids, val_frac):
+    """Train ids and the held-out last val_frac of them (None when that is under 2 ids)."""
+    if not 0 <= val_frac < 1:
+        raise ValueError(f"--val-frac must lie in [0, 1), got {val_frac}")
+    n_val = int(len(ids) * val_frac)
+    if n_val < 2:
+        return ids, None
+    return ids[:-n_val], ids[-n_val:]
+
+
+def _optimizer(args, model, name):
+    kwargs = {}
+    if args.lr is not None:
+        kwargs["lr"] = args.lr
+    for key in ("clip", "clip_norm"):  # 0 turns it off; absent keeps the optimizer's default
+        value = getattr(args, key)
+        if value is not None:
+            kwargs[key] = value if value > 0 else None
+    return fastrnn.make_optimizer(name, model, **kwargs)
+
+
+def _new_trainer(args, out):
+    """A fresh (or --init-from) model, optimizer and trainer from the command line."""
+    preset = PRESETS[args.preset or "min-char-rnn"]
+    H, T, B = (preset[k] if getattr(args, k) is None else getattr(args, k)
+               for k in ("hidden_size", "seq_length", "batch_size"))
+    if args.init_from:
+        model = fastrnn.CharRNN.load(args.init_from, backend=args.backend, device=args.device,
+                                     dtype=args.dtype)
+        if model.vocab is None:
+            raise ValueError(f"{args.init_from} has no vocabulary to fine-tune with")
+        if args.hidden_size is not None and args.hidden_size != model.hidden_size:
+            raise ValueError(f"--hidden-size {args.hidden_size} differs from the "
+                             f"--init-from model's {model.hidden_size}")
+        vocab = model.vocab
+        text, source = _load_corpus(args.data, vocab.byte_level)
+        ids = vocab.encode(text, oov=args.oov)
+    else:
+        text, source = _load_corpus(args.data, args.bytes)
+        vocab = fastrnn.Vocab.from_text(text, byte_level=args.bytes)
+        ids = vocab.encode(text)
+        model = fastrnn.CharRNN(vocab, H, backend=args.backend, device=args.device,
+                                dtype=args.dtype or "float32", seed=args.seed)
+    train_ids, val_ids = _split(ids, args.val_frac)
+    if args.optimizer:
+        name = args.optimizer
+    elif args.preset:
+        name = preset["optimizer"]
+    else:
+        name = "adagrad" if B == 1 else "adam"
+    reduction = args.reduction or (preset["reduction"] if args.preset else "sum")
+    trainer = fastrnn.Trainer(model, train_ids, seq_length=T, batch_size=B,
+                              optimizer=_optimizer(args, model, name), reset=args.reset or "wrap",
+                              reduction=reduction, val_ids=val_ids, seed=args.seed)
+    trainer.meta = {"data": os.path.abspath(args.data) if args.data else "",
+                    "val_frac": args.val_frac,
+                    "iterations": _total_iterations(args, trainer, preset)}
+    print(f"fastrnn {fastrnn.__version__}: training on {source}: {len(train_ids):,} chars"
+          f"{f' + {len(val_ids):,} held out' if val_ids is not None else ''}, vocab "
+          f"{len(model.vocab)}{' (bytes)' if model.vocab.byte_level else ''}; {model}",
+          file=out, flush=True)
+    return trainer
+
+
+def _total_iterations(args, trainer, preset):
+    if args.epochs is not None:
+        if not args.epochs > 0:
+            raise ValueError(f"--epochs must be positive, got {args.epochs}")
+        return max(1, math.ceil(args.epochs * trainer.iterations_per_epoch))
+    return args.iterations if args.iterations is not None else preset["iterations"]
+
+
+FIXED_BY_RESUME = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
+                   "clip_norm", "reduction", "reset", "init_from", "dtype")
+
+
+def _resumed_trainer(args, out):
+    fixed = [k for k in FIXED_BY_RESUME if getattr(args, k) is not None]
+    if fixed:
+        raise ValueError(f"--resume continues a run with its own settings; leave out "
+                         f"{', '.join('--' + k.replace('_', '-') for k in fixed)}")
+    meta = fastrnn.checkpoint.read_meta(args.resume)
+    probe = fastrnn.CharRNN.load(args.resume, backend="numpy")
+    if probe.vocab is None:
+        raise ValueError(f"{args.resume} has no vocabulary")
+    data = args.data if args.data is not None else (meta.get("data") or None)
+    val_frac = meta.get("val_frac", args.val_frac)
+    text, source = _load_corpus(data, probe.vocab.byte_level)
+    train_ids, val_ids = _split(probe.vocab.encode(text, oov=args.oov), val_frac)
+    trainer = fastrnn.Trainer.load(args.resume, train_ids, val_ids=val_ids,
+                                   backend=args.backend, device=args.device)
+    if args.epochs is not None or args.iterations is not None:
+        trainer.meta["iterations"] = _total_iterations(args, trainer, PRESETS["min-char-rnn"])
+    print(f"fastrnn {fastrnn.__version__}: resuming {args.resume} at iteration "
+          f"{trainer.iteration:,} on {source}; {trainer.model}, {trainer.optimizer!r}",
+          file=out, flush=True)
+    return trainer
 
 
 def cmd_train(args):
-    text = _read_text(args.data) if args.data else fastrnn.load_shakespeare()
-    source = args.data or "built-in Shakespeare (1.1 MB)"
-    vocab = fastrnn.Vocab.from_text(text)
-    ids = vocab.encode(text)
-    model = fastrnn.CharRNN(vocab, args.hidden_size, backend=args.backend, dtype=args.dtype,
-                            seed=args.seed)
-    opt = fastrnn.Adagrad(model, lr=args.lr, clip=args.clip)
-    trainer = fastrnn.Trainer(model, ids, seq_length=args.seq_length,
-                              batch_size=args.batch_size, optimizer=opt)
-    print(f"fastrnn {fastrnn.__version__}: training on {source}: {len(ids):,} chars, "
-          f"vocab {len(vocab)}; {model}", flush=True)
-    result = trainer.fit(args.iterations, print_every=args.print_every)
-    print(f"{result.iterations} iterations in {result.seconds:.1f} s "
-          f"({result.chars_per_sec:,.0f} chars/s); smooth loss {result.smooth_loss:.3f} "
-          f"({result.smooth_loss / (args.seq_length * args.batch_size):.3f} nats/char)")
-    print("----")
-    print(model.sample_text(args.sample_length, prime=args.prime, temperature=args.temperature,
-                            seed=args.seed))
-    print("----")
+    out = sys.stdout
+    if args.plot:  # fail before training, not after it
+        fastrnn.plot.require_matplotlib()
+    if args.threads is not None:
+        fastrnn.set_num_threads(args.threads)
+    trainer = _resumed_trainer(args, out) if args.resume else _new_trainer(args, out)
+    total = int(trainer.meta["iterations"])
+    todo = max(0, total - trainer.iteration)
+    has_val = trainer.val_ids is not None
+    eval_every = args.eval_every if args.eval_every is not None else max(1, round(total / 10))
+    print_every = args.print_every
+    if print_every is None:  # a progress bar on a terminal, else lines
+        print_every = 0 if sys.stderr.isatty() else max(1, round(total / 20))
+    log = args.log
+    ckpt = args.checkpoint_dir
+    if ckpt is None:  # a resumed run keeps writing beside the checkpoint it came from
+        ckpt = os.path.dirname(args.resume) or "." if args.resume else "checkpoints"
+    ckpt = ckpt or None
+    result = trainer.fit(todo, print_every=print_every, file=out, progress=None,
+                         eval_every=eval_every if has_val else 0,
+                         sample_every=args.sample_every, sample_length=args.sample_length,
+                         checkpoint_every=(args.checkpoint_every if args.checkpoint_every
+                                           is not None else eval_every),
+                         checkpoint_dir=ckpt, log=log)
+    if args.plot:
+        fastrnn.plot_history(trainer.history, args.plot)
+    if result.interrupted:
+        where = os.path.join(ckpt, "latest.npz") if ckpt else None
+        print(f"fastrnn: interrupted at iteration {trainer.iteration:,}"
+              + (f"; checkpoint written to {where}; continue with: fastrnn train --resume "
+                 f"{where}" if where else " (no --checkpoint-dir: nothing saved)"),
+              file=sys.stderr)
+        return 130
+    tpc = trainer.seq_length * trainer.batch_size
+    trained = len(result.losses) * tpc
+    print(f"{trainer.iteration} iterations ({trainer.epoch:.3g} epochs), this run "
+          f"{len(result.losses)} in {result.seconds:.1f} s ({result.step_seconds:.1f} s "
+          f"training, {trained / max(result.step_seconds, 1e-9):,.0f} chars/s); smooth loss "
+          f"{result.smooth_loss:.3f} ({result.smooth_loss / tpc:.4f} nats/char)", file=out)
+    if has_val and trainer.history["val"]:
+        best = trainer.best_val_loss
+        print(f"validation: last {trainer.history['val'][-1][1]:.4f}, best {best:.4f} "
+              f"nats/char ({best / math.log(2):.4f} bits/char)", file=out)
+    if ckpt:
+        print(f"checkpoints: {os.path.join(ckpt, 'latest.npz')}"
+              f"{', ' + os.path.join(ckpt, 'best.npz') if has_val else ''}", file=out)
+    if args.sample_length:
+        print("----", file=out)
+        _write_text(trainer.model.vocab, trainer.model.stream(
+            args.sample_length, prime=args.prime, temperature=args.temperature,
+            seed=args.seed), out, prime=args.prime)
+        print("\n----", file=out)
     return 0
+
+
+def _write_text(vocab, chars, out, prime=""):
+    """Writes the prime and then each generated character as it comes (bytes for a byte-level
+    vocab), flushing every 16."""
+    buffer = out.buffer if vocab.byte_level and hasattr(out, "buffer") else None
+
+    def put(s):
+        if buffer is not None:
+            out.flush()
+            buffer.write(vocab.to_bytes(s))
+        else:
+            out.write(s)
+
+    put(prime)
+    pending = []
+    for c in chars:
+        pending.append(c)
+        if len(pending) == 16:
+            put("".join(pending))
+            pending.clear()
+            out.flush()
+    put("".join(pending))
+    out.flush()
+
+
+def _load_model(args):
+    return fastrnn.CharRNN.load(args.checkpoint, backend=args.backend, device=args.device)
+
+
+def cmd_sample(args):
+    model = _load_model(args)
+    if model.vocab is None:
+        raise ValueError(f"{args.checkpoint} has no vocabulary to turn ids into text")
+    prime = model.vocab.decode(model.vocab.encode(args.prime, oov=args.oov)) if args.prime else ""
+    chars = model.stream(args.length, prime=prime, temperature=args.temperature,
+                         greedy=args.greedy, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    _write_text(model.vocab, chars, sys.stdout, prime=prime)
+    if sys.stdout.isatty():
+        print()
+    return 0
+
+
+def _report(name, m, as_json):
+    if as_json:
+        print(json.dumps({"name": name, **m}))
+        return
+    extra = f", {m['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in m else ""
+    print(f"{name}: {m['chars']:,} predictions, {m['nats_per_char']:.4f} nats/char, "
+          f"{m['bits_per_char']:.4f} bits/char, perplexity {m['perplexity']:.3f}{extra}")
+
+
+def cmd_eval(args):
+    model = _load_model(args)
+    if model.vocab is None:
+        raise ValueError(f"{args.checkpoint} has no vocabulary to read text with")
+    ids = model.vocab.encode(read_text(args.file, model.vocab.byte_level), oov=args.oov)
+    total, count = model.nll(ids, batch_size=args.batch_size)
+    n_bytes = int(model.vocab.byte_lengths()[ids[1:]].sum())
+    _report(args.file, fastrnn.trainer.metrics(total, count, n_bytes), args.json)
+    return 0
+
+
+def cmd_baseline(args):
+    from fastrnn.ngram import KneserNey
+    text = read_text(args.file, args.bytes)
+    vocab = fastrnn.Vocab.from_text(text, byte_level=args.bytes)
+    train_ids, val_ids = _split(vocab.encode(text), args.val_frac)
+    if val_ids is None:
+        raise ValueError(f"--val-frac {args.val_frac} of {len(text)} characters leaves no "
+                         f"validation text to score")
+    t0 = time.perf_counter()
+    lm = KneserNey(args.order, len(vocab)).fit(train_ids)
+    total, count = lm.nll(val_ids)
+    n_bytes = int(vocab.byte_lengths()[val_ids[1:]].sum())
+    if not args.json:
+        print(f"interpolated Kneser-Ney {args.order}-gram on {len(train_ids):,} chars, vocab "
+              f"{len(vocab)}, scored on the last {len(val_ids):,} "
+              f"({time.perf_counter() - t0:.1f} s)")
+    _report("validation", fastrnn.trainer.metrics(total, count, n_bytes), args.json)
+    return 0
+
+
+def cmd_export(args):
+    model = fastrnn.CharRNN.load(args.checkpoint, backend="numpy")
+    if args.format == "npz":
+        model.save(args.output)  # the model alone: parameters, vocabulary, sizes
+    else:
+        to_torch = getattr(model, "to_torch", None)
+        if to_torch is None:
+            raise ImportError("export --format torch needs CharRNN.to_torch, which this "
+                              "fastrnn build does not have (it comes with the torch backend)")
+        import torch
+        torch.save(to_torch().state_dict(), args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _add_model_location(p):
+    p.add_argument("--backend", default="cython", choices=list(fastrnn.BACKENDS))
+    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with --backend torch")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__)
     parser.add_argument("--version", action="version", version=fastrnn.__version__)
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a character-level RNN on a text file, then sample")
-    t.add_argument("--data", help="UTF-8 text file (default: the built-in Shakespeare)")
-    t.add_argument("--backend", default="cython", choices=list(fastrnn.BACKENDS))
-    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    t.add_argument("--hidden-size", type=int, default=100)
-    t.add_argument("--seq-length", type=int, default=25)
-    t.add_argument("--batch-size", type=int, default=1)
-    t.add_argument("--iterations", type=int, default=5000)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--clip", type=float, default=5.0)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--print-every", type=int, default=500)
+
+    t = sub.add_parser("train", help="train a character-level RNN on a text file, then sample",
+                       description="Options left out come from --preset (default "
+                                   "min-char-rnn), then from the optimizer's defaults.")
+    t.add_argument("--data", help="text file (default: the built-in Shakespeare)")
+    t.add_argument("--bytes", action="store_true", help="model the file byte by byte")
+    t.add_argument("--preset", choices=list(PRESETS),
+                   help="min-char-rnn: H=100 T=25 B=1 Adagrad lr 0.1 clip 5, 5000 iterations; "
+                        "lab: H=256 T=128 B=64 Adam lr 2e-3 clip-norm 5, mean loss, 2000")
+    _add_model_location(t)
+    t.add_argument("--dtype", choices=["float32", "float64"],
+                   help="default float32 (with --init-from: the checkpoint's)")
+    t.add_argument("--hidden-size", type=int)
+    t.add_argument("--seq-length", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--iterations", type=int, help="total iterations (with --resume too)")
+    t.add_argument("--epochs", type=float, help="total passes over the data (instead)")
+    t.add_argument("--optimizer", choices=list(fastrnn.optim.OPTIMIZERS),
+                   help="default: the preset's; adagrad for B=1, adam for B>1")
+    t.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    t.add_argument("--clip", type=float, help="elementwise gradient clip (0: off)")
+    t.add_argument("--clip-norm", type=float, help="global gradient-norm clip (0: off)")
+    t.add_argument("--reduction", choices=["sum", "mean"],
+                   help="loss the update follows: summed over a chunk's tokens (the gist's, "
+                        "the default) or their mean")
+    t.add_argument("--reset", choices=["wrap", "never", "every"],
+                   help="when a stream's carried hidden state is zeroed (default: wrap)")
+    t.add_argument("--val-frac", type=float, default=0.05,
+                   help="fraction held out from the end for validation (0: none)")
+    t.add_argument("--eval-every", type=int, help="default: a tenth of the run")
+    t.add_argument("--print-every", type=int,
+                   help="print lines this often instead of a progress bar")
+    t.add_argument("--sample-every", type=int, default=0)
     t.add_argument("--sample-length", type=int, default=400)
     t.add_argument("--prime", default="", help="text to warm the state on before sampling")
     t.add_argument("--temperature", type=float, default=1.0)
+    t.add_argument("--checkpoint-dir",
+                   help="where latest.npz and best.npz go (default: checkpoints, or the "
+                        "directory of --resume; '': nowhere)")
+    t.add_argument("--checkpoint-every", type=int, help="default: --eval-every")
+    t.add_argument("--resume", metavar="PATH", help="continue a run exactly from a checkpoint")
+    t.add_argument("--init-from", metavar="PATH",
+                   help="fine-tune a checkpoint's model (its vocabulary is kept)")
+    t.add_argument("--oov", choices=OOV_POLICIES, default="error",
+                   help="characters outside a loaded checkpoint's vocabulary")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, help="BLAS threads (default: $FASTRNN_NUM_THREADS "
+                                               "or all cores)")
+    t.add_argument("--log", metavar="FILE.jsonl", help="append every metric as a JSON line")
+    t.add_argument("--plot", metavar="FILE.png", help="write the loss curves (matplotlib)")
     t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint, streamed to stdout")
+    s.add_argument("checkpoint")
+    _add_model_location(s)
+    s.add_argument("--length", type=int, default=500)
+    s.add_argument("--prime", default="", help="text to warm the state on (printed first)")
+    s.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    s.add_argument("--top-k", type=int, help="draw from the k most likely characters only")
+    s.add_argument("--top-p", type=float, help="nucleus: the most likely holding this mass")
+    s.add_argument("--greedy", action="store_true", help="always the most likely character")
+    s.add_argument("--seed", type=int, help="for a reproducible sample")
+    s.add_argument("--oov", choices=OOV_POLICIES, default="error",
+                   help="prime characters outside the vocabulary")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="nats/char, bits/char, perplexity, bits/byte of a file")
+    e.add_argument("checkpoint")
+    e.add_argument("file")
+    _add_model_location(e)
+    e.add_argument("--batch-size", type=int, default=1,
+                   help="score in this many parallel streams (1: exact, every character "
+                        "sees all before it)")
+    e.add_argument("--oov", choices=OOV_POLICIES, default="error")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("baseline", help="a Kneser-Ney character n-gram model's validation loss")
+    b.add_argument("file")
+    b.add_argument("--order", type=int, default=5)
+    b.add_argument("--val-frac", type=float, default=0.05)
+    b.add_argument("--bytes", action="store_true")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_baseline)
+
+    x = sub.add_parser("export", help="write a checkpoint's model alone (npz) or for PyTorch")
+    x.add_argument("checkpoint")
+    x.add_argument("--format", choices=["npz", "torch"], default="npz")
+    x.add_argument("--output", "-o", required=True)
+    x.set_defaults(func=cmd_export)
     return parser
 
 
@@ -64,6 +387,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. `fastrnn sample ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, ImportError, OSError, FloatingPointError) as exc:
         print(f"fastrnn: error: {exc}", file=sys.stderr)
         return 2

@@ -150,26 +150,115 @@ class CharRNN:
         loss = self._backend.forward_loss(x, y, h)
         return float(loss), (h[0] if squeeze else h)
 
-    def generate(self, n, *, prime_ids=None, h0=None, temperature=1.0, greedy=False, seed=None):
-        """n sampled ids (int32 array).
-
-        The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given;
-        then each id is drawn from softmax(logits / temperature) (inverse CDF on uniforms from
-        numpy.random.default_rng(seed)), or taken as the argmax when greedy or temperature == 0,
-        and fed back in. Same seed, same ids, on every CPU backend.
-        """
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    def _sampling_args(self, temperature, greedy, top_k, top_p):
+        """Checked (temperature, greedy, top_k, top_p); greedy when temperature is 0."""
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
                 or not (0 <= temperature < math.inf):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        greedy = bool(greedy) or temperature == 0
+        top_k = 0 if top_k is None else top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
+            raise ValueError(f"top_k must be a non-negative integer (0 or None: off), "
+                             f"got {top_k!r}")
+        top_p = 1.0 if top_p is None else top_p
+        if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1] (1 or None: off), got {top_p!r}")
+        return float(temperature), bool(greedy) or temperature == 0, int(top_k), float(top_p)
+
+    def _primed_state(self, prime_ids, h0):
         h = self._initial_state(h0, 1, True)
-        if prime_ids is not None:
+        if prime_ids is not None and len(prime_ids) > 0:
             prime = as_ids(prime_ids, self.vocab_size, "prime_ids", ndims=(1,))
             self._backend.forward_loss(prime[None, :], None, h)
+        return h
+
+    def generate(self, n, *, prime_ids=None, h0=None, temperature=1.0, greedy=False, top_k=None,
+                 top_p=None, seed=None):
+        """n sampled ids (int32 array).
+
+        The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given.
+        Each id is then the argmax of the logits (greedy, or temperature 0), or drawn from
+        softmax(logits / temperature) restricted to the top_k most likely ids (None: all),
+        then to the smallest set of the most likely whose probability reaches top_p (nucleus;
+        None: all), renormalised; top_k=1 is the greedy path. Draws use the inverse CDF over
+        ids in order, on uniforms from numpy.random.default_rng(seed): same seed, same ids, on
+        every CPU backend.
+        """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
+        h = self._primed_state(prime_ids, h0)
         uniforms = (np.empty(0) if greedy else np.random.default_rng(seed).random(int(n)))
-        return self._backend.generate(int(n), h[0], uniforms, float(temperature), greedy)
+        return self._backend.generate(int(n), h[0], uniforms, temperature, greedy, top_k, top_p)
+
+    def stream(self, n=None, *, prime="", prime_ids=None, h0=None, temperature=1.0, greedy=False,
+               top_k=None, top_p=None, seed=None, chunk_size=16):
+        """An iterator over generated characters (ids when the model has no vocab), produced
+        chunk_size at a time: n of them, or without end when n is None. For the same arguments
+        it yields exactly what generate() / sample_text() return. `prime` is text to warm the
+        state on (needs model.vocab); `prime_ids` the same as ids."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)
+                              or n < 0):
+            raise ValueError(f"n must be a non-negative integer or None, got {n!r}")
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
+        if prime:
+            if self.vocab is None:
+                raise ValueError("prime text needs a model with a vocab; pass prime_ids")
+            prime_ids = self.vocab.encode(prime)
+        return self._stream(n, self._primed_state(prime_ids, h0)[0], temperature, greedy, top_k,
+                            top_p, np.random.default_rng(seed), chunk_size)
+
+    def _stream(self, n, h, temperature, greedy, top_k, top_p, rng, chunk_size):
+        done = 0
+        while n is None or done < n:
+            k = chunk_size if n is None else min(chunk_size, n - done)
+            uniforms = np.empty(0) if greedy else rng.random(k)  # PCG64 draws chunk by chunk
+            ids = self._backend.generate(k, h, uniforms, temperature, greedy, top_k, top_p)
+            done += k
+            if self.vocab is None:
+                yield from ids.tolist()
+            else:
+                yield from self.vocab.decode(ids)
+
+    def nll(self, ids, *, batch_size=1, chunk_length=256):
+        """(total negative log-likelihood in nats, number of predictions) of an id sequence:
+        each id after the first predicted from all before it, starting from the zero state.
+
+        batch_size=B > 1 runs B contiguous streams side by side, each from a zero state (faster;
+        the first ids of each stream see less context); what remains of len(ids)-1 predictions
+        after B equal streams is scored by continuing the last one, so all are counted.
+        """
+        ids = as_ids(ids, self.vocab_size, "ids", ndims=(1,))
+        B = check_positive_int(batch_size, "batch_size")
+        T = check_positive_int(chunk_length, "chunk_length")
+        n_pairs = len(ids) - 1
+        if n_pairs < 1:
+            raise ValueError("scoring needs at least 2 ids (one prediction)")
+        B = min(B, n_pairs)
+        L = n_pairs // B
+        streams = ids[:B * L + 1]
+        total, h = 0.0, np.zeros((B, self.hidden_size), dtype=self.dtype)
+        for p in range(0, L, T):
+            t = min(T, L - p)
+            x = np.stack([streams[b * L + p:b * L + p + t] for b in range(B)])
+            y = np.stack([streams[b * L + p + 1:b * L + p + t + 1] for b in range(B)])
+            total += self._backend.forward_loss(x, y, h)
+        h_last = h[-1:].copy()
+        for p in range(B * L, n_pairs, T):  # the remainder, after the last stream
+            t = min(T, n_pairs - p)
+            total += self._backend.forward_loss(ids[None, p:p + t], ids[None, p + 1:p + t + 1],
+                                                h_last)
+        return float(total), n_pairs
+
+    def score(self, text, **kwargs):
+        """Bits per character of `text` (a str, needs model.vocab, or an id sequence): the mean
+        of -log2 p(each character | all before it) over all but the first; kwargs as nll()."""
+        if isinstance(text, str):
+            if self.vocab is None:
+                raise ValueError("scoring text needs a model with a vocab; pass ids")
+            text = self.vocab.encode(text)
+        total, count = self.nll(text, **kwargs)
+        return total / count / math.log(2)
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path):

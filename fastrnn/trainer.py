@@ -1,12 +1,37 @@
-"""Trainer: walks a corpus in chunks of seq_length and trains with truncated BPTT."""
+"""Trainer: walks a corpus in chunks of seq_length and trains with truncated BPTT.
+
+The data walk:
+- batch_size=1 walks the data exactly like min-char-rnn: position 0, steps of seq_length, the
+  hidden state carried across chunks, and position (and, with reset="wrap", state) back to zero
+  when p + seq_length + 1 >= len(ids). Like the gist, each pass leaves out the last
+  1 to seq_length (input, target) pairs (`untrained_pairs`).
+- batch_size=B > 1 splits the len(ids)-1 (input, target) pairs into B contiguous streams of
+  L = (len(ids)-1) // B pairs (char-rnn style); iteration i trains on pairs [p, p+T) of every
+  stream, each stream carrying its own hidden state, so batch row b of iteration i+1 continues
+  where row b of iteration i stopped. The last chunk of a pass is shorter when T does not divide
+  L, so no stream's tail is dropped; only the (len(ids)-1) mod B < B pairs after the last stream
+  are left out (`untrained_pairs`).
+Reset policy for the carried state: "wrap" (zero a stream's state when it wraps to its start),
+"never", or "every" (zero before every chunk: no state carried).
+
+The loss minimised is the cross-entropy summed over the chunk's tokens (reduction="sum", as the
+gist) or averaged over them (reduction="mean": gradients scaled by 1/tokens before clipping).
+"""
+import hashlib
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._progress import LN2, Reporter, SigintFlag
 from .model import as_ids, check_positive_int
-from .optim import Adagrad
+from .optim import Adagrad, Adam
+
+RESETS = ("wrap", "never", "every")
+REDUCTIONS = ("sum", "mean")
 
 
 @dataclass
@@ -15,94 +40,273 @@ class TrainResult:
     iterations: int                  # total iterations of the trainer so far
     smooth_loss: float               # min-char-rnn EMA of the chunk loss
     losses: np.ndarray = field(repr=False)
-    seconds: float = 0.0
-    chars_per_sec: float = 0.0
+    seconds: float = 0.0             # wall time of the call, evaluation and checkpoints included
+    chars_per_sec: float = 0.0       # trained characters per second of wall time
+    step_seconds: float = 0.0        # time spent in training iterations alone
+    interrupted: bool = False        # stopped early by Ctrl-C (SIGINT)
+    best_val_loss: float = math.inf  # best validation nats/char seen so far
+
+
+def default_optimizer(model, batch_size):
+    """The gist's Adagrad for batch_size 1; Adam (lr 2e-3, global-norm clip 5) for B > 1, where
+    the gist's settings train poorly (issue 4 measured 2.41 vs 1.78 nats/char)."""
+    return Adagrad(model) if batch_size == 1 else Adam(model)
+
+
+def metrics(total_nats, count, n_bytes=None):
+    """Loss metrics of `count` predictions costing `total_nats`: nats/char, bits/char,
+    perplexity, and bits/byte when the predicted characters' byte count is given."""
+    nats = total_nats / count
+    out = {"nats_per_char": nats, "bits_per_char": nats / LN2, "perplexity": math.exp(nats),
+           "chars": count}
+    if n_bytes:
+        out["bits_per_byte"] = total_nats / LN2 / n_bytes
+    return out
 
 
 class Trainer:
-    """Trains `model` on the id sequence `ids`.
+    """Trains `model` on the id sequence `ids` (see the module docstring for the walk).
 
-    batch_size=1 walks the data exactly like min-char-rnn: position 0, steps of seq_length, the
-    hidden state carried across chunks, and both reset to zero when p + seq_length + 1 >= len(ids).
-    batch_size=B > 1 splits the corpus into B contiguous streams (char-rnn style), each carrying
-    its own hidden state and restarting at the beginning of its stream when it runs out.
-    The loss minimised is summed over all B*T tokens of a chunk, as in the gist.
+    optimizer: an optimizer of fastrnn.optim for this model (default: default_optimizer).
+    val_ids: held-out ids for `fit(eval_every=...)` and the best checkpoint.
     """
 
-    def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None):
+    def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None,
+                 reset="wrap", reduction="sum", val_ids=None, seed=0):
         self.model = model
         self.seq_length = T = check_positive_int(seq_length, "seq_length")
         self.batch_size = B = check_positive_int(batch_size, "batch_size")
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {', '.join(RESETS)}, got {reset!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, "
+                             f"got {reduction!r}")
+        self.reset, self.reduction = reset, reduction
         self.ids = as_ids(ids, model.vocab_size, "ids", ndims=(1,))
         if len(self.ids) < B * T + 1:
             raise ValueError(f"the corpus has {len(self.ids)} ids; seq_length={T} with "
                              f"batch_size={B} needs at least {B * T + 1}")
-        self.optimizer = optimizer if optimizer is not None else Adagrad(model)
+        self.val_ids = None if val_ids is None else as_ids(val_ids, model.vocab_size, "val_ids",
+                                                           ndims=(1,))
+        if self.val_ids is not None and len(self.val_ids) < 2:
+            raise ValueError("val_ids needs at least 2 ids")
+        self.optimizer = optimizer if optimizer is not None else default_optimizer(model, B)
         if self.optimizer.model is not model:
             raise ValueError("the optimizer was made for another model")
+        n_pairs = len(self.ids) - 1
+        if B == 1:
+            self.stream_length = n_pairs
+            self.iterations_per_epoch = max(1, -(-(n_pairs - T) // T))
+            self.untrained_pairs = n_pairs - T * self.iterations_per_epoch
+        else:
+            self.stream_length = n_pairs // B
+            self.iterations_per_epoch = -(-self.stream_length // T)
+            self.untrained_pairs = n_pairs - B * self.stream_length
+        self.starts = np.arange(B, dtype=np.int64) * self.stream_length
         self.iteration = 0
         self.smooth_loss = -math.log(1.0 / model.vocab_size) * T * B
         self.h = np.zeros((B, model.hidden_size), dtype=model.dtype)
-        # stream b covers pairs (ids[i], ids[i+1]) for i in [starts[b], starts[b+1])
-        n_pairs = len(self.ids) - 1
-        self.starts = np.array([b * n_pairs // B for b in range(B + 1)], dtype=np.int64)
-        self.positions = np.zeros(B, dtype=np.int64)
-        self._x = np.empty((B, T), dtype=np.int32)
-        self._y = np.empty((B, T), dtype=np.int32)
+        self.position = 0            # offset of the next chunk inside every stream
+        self.history = {"train": [], "val": []}   # (iteration, nats/char[, smooth nats/char])
+        self.best_val_loss = math.inf
+        self.rng = np.random.default_rng(seed)    # draws the samples shown during fit
+        self._loss_since, self._tokens_since, self._last_tokens = 0.0, 0, 0
+        self.meta = {}   # plain str/number settings of the run, saved with checkpoints
 
-    def _next_chunk(self):
-        """Fills self._x/_y with the next chunk and resets the state of streams that wrap."""
-        T, ids = self.seq_length, self.ids
-        if self.batch_size == 1:  # min-char-rnn's walk, kept literal
-            p = int(self.positions[0])
+    @property
+    def epoch(self):
+        """Passes over the training data so far (fractional)."""
+        return self.iteration / self.iterations_per_epoch
+
+    # -- the walk ------------------------------------------------------------------------------
+    def next_chunk(self):
+        """(inputs, targets) (B, t) of the next iteration, with the carried state of streams
+        that start over reset as the policy says. Advances the walk."""
+        T, B, ids = self.seq_length, self.batch_size, self.ids
+        if B == 1:  # min-char-rnn's walk, kept literal
+            p = self.position
             if p + T + 1 >= len(ids) or self.iteration == 0:
                 p = 0
+                if self.reset == "wrap":
+                    self.h[...] = 0
+            if self.reset == "every":
                 self.h[...] = 0
-            self._x[0] = ids[p:p + T]
-            self._y[0] = ids[p + 1:p + T + 1]
-            self.positions[0] = p + T
-            return
-        for b in range(self.batch_size):
-            start, end = self.starts[b], self.starts[b + 1]
-            p = start + self.positions[b]
-            if p + T > end:
-                p = start
-                self.positions[b] = 0
-                self.h[b] = 0
-            self._x[b] = ids[p:p + T]
-            self._y[b] = ids[p + 1:p + T + 1]
-            self.positions[b] += T
+            self.position = p + T
+            return ids[None, p:p + T], ids[None, p + 1:p + T + 1]
+        p = self.position
+        if self.reset == "every" or (self.reset == "wrap" and p == 0):
+            self.h[...] = 0
+        t = min(T, self.stream_length - p)
+        rows = (self.starts + p)[:, None] + np.arange(t + 1)
+        window = ids[rows]
+        self.position = (p + t) % self.stream_length
+        return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
 
     def step(self):
         """One training iteration; returns its summed loss."""
-        self._next_chunk()
-        loss = self.model._backend.train_step(self._x, self._y, self.h, self.optimizer)
-        self.smooth_loss = self.smooth_loss * 0.999 + loss * 0.001
+        x, y = self.next_chunk()
+        tokens = x.size
+        scale = 1.0 if self.reduction == "sum" else 1.0 / tokens
+        loss = self.model._backend.train_step(x, y, self.h, self.optimizer, scale)
+        full = self.seq_length * self.batch_size
+        chunk = loss if tokens == full else loss * full / tokens  # a short chunk, made full
+        self.smooth_loss = self.smooth_loss * 0.999 + chunk * 0.001
         self.iteration += 1
+        self._loss_since += loss
+        self._tokens_since += tokens
+        self._last_tokens = tokens
         return loss
 
-    def fit(self, iterations, *, print_every=0, callback=None, file=None):
-        """Runs `iterations` training iterations.
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, ids=None, *, batch_size=None, chunk_length=None):
+        """Metrics (see `metrics`) of the model on `ids` (default: val_ids), predicting each id
+        from those before it, in batch_size streams as in CharRNN.nll (default: the trainer's
+        batch_size, at least 16, which keeps periodic validation cheap)."""
+        ids = self.val_ids if ids is None else ids
+        if ids is None:
+            raise ValueError("evaluate needs ids (or a trainer made with val_ids)")
+        m = self.model
+        total, count = m.nll(ids, batch_size=batch_size or max(self.batch_size, 16),
+                             chunk_length=chunk_length or max(self.seq_length, 64))
+        n_bytes = None
+        if m.vocab is not None:
+            n_bytes = int(m.vocab.byte_lengths()[np.asarray(ids)[1:]].sum())
+        return metrics(total, count, n_bytes)
 
-        print_every > 0 prints "iter N, loss: L" (the gist's smooth loss) that often;
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, iterations, *, print_every=0, callback=None, file=None, progress=False,
+            eval_every=0, sample_every=0, sample_length=200, checkpoint_every=0,
+            checkpoint_dir=None, log=None):
+        """Runs `iterations` training iterations (stopping early, cleanly, on Ctrl-C).
+
+        print_every > 0 prints "iter N, loss: L" (the gist's smooth loss) and more that often
+        (in place of a progress bar). progress=True shows a tqdm bar (None: only on a terminal).
+        eval_every > 0 evaluates on val_ids that often (and at the end); sample_every > 0 shows
+        a sample. checkpoint_dir gets latest.npz every checkpoint_every iterations, at the end
+        and on Ctrl-C, and best.npz whenever the validation loss improves. log: a path or an
+        open file that receives every reported metric as a JSON line.
         callback(trainer, loss) is called after every iteration.
         """
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
             raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+        for name, v in (("print_every", print_every), ("eval_every", eval_every),
+                        ("sample_every", sample_every), ("checkpoint_every", checkpoint_every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        if eval_every and self.val_ids is None:
+            raise ValueError("eval_every needs a trainer made with val_ids")
+        if checkpoint_dir is not None:
+            os.makedirs(checkpoint_dir, exist_ok=True)
+        report = Reporter(self, iterations, progress, print_every, file, log)
         losses = np.empty(iterations, dtype=np.float64)
-        t0 = time.perf_counter()
-        for i in range(iterations):
-            losses[i] = loss = self.step()
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss} at iteration {self.iteration}: training diverged "
-                    f"(try a smaller learning rate or clipping)")
-            if print_every and self.iteration % print_every == 0:
-                print(f"iter {self.iteration}, loss: {self.smooth_loss:f}", file=file, flush=True)
-            if callback is not None:
-                callback(self, loss)
+        t0, done, tokens, interrupted = time.perf_counter(), 0, 0, False
+        step_seconds = 0.0
+        try:
+            with SigintFlag() as sigint:
+                for i in range(iterations):
+                    t_step = time.perf_counter()
+                    losses[i] = loss = self.step()
+                    t_step = time.perf_counter() - t_step
+                    report.step_seconds += t_step
+                    step_seconds += t_step
+                    done += 1
+                    tokens += self._last_tokens
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(
+                            f"the loss became {loss} at iteration {self.iteration}: training "
+                            f"diverged (try a smaller learning rate or clipping)")
+                    last = i == iterations - 1
+                    report.iteration(loss)
+                    if eval_every and (self.iteration % eval_every == 0 or last):
+                        self._validate(report, checkpoint_dir)
+                    if sample_every and self.iteration % sample_every == 0 and \
+                            self.model.vocab is not None:
+                        text = self.model.sample_text(sample_length,
+                                                      seed=int(self.rng.integers(2**63)))
+                        report.sample(text)
+                    if checkpoint_dir and checkpoint_every and \
+                            self.iteration % checkpoint_every == 0:
+                        self.save(os.path.join(checkpoint_dir, "latest.npz"))
+                    if callback is not None:
+                        callback(self, loss)
+                    if sigint.hit:
+                        interrupted = True
+                        break
+                if checkpoint_dir is not None:
+                    self.save(os.path.join(checkpoint_dir, "latest.npz"))
+        finally:
+            report.close()
         seconds = time.perf_counter() - t0
-        chars = iterations * self.seq_length * self.batch_size
         return TrainResult(iterations=self.iteration, smooth_loss=self.smooth_loss,
-                           losses=losses, seconds=seconds,
-                           chars_per_sec=chars / seconds if seconds > 0 else float("inf"))
+                           losses=losses[:done], seconds=seconds,
+                           chars_per_sec=tokens / seconds if seconds > 0 else float("inf"),
+                           interrupted=interrupted, best_val_loss=self.best_val_loss,
+                           step_seconds=step_seconds)
+
+    def _validate(self, report, checkpoint_dir):
+        m = self.evaluate()
+        self.history["val"].append((self.iteration, m["nats_per_char"]))
+        best = m["nats_per_char"] < self.best_val_loss
+        if best:
+            self.best_val_loss = m["nats_per_char"]
+            if checkpoint_dir is not None:
+                self.save(os.path.join(checkpoint_dir, "best.npz"))
+        report.validation(m, best)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def data_fingerprint(self):
+        return hashlib.sha256(self.ids.tobytes()).hexdigest()
+
+    def state_dict(self):
+        """Everything besides the model that continuing exactly needs, as plain values."""
+        rng = self.rng.bit_generator.state
+        return {
+            "seq_length": self.seq_length, "batch_size": self.batch_size, "reset": self.reset,
+            "reduction": self.reduction, "iteration": self.iteration,
+            "smooth_loss": self.smooth_loss, "h": self.h.copy(), "position": self.position,
+            "stream_positions": self.starts + self.position,
+            "best_val_loss": self.best_val_loss,
+            "history_train": np.array(self.history["train"], dtype=np.float64).reshape(-1, 3),
+            "history_val": np.array(self.history["val"], dtype=np.float64).reshape(-1, 2),
+            "rng_state": json.dumps(rng), "data_length": len(self.ids),
+            "data_sha256": self.data_fingerprint(),
+            "loss_since": self._loss_since, "tokens_since": self._tokens_since,
+        }
+
+    def load_state_dict(self, state):
+        """Restores what state_dict returned; the data and settings must be those it was saved
+        with."""
+        for key in ("seq_length", "batch_size"):
+            if int(state[key]) != getattr(self, key):
+                raise ValueError(f"the checkpoint was trained with {key}={int(state[key])}, "
+                                 f"this trainer has {getattr(self, key)}")
+        if int(state["data_length"]) != len(self.ids) or \
+                str(state["data_sha256"]) != self.data_fingerprint():
+            raise ValueError(f"the training data differs from the checkpoint's "
+                             f"({int(state['data_length'])} ids, sha256 "
+                             f"{str(state['data_sha256'])[:12]}…); resuming needs the same data "
+                             f"and --val-frac")
+        self.reset, self.reduction = str(state["reset"]), str(state["reduction"])
+        self.iteration = int(state["iteration"])
+        self.smooth_loss = float(state["smooth_loss"])
+        self.h[...] = np.asarray(state["h"])
+        self.position = int(state["position"])
+        self.best_val_loss = float(state["best_val_loss"])
+        self.history = {"train": [tuple(r) for r in np.asarray(state["history_train"])],
+                        "val": [tuple(r) for r in np.asarray(state["history_val"])]}
+        self.rng.bit_generator.state = json.loads(str(state["rng_state"]))
+        self._loss_since = float(state["loss_since"])
+        self._tokens_since = int(state["tokens_since"])
+
+    def save(self, path):
+        """Writes model, optimizer and trainer state to one .npz checkpoint, atomically."""
+        from .checkpoint import write_training_checkpoint
+        write_training_checkpoint(path, self)
+
+    @classmethod
+    def load(cls, path, ids, *, val_ids=None, backend="cython", device="cpu"):
+        """A trainer (with its model and optimizer) continuing exactly from checkpoint `path`,
+        on the same training ids it was saved with."""
+        from .checkpoint import read_training_checkpoint
+        return read_training_checkpoint(path, ids, val_ids=val_ids, backend=backend,
+                                        device=device)

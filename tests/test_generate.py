@@ -75,3 +75,88 @@ def test_sample_text_uses_the_vocab():
     s = m.sample_text(100, prime="hello", seed=0)
     assert isinstance(s, str) and len(s) == 100 and set(s) <= set(vocab.chars)
     assert m.generate(0).shape == (0,)
+
+
+# -- top-k, top-p and streaming ---------------------------------------------------------------
+
+@pytest.mark.parametrize("top_k,top_p", [(3, None), (None, 0.6), (4, 0.8), (11, 1.0), (1, 0.3)])
+def test_filtered_sampling_same_ids_on_every_backend(top_k, top_p):
+    ref, fast = models()
+    kw = dict(seed=9, temperature=1.3, top_k=top_k, top_p=top_p)
+    a, b = ref.generate(400, **kw), fast.generate(400, **kw)
+    np.testing.assert_array_equal(a, b)
+    if top_k == 3:  # the draws really are restricted: at most 3 distinct next ids per context
+        assert not np.array_equal(a, ref.generate(400, seed=9, temperature=1.3))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_top_k_1_and_tiny_top_p_are_greedy(backend):
+    m = [x for x in models() if x.backend == backend][0]
+    greedy = m.generate(60, greedy=True, prime_ids=[3, 1])
+    np.testing.assert_array_equal(m.generate(60, top_k=1, seed=4, prime_ids=[3, 1]), greedy)
+    np.testing.assert_array_equal(m.generate(60, top_p=1e-9, seed=4, prime_ids=[3, 1]), greedy)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("top_k,top_p", [(2, None), (None, 0.7), (3, 0.5)])
+def test_first_draw_follows_the_filtered_softmax(backend, top_k, top_p):
+    """From h0 = 0 the first draw's distribution is softmax(by / temperature) cut to the top
+    ids as documented, then renormalised: computed here by hand and compared to frequencies."""
+    V, temperature, n = 5, 0.9, 3000
+    m = fastrnn.CharRNN(V, 3, backend=backend, dtype="float64")
+    by = np.array([0.3, 1.0, -1.0, 1.6, 0.5])
+    m.set_params({**m.get_params(), "by": by})
+    p = np.exp(by / temperature) / np.exp(by / temperature).sum()
+    order = np.argsort(-by)                       # ids by falling probability
+    keep = order[:top_k or V]
+    if top_p is not None:                         # the smallest prefix reaching top_p of it
+        mass = np.cumsum(p[keep]) / p[keep].sum()
+        keep = keep[:int(np.searchsorted(mass, top_p)) + 1]
+    want = np.zeros(V)
+    want[keep] = p[keep] / p[keep].sum()
+    firsts = np.array([m.generate(1, seed=s, temperature=temperature, top_k=top_k,
+                                  top_p=top_p)[0] for s in range(n)])
+    freq = np.bincount(firsts, minlength=V) / n
+    assert np.all(freq[want == 0] == 0)
+    sigma = np.sqrt(want * (1 - want) / n)
+    assert np.all(np.abs(freq - want) <= 5 * sigma + 1e-12), (freq, want)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_stream_yields_what_generate_returns(backend):
+    vocab = fastrnn.Vocab.from_text("abcdefgh ")
+    m = fastrnn.CharRNN(vocab, 10, backend=backend, dtype="float64", seed=1)
+    m.set_params(random_params(10, len(vocab), np.random.default_rng(2)))
+    kw = dict(seed=3, temperature=0.9, top_p=0.95)
+    text = m.sample_text(70, prime="bad", **kw)
+    assert "".join(m.stream(70, prime="bad", chunk_size=16, **kw)) == text
+    assert "".join(m.stream(70, prime="bad", chunk_size=7, **kw)) == text
+    import itertools
+    endless = m.stream(None, prime="bad", **kw)
+    assert "".join(itertools.islice(endless, 70)) == text
+    assert list(fastrnn.CharRNN(4, 3, backend=backend).stream(5, greedy=True)) == \
+        fastrnn.CharRNN(4, 3, backend=backend).generate(5, greedy=True).tolist()
+
+
+def test_sampling_options_are_checked():
+    m = fastrnn.CharRNN(6, 4, backend="cython")
+    for kw, match in [(dict(top_k=-1), "top_k"), (dict(top_k=2.5), "top_k"),
+                      (dict(top_p=0), "top_p"), (dict(top_p=1.5), "top_p"),
+                      (dict(top_p=float("nan")), "top_p")]:
+        with pytest.raises(ValueError, match=match):
+            m.generate(3, **kw)
+        with pytest.raises(ValueError, match=match):
+            m.stream(3, **kw)
+    with pytest.raises(ValueError, match="chunk_size"):
+        m.stream(3, chunk_size=0)
+    with pytest.raises(ValueError, match="vocab"):
+        m.stream(3, prime="ab")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_ties_rank_the_lower_id_first(backend):
+    m = fastrnn.CharRNN(5, 3, backend=backend, dtype="float64")
+    m.set_params({**m.get_params(), "by": np.array([0.0, 2.0, 2.0, 2.0, 1.0])})
+    firsts = {int(m.generate(1, seed=s, top_k=2)[0]) for s in range(200)}
+    assert firsts == {1, 2}  # ids 1, 2, 3 tie; the top 2 are the two lower ids
+    assert m.generate(1, top_k=1, seed=0)[0] == m.generate(1, greedy=True)[0] == 1

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from conftest import random_params
 
 
 def record_chunks(trainer, n):
@@ -13,9 +14,9 @@ def record_chunks(trainer, n):
     be = trainer.model._backend
     orig = be.train_step
 
-    def spy(x, y, h, opt):
+    def spy(x, y, h, opt, *args):
         seen.append((x.copy(), y.copy(), h.copy()))
-        return orig(x, y, h, opt)
+        return orig(x, y, h, opt, *args)
 
     be.train_step = spy
     trainer.fit(n)
@@ -44,16 +45,127 @@ def test_batched_streams_carry_their_own_state():
     ids = np.arange(1000) % 13
     model = fastrnn.CharRNN(13, 6, backend="cython", dtype="float64")
     tr = fastrnn.Trainer(model, ids, seq_length=10, batch_size=4)
+    assert tr.stream_length == 249 and tr.iterations_per_epoch == 25
+    assert tr.untrained_pairs == 999 - 4 * 249
     seen = record_chunks(tr, 30)
-    starts = [0, 249, 499, 749]
+    starts = [0, 249, 498, 747]  # 4 streams of 249 (input, target) pairs
     for i in range(3):  # each stream continues where it stopped, state carried
         for b in range(4):
             np.testing.assert_array_equal(seen[i][0][b], ids[starts[b] + 10 * i:][:10])
             np.testing.assert_array_equal(seen[i][1][b], ids[starts[b] + 10 * i + 1:][:10])
     assert np.all(seen[0][2] == 0) and np.all(seen[1][2] != 0)
-    # stream 0 holds 249 pairs: 24 chunks, then it wraps to its start with a zero state
-    np.testing.assert_array_equal(seen[24][0][0], ids[:10])
-    assert np.all(seen[24][2][0] == 0) and np.all(seen[24][2][1] != 0)
+    # the pass ends with a 9-step chunk: the streams' tails are trained on, not dropped
+    assert seen[24][0].shape == (4, 9)
+    for b in range(4):
+        np.testing.assert_array_equal(seen[24][1][b], ids[starts[b] + 241:starts[b] + 250])
+    assert np.all(seen[23][0][:, -1] == [ids[s + 239] for s in starts])
+    # then every stream wraps to its start with a zero state (reset="wrap")
+    np.testing.assert_array_equal(seen[25][0][:, 0], ids[starts])
+    assert np.all(seen[25][2] == 0) and np.all(seen[24][2] != 0)
+    assert tr.epoch == 30 / 25
+
+
+def test_each_pass_covers_every_pair_once():
+    ids = np.arange(203) % 11
+    tr = fastrnn.Trainer(fastrnn.CharRNN(11, 4, backend="numpy"), ids, seq_length=7,
+                         batch_size=5)
+    seen = record_chunks(tr, tr.iterations_per_epoch)
+    pairs = sorted((int(a), int(b)) for x, y, _ in seen for a, b in
+                   zip(x.ravel(), y.ravel()))
+    # ids are i % 11, so a pair is identified by its position; rebuild positions instead
+    positions = []
+    for k, (x, _, _) in enumerate(seen):
+        for b in range(5):
+            start = b * tr.stream_length + 7 * k
+            positions.extend(range(start, start + x.shape[1]))
+    assert sorted(positions) == list(range(5 * tr.stream_length))
+    assert len(pairs) == 5 * tr.stream_length == 202 - tr.untrained_pairs
+    assert tr.untrained_pairs == 202 % 5
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_reset_policies(B):
+    ids = np.arange(400) % 7
+    out = {}
+    for reset in ("wrap", "never", "every"):
+        m = fastrnn.CharRNN(7, 5, backend="cython", dtype="float64", seed=1)
+        tr = fastrnn.Trainer(m, ids, seq_length=20, batch_size=B, reset=reset)
+        out[reset] = record_chunks(tr, tr.iterations_per_epoch + 2)
+    ipe = len(out["wrap"]) - 2
+    for reset, seen in out.items():
+        zero = [bool(np.all(h == 0)) for _, _, h in seen]
+        assert zero[0]  # every run starts from zeros
+        if reset == "every":
+            assert all(zero)
+        elif reset == "wrap":
+            assert zero == [True] + [False] * (ipe - 1) + [True, False]
+        else:
+            assert not any(zero[1:])
+        np.testing.assert_array_equal(seen[ipe][0], out["wrap"][0][0])  # the walk is the same
+
+
+def test_mean_reduction_scales_the_gradient():
+    """reduction="mean": an SGD step equals lr * (summed-loss gradient) / (B*T)."""
+    ids = np.arange(300) % 9
+    B, T, lr = 4, 6, 0.5
+    m = fastrnn.CharRNN(9, 5, backend="cython", dtype="float64", seed=3)
+    p0 = m.get_params()
+    tr = fastrnn.Trainer(m, ids, seq_length=T, batch_size=B, reduction="mean",
+                         optimizer=fastrnn.SGD(m, lr=lr, clip=None))
+    x, y = tr.next_chunk()
+    tr.position = 0
+    _, grads, _ = m.loss_and_grads(x, y)
+    tr.step()
+    for k, v in m.get_params().items():
+        np.testing.assert_allclose(v, p0[k] - lr * grads[k] / (B * T), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="reduction"):
+        fastrnn.Trainer(m, ids, reduction="avg")
+    with pytest.raises(ValueError, match="reset"):
+        fastrnn.Trainer(m, ids, reset="sometimes")
+
+
+def test_default_optimizer_depends_on_batch_size():
+    m = fastrnn.CharRNN(5, 4, backend="numpy")
+    ids = np.arange(500) % 5
+    a = fastrnn.Trainer(m, ids).optimizer
+    assert isinstance(a, fastrnn.Adagrad) and (a.lr, a.clip) == (0.1, 5.0)
+    b = fastrnn.Trainer(m, ids, batch_size=8, seq_length=10).optimizer
+    assert isinstance(b, fastrnn.Adam) and (b.lr, b.clip_norm, b.clip) == (2e-3, 5.0, None)
+
+
+@pytest.mark.parametrize("B", [1, 4])
+def test_evaluate_counts_every_prediction(B):
+    rng = np.random.default_rng(0)
+    vocab = fastrnn.Vocab.from_text("abcdefg")
+    m = fastrnn.CharRNN(vocab, 8, backend="cython", dtype="float64")
+    m.set_params(random_params(8, 7, rng))
+    val = rng.integers(0, 7, 503)
+    want = 0.0
+    if B == 1:  # one forward over the whole sequence
+        want = m.loss(val[:-1], val[1:])[0]
+    else:       # 4 streams of 125 pairs from zero states, then the 2 left continue the last
+        for b in range(4):
+            loss, h = m.loss(val[125 * b:125 * b + 125], val[125 * b + 1:125 * b + 126])
+            want += loss
+        want += m.loss(val[500:502], val[501:503], h)[0]
+    tr = fastrnn.Trainer(m, np.arange(100) % 7, seq_length=5, val_ids=val)
+    got = tr.evaluate(batch_size=B, chunk_length=40)
+    assert got["chars"] == 502
+    assert got["nats_per_char"] == pytest.approx(want / 502, rel=1e-12)
+    assert got["bits_per_char"] == pytest.approx(want / 502 / math.log(2), rel=1e-12)
+    assert got["perplexity"] == pytest.approx(math.exp(want / 502), rel=1e-12)
+    assert got["bits_per_byte"] == pytest.approx(got["bits_per_char"], rel=1e-12)  # ASCII
+    assert m.score(val, batch_size=B, chunk_length=40) == pytest.approx(got["bits_per_char"])
+
+
+def test_bits_per_byte_counts_utf8_bytes():
+    vocab = fastrnn.Vocab.from_text("aé漢")
+    m = fastrnn.CharRNN(vocab, 4, backend="numpy", dtype="float64")
+    ids = vocab.encode("aé漢aé漢a")
+    tr = fastrnn.Trainer(m, ids, seq_length=2, val_ids=ids)
+    r = tr.evaluate()
+    n_bytes = len("é漢aé漢a".encode("utf-8"))  # the predicted characters
+    assert r["bits_per_byte"] == pytest.approx(r["bits_per_char"] * 6 / n_bytes, rel=1e-12)
 
 
 def test_smooth_loss_follows_the_gist():
@@ -102,3 +214,42 @@ def test_cli_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--data", str(tmp_path / "no")],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" not in out.stderr
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(ImportError, match=r"fastrnn\[plot\]"):
+        fastrnn.plot_history({"train": [(1, 2.0, 2.0)], "val": []}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_batch1_pass_length_and_untrained_tail():
+    for n in (103, 101, 126, 127, 200):
+        ids = np.arange(n) % 7
+        tr = fastrnn.Trainer(fastrnn.CharRNN(7, 3, backend="numpy"), ids, seq_length=25)
+        starts = [x[0][0] for x, _, _ in record_chunks(tr, tr.iterations_per_epoch + 1)]
+        ps = [0]  # the gist's positions for one pass, then the wrap
+        while ps[-1] + 25 + 25 + 1 < n:
+            ps.append(ps[-1] + 25)
+        assert tr.iterations_per_epoch == len(ps)
+        assert [int(s) for s in starts] == [ids[p] for p in ps] + [ids[0]]
+        assert tr.untrained_pairs == (n - 1) - 25 * len(ps)
+        assert 1 <= tr.untrained_pairs <= 25
+
+
+def test_progress_bar_and_ctrl_c_flag_in_process(capsys):
+    import signal
+    ids = np.arange(300) % 5
+    tr = fastrnn.Trainer(fastrnn.CharRNN(5, 4, backend="cython"), ids, seq_length=10)
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt(trainer, loss):  # as if Ctrl-C came during iteration 7
+        if trainer.iteration == 7:
+            signal.raise_signal(signal.SIGINT)
+
+    r = tr.fit(50, progress=True, callback=interrupt)
+    assert r.interrupted and r.iterations == 7 and len(r.losses) == 7
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
+    err = capsys.readouterr().err
+    assert "7/50" in err  # the tqdm bar, on stderr, stopped where training did
+    assert not tr.fit(3).interrupted and tr.iteration == 10

@@ -90,22 +90,39 @@ class CythonBackend(NumpyBackend):
                                        self._workspace(*inputs.shape), self.H, self.V, dh0)
         return loss, grads, dh0
 
-    def update(self, opt, grads):
-        if opt.name != "adagrad":
-            return super().update(opt, grads)
-        _kernels.adagrad_update(self.flat, grads, opt.state["mem"], opt.lr, opt.eps, opt.clip)
+    @staticmethod
+    def _states(opt):
+        """The optimizer's first and second state buffers (None where it has fewer)."""
+        names = opt.state_names
+        return (opt.state[names[0]] if names else None,
+                opt.state[names[1]] if len(names) > 1 else None)
 
-    def train_step(self, inputs, targets, h, opt):
-        if opt.name not in _kernels.OPTIMIZERS:
-            return super().train_step(inputs, targets, h, opt)
+    def update(self, opt, grads, grad_scale=1.0):
+        code = _kernels.OPTIMIZERS.get(opt.name)
+        if code is None:
+            return super().update(opt, grads, grad_scale)
+        mem, mem2 = self._states(opt)
+        _kernels.optimizer_update(self.flat, grads, mem, mem2, code, opt.lr, opt.eps, opt.clip,
+                                  opt.beta1, opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale)
+        opt.steps += 1
+
+    def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
+        code = _kernels.OPTIMIZERS.get(opt.name)
+        if code is None:
+            return super().train_step(inputs, targets, h, opt, grad_scale)
         if self._grads is None:
             self._grads = self.zeros()
-        return _kernels.train_step(self.flat, self._grads, opt.state["mem"], inputs, targets, h,
-                                   self._workspace(*inputs.shape), self.H, self.V,
-                                   _kernels.OPTIMIZERS[opt.name], opt.lr, opt.eps, opt.clip)
+        mem, mem2 = self._states(opt)
+        loss = _kernels.train_step(self.flat, self._grads, mem, inputs, targets, h,
+                                   self._workspace(*inputs.shape), self.H, self.V, code, opt.lr,
+                                   opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
+                                   opt.clip_norm, grad_scale)
+        opt.steps += 1
+        return loss
 
-    def generate(self, n, h, uniforms, temperature, greedy):
+    def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         out = np.empty(n, dtype=np.int32)
         work = np.empty(_kernels.sample_work_size(self.H, self.V), dtype=self.dtype)
-        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V)
+        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V,
+                        top_k, top_p)
         return out

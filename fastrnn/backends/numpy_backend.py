@@ -7,6 +7,8 @@
 Arrays are batched: inputs/targets (B,T) int32, hidden states (B,H). Other backends subclass
 this one and override what they accelerate, so every method here is also the reference.
 """
+import math
+
 import numpy as np
 
 from .._params import num_params, pack, unflatten
@@ -47,6 +49,14 @@ class NumpyBackend:
     def to_dict(self, flat):
         """Copies of the five tensors of a flat buffer, as numpy arrays."""
         return {k: np.array(v) for k, v in unflatten(flat, self.H, self.V).items()}
+
+    def to_numpy(self, buf):
+        """A buffer of this backend (parameters, optimizer state) as a numpy array."""
+        return np.asarray(buf)
+
+    def copy_into(self, buf, a):
+        """Overwrites a buffer of this backend with the values of numpy array `a`."""
+        buf[...] = a
 
     # -- math ----------------------------------------------------------------------------------
     def _hidden_states(self, inputs, h0):
@@ -106,35 +116,80 @@ class NumpyBackend:
         h[...] = hs[-1]
         return loss, flat, (dh_next if want_dh0 else None)
 
-    def update(self, opt, grads):
-        """Applies optimizer `opt` (its hyperparameters and flat state) to the parameters."""
-        if opt.name != "adagrad":
+    def update(self, opt, grads, grad_scale=1.0):
+        """Applies optimizer `opt` (hyperparameters, flat state, step count) to the parameters,
+        with the gradient first multiplied by grad_scale; see fastrnn.optim for the math, which
+        is written here in the same order of operations as the compiled kernel."""
+        dt = self.dtype.type
+        scale = grad_scale
+        if opt.clip_norm is not None and opt.clip_norm < math.inf:
+            gd = grads.astype(np.float64) * grad_scale
+            norm = math.sqrt(float(gd @ gd))
+            if opt.clip_norm / (norm + 1e-6) < 1:
+                scale = grad_scale * (opt.clip_norm / (norm + 1e-6))
+        g = grads * dt(scale)
+        if opt.clip is not None and opt.clip < math.inf:
+            g = np.clip(g, dt(-opt.clip), dt(opt.clip))
+        lr, eps, t = dt(opt.lr), dt(opt.eps), opt.steps + 1
+        b1, b2 = dt(opt.beta1), dt(opt.beta2)
+        c1, c2 = dt(1.0 - opt.beta1), dt(1.0 - opt.beta2)
+        if opt.name == "adagrad":
+            mem = opt.state["mem"]
+            mem += g * g
+            self.flat -= lr * g / np.sqrt(mem + eps)
+        elif opt.name == "sgd":
+            self.flat -= lr * g
+        elif opt.name == "rmsprop":
+            ms = opt.state["mean_square"]
+            ms[...] = b2 * ms + c2 * (g * g)
+            self.flat -= lr * g / (np.sqrt(ms) + eps)
+        elif opt.name == "adam":
+            m, v = opt.state["m"], opt.state["v"]
+            bc1, bc2 = dt(1.0 - opt.beta1 ** t), dt(1.0 - opt.beta2 ** t)
+            m[...] = b1 * m + c1 * g
+            v[...] = b2 * v + c2 * (g * g)
+            self.flat -= lr * (m / bc1) / (np.sqrt(v / bc2) + eps)
+        else:
             raise ValueError(f"unknown optimizer {opt.name!r}")
-        g = grads if opt.clip is None else np.clip(grads, -opt.clip, opt.clip)
-        mem = opt.state["mem"]
-        mem += g * g
-        self.flat -= opt.lr * g / np.sqrt(mem + opt.eps)
+        opt.steps = t
 
-    def train_step(self, inputs, targets, h, opt):
+    def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
         """One training iteration; h (B,H) becomes the last state. Returns the summed loss."""
         loss, grads, _ = self.loss_and_grads(inputs, targets, h)
-        self.update(opt, grads)
+        self.update(opt, grads, grad_scale)
         return loss
 
-    def generate(self, n, h, uniforms, temperature, greedy):
-        """n ids from state h (H,), updated in place. Each id: logits = Why h + by, then argmax
-        (greedy) or the first id whose cumulative softmax(logits / temperature) mass exceeds
-        uniforms[k] times the total; then h steps on that id."""
+    def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
+        """n ids from state h (H,), updated in place. Each id: logits z = Why h + by, then the
+        argmax (greedy), or a draw: masses e = exp((z - max z) / temperature); all but the top_k
+        highest logits zeroed (0: none; ties rank the lower id first), then all but the smallest
+        run of the rest, in rank order, whose mass reaches top_p of theirs; the id is the first
+        whose cumulative mass, in id order, exceeds uniforms[k] times the kept total. Then h
+        steps on that id."""
         p = self.params
+        V = self.V
         out = np.empty(n, dtype=np.int32)
+        n_rank = top_k if 0 < top_k < V else V
+        filtered = n_rank < V or top_p < 1
         for k in range(n):
             z = p["Why"] @ h + p["by"]
             if greedy:
                 idx = int(np.argmax(z))
             else:
                 e = np.exp((z - z.max()) / temperature)
+                if filtered:
+                    ranked = np.lexsort((np.arange(V), -z))[:n_rank]
+                    n_keep = n_rank
+                    if top_p < 1:
+                        cum = np.cumsum(e[ranked], dtype=np.float64)
+                        n_keep = int(np.argmax(cum >= top_p * cum[-1])) + 1
+                    kept = np.zeros_like(e)
+                    kept[ranked[:n_keep]] = e[ranked[:n_keep]]
+                    e = kept
                 c = np.cumsum(e, dtype=np.float64)
-                idx = min(int(np.searchsorted(c, uniforms[k] * c[-1], side="right")), self.V - 1)
+                idx = int(np.searchsorted(c, uniforms[k] * c[-1], side="right"))
+                if idx >= V:  # rounding left no id above the target: the last one with mass
+                    idx = int(np.flatnonzero(e)[-1])
             out[k] = idx
             h[...] = np.tanh(p["Wxh"][:, idx] + p["Whh"] @ h + p["bh"])
         return out

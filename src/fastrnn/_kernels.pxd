@@ -21,6 +21,21 @@ ctypedef fused floating:
 # Optimizer codes understood by `update`.
 cdef enum Optimizer:
     OPT_ADAGRAD = 0
+    OPT_SGD = 1
+    OPT_RMSPROP = 2
+    OPT_ADAM = 3
+
+# One optimizer update's settings, filled by the Python wrappers (validated there).
+cdef struct UpdateConfig:
+    int optimizer         # an Optimizer code
+    double lr, eps
+    double beta1          # Adam: decay of the first moment
+    double beta2          # Adam: decay of the second moment; RMSprop: decay of the mean square
+    double step           # Adam: this update's index t >= 1, for the bias corrections
+    double grad_scale     # gradients are first multiplied by this (1/tokens for a mean loss)
+    double clip_norm      # > 0: rescale so the global L2 norm is at most clip_norm; 0: off
+    bint do_clip          # then clip each element to [-clip, clip]
+    double clip
 
 # h_next (B,H) = tanh(Wxh[:, x] + Whh h_prev + bh): one time step for a batch of B rows.
 cdef void step(const floating* P, int H, int V, int B, const int* x, int x_stride,
@@ -38,13 +53,24 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                    const floating* hs, const floating* dZ, floating* dH, floating* G,
                    floating* dh0, floating* scratch) noexcept nogil
 
-# Min-char-rnn Adagrad over n parameters: optional elementwise clip to [-clip, clip], then
-# M += g*g; P -= lr * g / sqrt(M + eps). G is left unclipped.
-cdef void adagrad(floating* P, const floating* G, floating* M, Py_ssize_t n, floating lr,
-                  floating eps, bint do_clip, floating clip) noexcept nogil
+# The optimizer step over n parameters, one pass after an optional norm pass. Each gradient
+# element becomes g = G[i] * grad_scale * (clip_norm / (norm + 1e-6) when that is < 1), then is
+# clipped to [-clip, clip]; then, with state M (and S) shaped like P:
+#   adagrad  M += g*g;                         P -= lr * g / sqrt(M + eps)
+#   sgd                                        P -= lr * g
+#   rmsprop  M = beta2*M + (1-beta2)*g*g;      P -= lr * g / (sqrt(M) + eps)
+#   adam     M = beta1*M + (1-beta1)*g;  S = beta2*S + (1-beta2)*g*g;
+#            P -= lr * (M / (1-beta1^t)) / (sqrt(S / (1-beta2^t)) + eps)
+# G is left unchanged. Returns the L2 norm of G * grad_scale when clip_norm is on, else -1.
+cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
+                   const UpdateConfig* cfg) noexcept nogil
 
-# Draws n ids starting from state h (updated in place): logits = Why h + by, pick an id (argmax,
-# or inverse-CDF with the uniform u[k] over softmax(logits / temperature)), then step on it.
-# work holds sample_work_size(H, V) scratch values.
+# Draws n ids starting from state h (updated in place): logits = Why h + by; greedy takes the
+# argmax; otherwise the masses exp((logits - max) / temperature) of all but the top_k highest
+# logits (top_k 0: keep all; ties go to the lower id) are zeroed, then all but the smallest
+# prefix of the rest, in that order, whose mass reaches top_p of theirs (top_p 1: keep all);
+# then the id is the first whose cumulative mass, in id order, exceeds u[k] times the kept total.
+# Then h steps on that id. work holds sample_work_size(H, V) scratch values, order V ints.
 cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
-                   floating temperature, bint greedy, int* out, floating* work) noexcept nogil
+                   floating temperature, bint greedy, int top_k, double top_p, int* out,
+                   floating* work, int* order) noexcept nogil

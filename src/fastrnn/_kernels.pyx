@@ -1,4 +1,4 @@
-"""Compiled kernels of fastrnn: step, forward, BPTT, Adagrad and sampling (see _kernels.pxd).
+"""Compiled kernels of fastrnn: step, forward, BPTT, optimizers and sampling (see _kernels.pxd).
 
 The `def` functions at the bottom are the only Python-visible entry points. Each one checks every
 shape, size and id range first, raising ValueError with a plain message, and only then releases
@@ -8,6 +8,8 @@ scipy.linalg.cython_blas); elementwise work is plain loops the compiler vectoris
 from libc.math cimport copysignf, exp, fabsf, log, sqrt, sqrtf, tanh
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
 
 cdef extern from *:
     """
@@ -22,7 +24,7 @@ cdef extern from *:
 BUILD_NATIVE = bool(FASTRNN_BUILD_NATIVE)
 BUILD_DEBUG = bool(FASTRNN_BUILD_DEBUG)
 BUILD_ISA = "native" if BUILD_NATIVE else FASTRNN_BUILD_ISA.decode()
-OPTIMIZERS = {"adagrad": OPT_ADAGRAD}
+OPTIMIZERS = {"adagrad": OPT_ADAGRAD, "sgd": OPT_SGD, "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,23 +426,98 @@ cdef void _backward_chunk(const floating* P, int H, int V, int B, int T, const i
                 dWxh[i * V + x] += row[i]
 
 
-cdef void adagrad(floating* P, const floating* G, floating* M, Py_ssize_t n, floating lr,
-                  floating eps, bint do_clip, floating clip) noexcept nogil:
+cdef inline floating _clipped(floating g, bint do_clip, floating clip) noexcept nogil:
+    if do_clip:
+        if g > clip:
+            return clip
+        if g < -clip:
+            return -clip
+    return g
+
+
+cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
+                   const UpdateConfig* cfg) noexcept nogil:
     cdef Py_ssize_t i
+    cdef double norm = -1.0, acc = 0.0, gs, scale = cfg.grad_scale
+    if cfg.clip_norm > 0:
+        for i in range(n):
+            gs = G[i] * cfg.grad_scale
+            acc += gs * gs
+        norm = sqrt(acc)
+        if cfg.clip_norm / (norm + 1e-6) < 1:  # the rescaling of torch.nn.utils.clip_grad_norm_
+            scale = cfg.grad_scale * (cfg.clip_norm / (norm + 1e-6))
+    cdef floating sc = <floating>scale, clip = <floating>cfg.clip
+    cdef floating lr = <floating>cfg.lr, eps = <floating>cfg.eps
+    cdef floating b1 = <floating>cfg.beta1, b2 = <floating>cfg.beta2
+    cdef floating c1 = <floating>(1.0 - cfg.beta1), c2 = <floating>(1.0 - cfg.beta2)
+    cdef floating bc1 = <floating>(1.0 - cfg.beta1 ** cfg.step)
+    cdef floating bc2 = <floating>(1.0 - cfg.beta2 ** cfg.step)
     cdef floating g
-    for i in range(n):
-        g = G[i]
-        if do_clip:
-            if g > clip:
-                g = clip
-            elif g < -clip:
-                g = -clip
-        M[i] += g * g
-        P[i] -= lr * g / _sqrt(M[i] + eps)
+    cdef bint do_clip = cfg.do_clip
+    # one loop per optimizer, so each is a plain loop the compiler can vectorise
+    if cfg.optimizer == OPT_ADAGRAD:
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            M[i] += g * g
+            P[i] -= lr * g / _sqrt(M[i] + eps)
+    elif cfg.optimizer == OPT_SGD:
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            P[i] -= lr * g
+    elif cfg.optimizer == OPT_RMSPROP:
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            M[i] = b2 * M[i] + c2 * (g * g)
+            P[i] -= lr * g / (_sqrt(M[i]) + eps)
+    elif cfg.optimizer == OPT_ADAM:
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            M[i] = b1 * M[i] + c1 * g
+            S[i] = b2 * S[i] + c2 * (g * g)
+            P[i] -= lr * (M[i] / bc1) / (_sqrt(S[i] / bc2) + eps)
+    return norm
+
+
+cdef inline bint _ranks_before(const floating* z, int a, int b) noexcept nogil:
+    # the order of top-k/top-p: higher logit first, the lower id first among equal logits
+    return z[a] > z[b] or (z[a] == z[b] and a < b)
+
+
+cdef void _sift_down(const floating* z, int* heap, int i, int size) noexcept nogil:
+    cdef int c, tmp
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            return
+        if c + 1 < size and _ranks_before(z, heap[c + 1], heap[c]):
+            c += 1
+        if not _ranks_before(z, heap[c], heap[i]):
+            return
+        tmp = heap[i]
+        heap[i] = heap[c]
+        heap[c] = tmp
+        i = c
+
+
+cdef void _rank_top(const floating* z, int V, int k, int* order) noexcept nogil:
+    # heap-selects the k first ids in ranking order into order[V-1], order[V-2], ..., order[V-k];
+    # order[0 : V-k] holds the others
+    cdef int i, size = V, top
+    for i in range(V):
+        order[i] = i
+    for i in range(V // 2 - 1, -1, -1):
+        _sift_down(z, order, i, V)
+    for i in range(k):
+        size -= 1
+        top = order[0]
+        order[0] = order[size]
+        order[size] = top
+        _sift_down(z, order, 0, size)
 
 
 cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
-                   floating temperature, bint greedy, int* out, floating* work) noexcept nogil:
+                   floating temperature, bint greedy, int top_k, double top_p, int* out,
+                   floating* work, int* order) noexcept nogil:
     # One character is two small matrix-vector products, so the 16-lane reductions of _dot_rows
     # would cost as much as the products: transpose the three matrices once per call instead and
     # build every product as a sum of rows (_axpy_rows).
@@ -455,16 +532,18 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef floating* z = _clear_of(WhyT + <Py_ssize_t>H * V, WhyT, V)
     cdef floating* h_new = _clear_of(WhyT + <Py_ssize_t>H * V + V + SCRATCH_SLACK, WhhT, H)
     cdef const floating* col
-    cdef Py_ssize_t k, v, i, j
+    cdef Py_ssize_t k, v, i, r
     cdef floating m
-    cdef double total, target, c
-    cdef int idx
+    cdef double total, target, c, kept
+    cdef int idx, j, n_rank, n_keep
+    cdef bint filtered = (0 < top_k < V) or top_p < 1
+    n_rank = top_k if 0 < top_k < V else V
     for i in range(H):
-        for j in range(V):
-            WxhT[j * H + i] = Wxh[i * V + j] + bh[i]
-            WhyT[i * V + j] = Why[j * H + i]
-        for j in range(H):
-            WhhT[j * H + i] = Whh[i * H + j]
+        for r in range(V):
+            WxhT[r * H + i] = Wxh[i * V + r] + bh[i]
+            WhyT[i * V + r] = Why[r * H + i]
+        for r in range(H):
+            WhhT[r * H + i] = Whh[i * H + r]
     for k in range(n):
         memcpy(z, by, V * sizeof(floating))
         _axpy_rows(H, V, WhyT, h, z)
@@ -475,20 +554,40 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
                 m = z[v]
                 idx = <int>v
         if not greedy:
+            if filtered:
+                _rank_top(z, V, n_rank, order)
             for v in range(V):
                 z[v] = _exp((z[v] - m) / temperature)
             total = 0.0
             for v in range(V):
                 total += z[v]
-            # inverse CDF: the first id whose cumulative mass exceeds u * total
+            if filtered:
+                n_keep = n_rank
+                if top_p < 1:
+                    kept = 0.0
+                    for j in range(n_rank):
+                        kept += z[order[V - 1 - j]]
+                    c = 0.0
+                    for j in range(n_rank):
+                        c += z[order[V - 1 - j]]
+                        if c >= top_p * kept:
+                            n_keep = j + 1
+                            break
+                for j in range(V - n_keep):
+                    z[order[j]] = 0
+                total = 0.0
+                for v in range(V):
+                    total += z[v]
+            # inverse CDF: the first id whose cumulative mass exceeds u * total (if rounding
+            # leaves none, the last id with mass)
             target = u[k] * total
             c = 0.0
-            idx = V - 1
             for v in range(V):
-                c += z[v]
-                if c > target:
+                if z[v] > 0:
                     idx = <int>v
-                    break
+                    c += z[v]
+                    if c > target:
+                        break
         out[k] = idx
         col = WxhT + idx * <Py_ssize_t>H
         for i in range(H):
@@ -623,66 +722,116 @@ def forward_loss(floating[::1] params, const int[:, ::1] inputs, const int[:, ::
     return loss
 
 
-cdef int _check_update(Py_ssize_t n, Py_ssize_t n_grads, Py_ssize_t n_mem, double lr, double eps,
-                       double clip) except -1:
-    if n_grads != n or n_mem != n:
-        raise ValueError(f"params, grads and optimizer state must have equal sizes, got "
-                         f"{n}, {n_grads} and {n_mem}")
-    if not (lr > 0 and lr < float("inf")):
+cdef int _make_config(UpdateConfig* cfg, Py_ssize_t n, Py_ssize_t n_grads, Py_ssize_t n_state1,
+                      Py_ssize_t n_state2, int optimizer, double lr, double eps, object clip,
+                      double beta1, double beta2, double step, object clip_norm,
+                      double grad_scale) except -1:
+    # n_state1/n_state2: sizes of the optimizer state buffers, -1 where None was passed
+    cdef double inf = float("inf")
+    cdef double c = inf if clip is None else clip
+    cdef double cn = inf if clip_norm is None else clip_norm
+    if optimizer not in (OPT_ADAGRAD, OPT_SGD, OPT_RMSPROP, OPT_ADAM):
+        raise ValueError(f"unknown optimizer code {optimizer}")
+    if n_grads != n:
+        raise ValueError(f"params and grads must have equal sizes, got {n} and {n_grads}")
+    for k, size in enumerate((n_state1, n_state2)):
+        needed = optimizer != OPT_SGD if k == 0 else optimizer == OPT_ADAM
+        if needed and size != n:
+            raise ValueError(f"optimizer state {k + 1} has "
+                             f"{'no buffer' if size < 0 else f'{size} elements'}; expected {n}")
+    if not (lr > 0 and lr < inf):
         raise ValueError(f"lr must be a positive finite number, got {lr}")
-    if not (eps > 0 and eps < float("inf")):
+    if not (eps > 0 and eps < inf):
         raise ValueError(f"eps must be a positive finite number, got {eps}")
-    if not (clip > 0):  # also rejects NaN; +inf is allowed and means no clipping
+    if not (c > 0):  # also rejects NaN; +inf is allowed and means no clipping
         raise ValueError(f"clip must be positive (or None to disable), got {clip}")
+    if not (cn > 0):
+        raise ValueError(f"clip_norm must be positive (or None to disable), got {clip_norm}")
+    if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+        raise ValueError(f"beta1 and beta2 must lie in [0, 1), got {beta1} and {beta2}")
+    if not (step >= 1 and step == int(step) and step < inf):
+        raise ValueError(f"step must be a positive integer, got {step}")
+    if not (grad_scale > 0 and grad_scale < inf):
+        raise ValueError(f"grad_scale must be a positive finite number, got {grad_scale}")
+    cfg.optimizer = optimizer
+    cfg.lr, cfg.eps, cfg.beta1, cfg.beta2, cfg.step = lr, eps, beta1, beta2, step
+    cfg.grad_scale = grad_scale
+    cfg.clip_norm = cn if cn < inf else 0.0
+    cfg.do_clip = c < inf
+    cfg.clip = c
     return 0
+
+
+cdef inline Py_ssize_t _size(const floating[::1] a):
+    return -1 if a is None else a.shape[0]
+
+
+cdef inline floating* _ptr(floating[::1] a):
+    return NULL if a is None or a.shape[0] == 0 else &a[0]
+
+
+def optimizer_update(floating[::1] params, const floating[::1] grads, floating[::1] state1,
+                     floating[::1] state2, int optimizer, double lr, double eps=1e-8, clip=None,
+                     double beta1=0.9, double beta2=0.999, double step=1, clip_norm=None,
+                     double grad_scale=1.0):
+    """One optimizer step in place (see `update` in _kernels.pxd); `optimizer` is a code from
+    OPTIMIZERS. state1 is Adagrad's/RMSprop's memory or Adam's first moment, state2 Adam's second
+    (None where unused). Returns the gradient norm when clip_norm is given, else -1."""
+    cdef UpdateConfig cfg
+    cdef double norm
+    _make_config(&cfg, params.shape[0], grads.shape[0], _size(state1), _size(state2), optimizer,
+                 lr, eps, clip, beta1, beta2, step, clip_norm, grad_scale)
+    if params.shape[0] == 0:
+        return -1.0
+    cdef floating* p_state1 = _ptr(state1)
+    cdef floating* p_state2 = _ptr(state2)
+    with nogil:
+        norm = update(&params[0], &grads[0], p_state1, p_state2, params.shape[0], &cfg)
+    return norm
 
 
 def adagrad_update(floating[::1] params, const floating[::1] grads, floating[::1] mem,
                    double lr, double eps, clip):
     """Adagrad step in place; clip=None disables elementwise clipping."""
-    cdef double c = float("inf") if clip is None else clip
-    _check_update(params.shape[0], grads.shape[0], mem.shape[0], lr, eps, c)
-    if params.shape[0] == 0:
-        return
-    with nogil:
-        adagrad(&params[0], &grads[0], &mem[0], params.shape[0], <floating>lr, <floating>eps,
-                clip is not None, <floating>c)
+    optimizer_update(params, grads, mem, None, OPT_ADAGRAD, lr, eps, clip)
 
 
 def train_step(floating[::1] params, floating[::1] grads, floating[::1] mem,
                const int[:, ::1] inputs, const int[:, ::1] targets, floating[:, ::1] h,
                floating[::1] work, int hidden_size, int vocab_size, int optimizer, double lr,
-               double eps, clip):
+               double eps, clip, floating[::1] mem2=None, double beta1=0.9, double beta2=0.999,
+               double step=1, clip_norm=None, double grad_scale=1.0):
     """One whole training iteration in one call: forward, BPTT, clipping and the optimizer
-    update. Replaces h by the last hidden state and returns the summed loss of the chunk."""
+    update (the arguments after `optimizer` as in `optimizer_update`; mem and mem2 are its state
+    1 and 2). Replaces h by the last hidden state and returns the summed loss of the chunk."""
     cdef int H = hidden_size, V = vocab_size
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
-    cdef double c = float("inf") if clip is None else clip
-    cdef bint do_clip = clip is not None
+    cdef UpdateConfig cfg
     if targets is None:
         raise ValueError("targets is required")
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
-    _check_update(params.shape[0], grads.shape[0], mem.shape[0], lr, eps, c)
-    if optimizer != OPT_ADAGRAD:
-        raise ValueError(f"unknown optimizer code {optimizer}")
+    _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), optimizer, lr,
+                 eps, clip, beta1, beta2, step, clip_norm, grad_scale)
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
     cdef floating* scratch = dH + (2 * B * <Py_ssize_t>H if _by_step(B, T, H, V)
                                    else <Py_ssize_t>T * B * H)
+    cdef floating* p_mem = _ptr(mem)
+    cdef floating* p_mem2 = _ptr(mem2)
     with nogil:
         memcpy(hs, &h[0, 0], B * H * sizeof(floating))
         loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
         backward(&params[0], H, V, B, T, &inputs[0, 0], hs, Z, dH, &grads[0], NULL, scratch)
         memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
-        adagrad(&params[0], &grads[0], &mem[0], params.shape[0], <floating>lr, <floating>eps,
-                do_clip, <floating>c)
+        update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
     return loss
 
 
 def sample(floating[::1] params, floating[::1] h, const double[::1] uniforms, double temperature,
-           bint greedy, int[::1] out, floating[::1] work, int hidden_size, int vocab_size):
+           bint greedy, int[::1] out, floating[::1] work, int hidden_size, int vocab_size,
+           int top_k=0, double top_p=1.0):
     """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd."""
     cdef int H = hidden_size, V = vocab_size
     cdef Py_ssize_t n = out.shape[0]
@@ -692,6 +841,10 @@ def sample(floating[::1] params, floating[::1] h, const double[::1] uniforms, do
     if work.shape[0] < sample_work_size(H, V):
         raise ValueError(f"work has {work.shape[0]} elements; sampling needs "
                          f"{sample_work_size(H, V)}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}")
+    if not (0 < top_p <= 1):
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     if not greedy:
         if uniforms.shape[0] < n:
             raise ValueError(f"need {n} uniforms, got {uniforms.shape[0]}")
@@ -699,6 +852,7 @@ def sample(floating[::1] params, floating[::1] h, const double[::1] uniforms, do
             raise ValueError(f"temperature must be positive and finite, got {temperature}")
     if n == 0:
         return
+    cdef int[::1] order = np.empty(V, dtype=np.intc)
     with nogil:
         generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
-                 <floating>temperature, greedy, &out[0], &work[0])
+                 <floating>temperature, greedy, top_k, top_p, &out[0], &work[0], &order[0])

@@ -1,0 +1,110 @@
+"""What a training run shows while it goes: the progress bar, printed lines, the JSON-lines log,
+and the Ctrl-C flag that lets an iteration finish before the run stops."""
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+LN2 = math.log(2)
+
+
+class SigintFlag:
+    """While active (main thread only), the first Ctrl-C sets .hit instead of raising, so a
+    training iteration is never cut in half; a second one acts as before (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+        self._active = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            old = signal.signal(signal.SIGINT, self._handle)
+            self._old = signal.SIG_DFL if old is None else old  # None: set outside Python
+            self._active = True
+        return self
+
+    def _handle(self, signum, frame):
+        self.hit = True
+        signal.signal(signal.SIGINT, self._old)
+
+    def __exit__(self, *exc):
+        if self._active:
+            signal.signal(signal.SIGINT, self._old)
+            self._active = False
+
+
+class Reporter:
+    """Progress bar, printed lines and the JSON-lines log of one fit() call."""
+
+    def __init__(self, trainer, total, progress, print_every, file, log):
+        self.tr, self.print_every, self.file = trainer, print_every, file
+        self.step_seconds = 0.0   # time in training steps since the last report
+        self.every = print_every or max(1, min(100, total // 100 or 1))
+        self.bar = None
+        if progress or progress is None:
+            from tqdm.auto import tqdm
+            # the bar goes to stderr (shown only on a terminal when progress is None); lines
+            # and results go to `file`
+            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True,
+                            disable=None if progress is None else False)
+            if self.bar.disable:
+                self.bar = None
+        self._own_log = isinstance(log, (str, os.PathLike))
+        self.log = open(log, "a", encoding="utf-8") if self._own_log else log
+
+    def _write(self, record):
+        if self.log is not None:
+            self.log.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+            self.log.flush()
+
+    def _say(self, line):
+        if self.bar is not None:
+            self.bar.write(line, file=self.file)
+        else:
+            print(line, file=self.file, flush=True)
+
+    def iteration(self, loss):
+        tr = self.tr
+        if self.bar is not None:
+            self.bar.update(1)
+        if tr.iteration % self.every:
+            return
+        tokens = tr._tokens_since
+        nats = tr._loss_since / tokens
+        cps = tokens / self.step_seconds if self.step_seconds > 0 else float("inf")
+        smooth_per_char = tr.smooth_loss / (tr.seq_length * tr.batch_size)
+        tr.history["train"].append((tr.iteration, nats, smooth_per_char))
+        tr._loss_since, tr._tokens_since, self.step_seconds = 0.0, 0, 0.0
+        self._write({"kind": "train", "iteration": tr.iteration, "epoch": round(tr.epoch, 4),
+                     "loss": nats, "bits_per_char": nats / LN2, "smooth_loss": tr.smooth_loss,
+                     "smooth_nats_per_char": smooth_per_char, "chars_per_sec": cps,
+                     "lr": tr.optimizer.lr})
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {nats:.3f} nats/char ({nats / LN2:.3f} bits), "
+                                     f"smooth {tr.smooth_loss:.2f}, {cps:,.0f} chars/s",
+                                     refresh=False)
+        elif self.print_every:
+            self._say(f"iter {tr.iteration}, loss: {tr.smooth_loss:f} "
+                      f"({nats:.4f} nats/char = {nats / LN2:.4f} bits/char, {cps:,.0f} chars/s)")
+
+    def validation(self, m, best):
+        tr = self.tr
+        self._write({"kind": "val", "iteration": tr.iteration, "epoch": round(tr.epoch, 4),
+                     "loss": m["nats_per_char"], **m, "best": best})
+        extra = f", {m['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in m else ""
+        self._say(f"iter {tr.iteration}: val loss {m['nats_per_char']:.4f} nats/char "
+                  f"({m['bits_per_char']:.4f} bits/char, perplexity {m['perplexity']:.2f}"
+                  f"{extra}){' *best*' if best else ''}")
+
+    def sample(self, text):
+        self._write({"kind": "sample", "iteration": self.tr.iteration, "text": text})
+        self._say(f"---- sample at iter {self.tr.iteration} ----\n{text}\n----")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        if self._own_log and self.log is not None:
+            self.log.close()

@@ -1,0 +1,161 @@
+"""The `fastrnn` command: each subcommand run as a user would, outside the source tree."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.checkpoint import read_npz
+
+TEXT = "to be or not to be, that is the question. whether 'tis nobler in the mind\n" * 30
+
+
+def cli(*args, cwd, ok=True, stdin=None):
+    out = subprocess.run([sys.executable, "-m", "fastrnn", *map(str, args)], capture_output=True,
+                         timeout=180, cwd=cwd, input=stdin)
+    out.stdout_text = out.stdout.decode("utf-8", "replace")
+    out.stderr_text = out.stderr.decode("utf-8", "replace")
+    if ok:
+        assert out.returncode == 0, out.stderr_text[-3000:]
+    else:
+        assert out.returncode != 0 and "Traceback" not in out.stderr_text, out.stderr_text
+        assert len(out.stderr_text.strip().splitlines()) == 1, out.stderr_text
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small training run through the CLI, shared by the tests below."""
+    d = tmp_path_factory.mktemp("cli")
+    (d / "data.txt").write_text(TEXT)
+    out = cli("train", "--data", "data.txt", "--hidden-size", "24", "--seq-length", "16",
+              "--batch-size", "4", "--iterations", "120", "--eval-every", "40",
+              "--print-every", "40", "--sample-length", "30", "--log", "run.jsonl",
+              "--plot", "run.png", "--threads", "1", cwd=d)
+    return d, out
+
+
+def test_train_reports_logs_and_checkpoints(trained):
+    d, out = trained
+    assert "iter 40, loss:" in out.stdout_text and "val loss" in out.stdout_text
+    assert out.stdout_text.count("----") == 2
+    records = [json.loads(x) for x in open(d / "run.jsonl")]
+    assert {"train", "val"} <= {r["kind"] for r in records}
+    assert (d / "run.png").read_bytes()[:4] == b"\x89PNG"
+    ck = read_npz(d / "checkpoints" / "latest.npz")
+    assert int(ck["trainer/iteration"]) == 120 and str(ck["optimizer/name"]) == "adam"
+    assert int(ck["trainer/batch_size"]) == 4  # B > 1 without a preset: Adam by default
+    assert (d / "checkpoints" / "best.npz").exists()
+
+
+def test_sample_streams_what_the_model_generates(trained):
+    d, _ = trained
+    model = fastrnn.CharRNN.load(d / "checkpoints" / "latest.npz")
+    out = cli("sample", "checkpoints/latest.npz", "--length", "80", "--prime", "to be",
+              "--greedy", cwd=d)
+    assert out.stdout_text == "to be" + model.sample_text(80, prime="to be", greedy=True)
+    top1 = cli("sample", "checkpoints/latest.npz", "--length", "80", "--prime", "to be",
+               "--top-k", "1", "--seed", "4", cwd=d)
+    assert top1.stdout_text == out.stdout_text
+    seeded = cli("sample", "checkpoints/latest.npz", "--length", "60", "--seed", "7",
+                 "--temperature", "0.8", "--top-p", "0.9", cwd=d)
+    assert seeded.stdout_text == model.sample_text(60, seed=7, temperature=0.8, top_p=0.9)
+    err = cli("sample", "checkpoints/latest.npz", "--prime", "ZEBRA", cwd=d, ok=False)
+    assert "not in the vocabulary" in err.stderr_text
+    skip = cli("sample", "checkpoints/latest.npz", "--prime", "ZtoZ", "--oov", "skip",
+               "--length", "5", "--greedy", cwd=d)
+    assert skip.stdout_text == "to" + model.sample_text(5, prime="to", greedy=True)
+
+
+def test_eval_prints_the_metrics_of_the_model(trained):
+    d, _ = trained
+    model = fastrnn.CharRNN.load(d / "checkpoints" / "latest.npz")
+    (d / "held.txt").write_text("whether to be or not")
+    out = json.loads(cli("eval", "checkpoints/latest.npz", "held.txt", "--json",
+                         cwd=d).stdout_text)
+    bits = model.score("whether to be or not")
+    assert out["bits_per_char"] == pytest.approx(bits, rel=1e-6)
+    assert out["nats_per_char"] == pytest.approx(bits * np.log(2), rel=1e-6)
+    assert out["perplexity"] == pytest.approx(2 ** bits, rel=1e-6)
+    assert out["bits_per_byte"] == pytest.approx(bits, rel=1e-6) and out["chars"] == 19
+    text = cli("eval", "checkpoints/latest.npz", "held.txt", cwd=d).stdout_text
+    assert "bits/char" in text and "perplexity" in text
+
+
+def test_resume_through_the_cli_is_exact(trained, tmp_path):
+    d, _ = trained
+    (tmp_path / "data.txt").write_text(TEXT)
+    common = ["--data", "data.txt", "--hidden-size", "16", "--sample-length", "0",
+              "--print-every", "1000", "--eval-every", "10"]
+    cli("train", *common, "--iterations", "50", "--checkpoint-dir", "a", cwd=tmp_path)
+    cli("train", *common, "--iterations", "20", "--checkpoint-dir", "b", cwd=tmp_path)
+    cli("train", "--resume", "b/latest.npz", "--iterations", "50", "--print-every", "1000",
+        "--sample-length", "0", cwd=tmp_path)
+    a, b = read_npz(tmp_path / "a/latest.npz"), read_npz(tmp_path / "b/latest.npz")
+    for k in ("Wxh", "Whh", "Why", "bh", "by", "trainer/h", "optimizer/mem",
+              "trainer/smooth_loss", "trainer/iteration", "trainer/best_val_loss"):
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_fine_tune_keeps_the_vocabulary(trained, tmp_path):
+    d, _ = trained
+    (tmp_path / "new.txt").write_text("not to be! " * 40)
+    err = cli("train", "--init-from", d / "checkpoints/latest.npz", "--data", "new.txt",
+              cwd=tmp_path, ok=False)
+    assert "not in the vocabulary" in err.stderr_text  # '!' is new
+    cli("train", "--init-from", d / "checkpoints/latest.npz", "--data", "new.txt", "--oov",
+        "skip", "--iterations", "5", "--sample-length", "0", cwd=tmp_path)
+    tuned = fastrnn.CharRNN.load(tmp_path / "checkpoints/latest.npz")
+    assert tuned.vocab == fastrnn.CharRNN.load(d / "checkpoints/latest.npz").vocab
+    assert tuned.hidden_size == 24
+
+
+def test_bytes_mode_models_any_file(tmp_path):
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 8 + b"\xff\xfe\x00" * 100)
+    cli("train", "--data", "blob.bin", "--bytes", "--hidden-size", "8", "--iterations", "20",
+        "--sample-length", "0", cwd=tmp_path)
+    model = fastrnn.CharRNN.load(tmp_path / "checkpoints/latest.npz")
+    assert model.vocab.byte_level and len(model.vocab) == 256
+    out = cli("sample", "checkpoints/latest.npz", "--length", "300", "--seed", "1",
+              cwd=tmp_path)
+    assert out.stdout == model.vocab.to_bytes(model.sample_text(300, seed=1))
+    assert len(out.stdout) == 300  # one byte per generated id
+
+
+def test_baseline_and_export(trained, tmp_path):
+    d, _ = trained
+    out = json.loads(cli("baseline", "data.txt", "--order", "3", "--json", cwd=d).stdout_text)
+    text = TEXT
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    n_val = int(len(ids) * 0.05)
+    total, count = fastrnn.KneserNey(3, len(vocab)).fit(ids[:-n_val]).nll(ids[-n_val:])
+    assert out["nats_per_char"] == pytest.approx(total / count, rel=1e-12)
+    assert out["chars"] == n_val - 1 and out["nats_per_char"] < 0.5  # the text repeats
+    cli("export", "checkpoints/latest.npz", "--format", "npz", "-o", tmp_path / "m.npz", cwd=d)
+    small = read_npz(tmp_path / "m.npz")
+    assert not any(k.startswith(("trainer/", "optimizer/")) for k in small)
+    full = read_npz(d / "checkpoints/latest.npz")
+    assert all(np.array_equal(small[k], full[k]) for k in ("Wxh", "Whh", "Why", "bh", "by"))
+    if not hasattr(fastrnn.CharRNN, "to_torch"):
+        err = cli("export", "checkpoints/latest.npz", "--format", "torch", "-o", "m.pt",
+                  cwd=d, ok=False)
+        assert "to_torch" in err.stderr_text
+
+
+@pytest.mark.parametrize("args,match", [
+    (["sample", "missing.npz"], "does not exist"),
+    (["eval", "missing.npz", "x.txt"], "does not exist"),
+    (["train", "--data", "x.txt", "--val-frac", "1.5"], "val-frac"),
+    (["train", "--data", "x.txt", "--optimizer", "sgd", "--lr", "-1"], "lr"),
+    (["train", "--data", "x.txt", "--batch-size", "1000"], "needs at least"),
+    (["baseline", "x.txt", "--order", "0"], "order"),
+    (["train", "--resume", "x.npz", "--lr", "0.1", "--batch-size", "2"],
+     "leave out --batch-size, --lr"),
+    (["train", "--data", "x.txt", "--hidden-size", "0"], "hidden_size"),
+])
+def test_user_errors_are_one_line(tmp_path, args, match):
+    (tmp_path / "x.txt").write_text(TEXT)
+    assert match in cli(*args, cwd=tmp_path, ok=False).stderr_text

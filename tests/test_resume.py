@@ -1,0 +1,146 @@
+"""Training checkpoints: exact resume in a fresh process, Ctrl-C, best/latest files, logs."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.checkpoint import CheckpointError, read_npz
+
+SETUP = """
+import sys, numpy as np, fastrnn
+text = fastrnn.load_shakespeare()[:30000]
+vocab = fastrnn.Vocab.from_text(text)
+ids = vocab.encode(text)
+train, val = ids[:-3000], ids[-3000:]
+
+def make(name, B):
+    m = fastrnn.CharRNN(vocab, 24, backend="cython", dtype="float32", seed=5)
+    opt = fastrnn.make_optimizer(name, m)
+    return fastrnn.Trainer(m, train, seq_length=16, batch_size=B, optimizer=opt,
+                           reduction="mean" if B > 1 else "sum", val_ids=val, seed=1)
+
+def fit(tr, n, ckdir):
+    return tr.fit(n, eval_every=20, sample_every=15, sample_length=20, file=sys.stderr,
+                  checkpoint_dir=ckdir, checkpoint_every=25)
+"""
+
+FIRST = SETUP + """
+tr = make(sys.argv[1], int(sys.argv[2]))
+fit(tr, int(sys.argv[3]), sys.argv[4])
+"""
+
+SECOND = SETUP + """
+tr = fastrnn.Trainer.load(sys.argv[4] + "/latest.npz", train, val_ids=val)
+fit(tr, int(sys.argv[3]), sys.argv[4])
+"""
+
+EXACT = ("Wxh", "Whh", "Why", "bh", "by", "trainer/h", "trainer/iteration",
+         "trainer/smooth_loss", "trainer/position", "trainer/rng_state",
+         "trainer/best_val_loss", "optimizer/steps")
+
+
+def run(code, *args, cwd):
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                         text=True, timeout=300, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name,B", [("adagrad", 1), ("adam", 3)])
+def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, name, B):
+    """N+M iterations in one go equal N, save, load in a new process, M more: bit for bit."""
+    N, M = 35, 30  # the pass has 56 (B=1) or fewer iterations: wraps happen within
+    ns = {}
+    exec(SETUP, ns)
+    one_go = ns["make"](name, B)
+    ns["fit"](one_go, N + M, str(tmp_path / "one"))
+    run(FIRST, name, B, N, tmp_path / "split", cwd=tmp_path)
+    run(SECOND, name, B, M, tmp_path / "split", cwd=tmp_path)
+    a = read_npz(tmp_path / "one" / "latest.npz")
+    b = read_npz(tmp_path / "split" / "latest.npz")
+    for key in EXACT + tuple(k for k in a if k.startswith("optimizer/") and "hyper" not in k):
+        assert np.array_equal(a[key], b[key]), key
+    assert int(a["trainer/iteration"]) == N + M
+    assert os.path.exists(tmp_path / "split" / "best.npz")
+    best = read_npz(tmp_path / "one" / "best.npz")
+    assert float(best["trainer/best_val_loss"]) == float(a["trainer/best_val_loss"])
+
+
+def test_resume_refuses_other_data_and_model_files(tmp_path):
+    ns = {}
+    exec(SETUP, ns)
+    tr = ns["make"]("adam", 2)
+    tr.fit(3)
+    tr.save(tmp_path / "t.npz")
+    with pytest.raises(ValueError, match="data differs"):
+        fastrnn.Trainer.load(tmp_path / "t.npz", ns["train"][:-1])
+    tr.model.save(tmp_path / "model.npz")
+    with pytest.raises(CheckpointError, match="model only"):
+        fastrnn.Trainer.load(tmp_path / "model.npz", ns["train"])
+    back = fastrnn.Trainer.load(tmp_path / "t.npz", ns["train"], backend="numpy")
+    assert back.iteration == 3 and back.optimizer.steps == 3 and back.batch_size == 2
+    assert isinstance(back.optimizer, fastrnn.Adam) and back.optimizer.betas == (0.9, 0.999)
+    assert back.model.backend == "numpy"
+
+
+def test_fit_reports_logs_and_keeps_the_best(tmp_path):
+    ns = {}
+    exec(SETUP, ns)
+    tr = ns["make"]("adam", 4)
+    calls = []
+    printed = io.StringIO()
+    r = tr.fit(40, print_every=10, eval_every=10, file=printed, log=tmp_path / "log.jsonl",
+               checkpoint_dir=tmp_path / "ck", callback=lambda t, loss: calls.append(loss))
+    assert calls == list(r.losses) and len(calls) == 40
+    assert "iter 10, loss:" in printed.getvalue() and "val loss" in printed.getvalue()
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    train = [x for x in records if x["kind"] == "train"]
+    val = [x for x in records if x["kind"] == "val"]
+    assert [x["iteration"] for x in train] == [10, 20, 30, 40]
+    assert [x["iteration"] for x in val] == [10, 20, 30, 40]
+    assert all(x["bits_per_char"] == pytest.approx(x["loss"] / np.log(2)) for x in train)
+    best = min(x["loss"] for x in val)
+    assert r.best_val_loss == best == tr.best_val_loss
+    saved = read_npz(tmp_path / "ck" / "best.npz")
+    assert float(saved["trainer/best_val_loss"]) == best
+    assert tr.history["val"] == [(x["iteration"], x["loss"]) for x in val]
+    fastrnn.plot_history(tmp_path / "log.jsonl", tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ctrl_c_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    data = tmp_path / "tiny.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    cmd = [sys.executable, "-m", "fastrnn", "train", "--data", str(data), "--hidden-size", "16",
+           "--iterations", "100000000", "--print-every", "50", "--eval-every", "1000000",
+           "--checkpoint-dir", "ck", "--sample-length", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    killer = threading.Timer(120, proc.kill)
+    killer.start()
+    try:
+        while "iter 100," not in proc.stdout.readline():
+            assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate()
+    finally:
+        killer.cancel()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at iteration" in err
+    it = int(read_npz(tmp_path / "ck" / "latest.npz")["trainer/iteration"])
+    assert f"interrupted at iteration {it:,}" in err and it >= 100
+    done = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--resume", "ck/latest.npz",
+                           "--iterations", str(it + 20), "--print-every", "10",
+                           "--sample-length", "0"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming ck/latest.npz at iteration {it:,}" in done.stdout
+    assert f"{it + 20} iterations" in done.stdout
+    # a resumed run keeps writing beside the checkpoint it came from
+    assert int(read_npz(tmp_path / "ck" / "latest.npz")["trainer/iteration"]) == it + 20
