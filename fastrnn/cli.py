@@ -380,10 +380,18 @@ def build_parser():
     x.add_argument("--format", choices=["npz", "torch"], default="npz")
     x.add_argument("--output", "-o", required=True)
     x.set_defaults(func=cmd_export)
+
+    # `fastrnn bench ...` is handed to fastrnn.bench.main whole (see main); listed for --help
+    sub.add_parser("bench", help="speed benchmarks against numpy and PyTorch "
+                                 "(fastrnn bench --help)")
     return parser
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from . import bench
+        return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,6 +1,8 @@
 """Smoke test of the benchmark suite's quick mode: it runs, and its numbers are sane."""
 import json
 
+import pytest
+
 import fastrnn.bench as bench
 
 
@@ -27,3 +29,10 @@ def test_quick_bench_runs_and_reports(tmp_path, capsys):
     assert "| min-char | 1 | 25 | 100 | cython/1t |" in text and "sgemm peak" in text
     data = json.loads(out.read_text())
     assert data["header"]["kernels"] and data["results"]
+
+
+def test_cli_bench_is_the_same_command(capsys):
+    from fastrnn.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0 and "--quick" in capsys.readouterr().out
