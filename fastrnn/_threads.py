@@ -38,6 +38,9 @@ def set_num_threads(n=None):
         raise ValueError(f"threads must be a positive integer, got {n!r}")
     if n > cores:
         warnings.warn(f"threads={n} is more than the {cores} available cores", stacklevel=2)
+    # threadpoolctl sets the pools loaded now: load the kernels' BLAS (scipy's) first, or a
+    # setting made before the first model would miss it
+    import scipy.linalg.cython_blas  # noqa: F401
     threadpool_limits(limits=int(n), user_api="blas")
     _current = int(n)
     apply_to_torch()

@@ -201,3 +201,21 @@ def test_threads_setting():
             fastrnn.set_num_threads(10_000)
     finally:
         fastrnn.set_num_threads(before)
+
+
+def test_threads_set_before_the_first_model_reach_the_kernels_blas(tmp_path):
+    """set_num_threads right after import must also rule the BLAS the kernels load later."""
+    import subprocess
+    import sys
+    code = ("import fastrnn\n"
+            "fastrnn.set_num_threads(1)\n"
+            "fastrnn.CharRNN(5, 4, backend='cython')\n"
+            "from threadpoolctl import threadpool_info\n"
+            "pools = [i for i in threadpool_info() if i['user_api'] == 'blas']\n"
+            "assert any('scipy_openblas' in i['filepath'] and 'openblas64' not in i['filepath']"
+            " for i in pools), pools\n"
+            "assert all(i['num_threads'] == 1 for i in pools), pools\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={**__import__("os").environ,
+                                            "OPENBLAS_NUM_THREADS": "2"}, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,85 @@
+"""Quality at speed: how low the validation loss gets in a fixed wall-clock budget.
+
+    python bench/quality.py [--seconds 120] [--threads 2] [--optimizer adam] [--backend cython]
+
+The speed issue's setting: the 1 MB Shakespeare corpus with its last 5% held out, B=64 streams,
+T=128, H=256, float32. It trains until the budget is spent, measuring the validation loss
+(nats/char over the whole held-out text) every --eval-every seconds; evaluation time counts
+against the budget too. Prints one line per evaluation and a final summary (also as JSON with
+--json FILE).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import fastrnn
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "shakespeare_1mb.txt"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=120.0, help="wall-clock budget")
+    p.add_argument("--eval-every", type=float, default=15.0, help="seconds between evaluations")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="cython")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "rmsprop", "adagrad", "sgd"])
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--clip-norm", type=float, default=5.0)
+    p.add_argument("--hidden-size", type=int, default=256)
+    p.add_argument("--seq-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--reduction", default="mean", choices=["sum", "mean"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the summary here")
+    args = p.parse_args(argv)
+
+    fastrnn.set_num_threads(args.threads)
+    text = SHARED.read_text(encoding="utf-8") if SHARED.exists() else fastrnn.load_shakespeare()
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    cut = int(len(ids) * 0.95)
+    model = fastrnn.CharRNN(vocab, args.hidden_size, backend=args.backend, seed=args.seed)
+    kwargs = {"clip_norm": args.clip_norm, "clip": None}
+    if args.lr is not None:
+        kwargs["lr"] = args.lr
+    opt = fastrnn.make_optimizer(args.optimizer, model, **kwargs)
+    trainer = fastrnn.Trainer(model, ids[:cut], seq_length=args.seq_length,
+                              batch_size=args.batch_size, optimizer=opt,
+                              reduction=args.reduction, val_ids=ids[cut:], seed=args.seed)
+    print(f"fastrnn {fastrnn.__version__} quality run: {model}, {opt}, B={args.batch_size} "
+          f"T={args.seq_length}, {args.threads} threads, budget {args.seconds:.0f} s, "
+          f"{os.cpu_count()} cores", flush=True)
+    history, start = [], time.perf_counter()
+    next_eval = args.eval_every
+    best = float("inf")
+    while True:
+        trainer.step()
+        elapsed = time.perf_counter() - start
+        if elapsed >= next_eval or elapsed >= args.seconds:
+            val = trainer.evaluate()["nats_per_char"]
+            elapsed = time.perf_counter() - start
+            best = min(best, val)
+            history.append({"seconds": round(elapsed, 1), "iteration": trainer.iteration,
+                             "val_nats_per_char": round(val, 4)})
+            print(f"{elapsed:7.1f} s  iteration {trainer.iteration:6d}  val {val:.4f} nats/char",
+                  flush=True)
+            next_eval += args.eval_every
+            if elapsed >= args.seconds:
+                break
+    summary = {"best_val_nats_per_char": round(best, 4), "iterations": trainer.iteration,
+               "seconds": round(time.perf_counter() - start, 1), "optimizer": repr(opt),
+               "backend": args.backend, "threads": args.threads, "history": history}
+    print(f"best validation loss {best:.4f} nats/char after {trainer.iteration} iterations "
+          f"in {summary['seconds']} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
