@@ -10,8 +10,9 @@
 # Activations are time-major so that each step's batch is one contiguous (B,H) block:
 #     hs (T+1,B,H)  hs[0] = h0, hs[t+1] = h_t
 #     Z  (T,B,V)    logits; turned into dZ = softmax - onehot when targets are given
-#     dH (T,B,H)    dL/dh_t, turned into dL/d(pre-activation) in place; for large batches only
-#                   two (B,H) blocks, the weight gradients then summed step by step (_by_step)
+#     dH (S+1,B,H)  dL/dh_t for a block of S time steps (S = T unless that would take too much
+#                   memory: _block_steps), turned into dL/d(pre-activation) in place, and the
+#                   gradient carried from one block into the one before
 #     scratch       H + SCRATCH_SLACK values: one vector of the B=1 backward recurrence
 
 ctypedef fused floating:

@@ -293,76 +293,26 @@ cdef double forward(const floating* P, int H, int V, int B, int T, const int* X,
     return _softmax_xent(Z, V, B, T, Y)
 
 
-cdef inline bint _by_step(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H, Py_ssize_t V) noexcept nogil:
-    # Keeping dL/dh for the whole chunk lets the weight gradients be one matrix product each, but
-    # costs T*B*H values. Where that would exceed half the analytic minimum memory of a step
-    # (parameters, gradients and optimizer state, plus B*T*(H+V) activations), large batches
-    # accumulate step by step instead (a rank-B product per step stays efficient).
+cdef inline Py_ssize_t _block_steps(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
+                                    Py_ssize_t V) noexcept nogil:
+    # BPTT keeps dL/dh for a block of time steps, so the input-to-state and weight gradients are
+    # one matrix product per block. The whole chunk is one block unless its B*T*H values would
+    # pass a quarter of the analytic minimum memory of a step (parameters, gradients and optimizer
+    # state, plus B*T*(H+V) activations); then blocks are as long as that allows (K = steps*B of
+    # a product stays large enough to run near the machine's peak).
     cdef Py_ssize_t n_params = 2 * H * V + H * H + H + V
-    return B > 1 and 2 * T * B * H > 3 * n_params + T * B * (H + V)
+    cdef Py_ssize_t budget = (3 * n_params + T * B * (H + V)) // 4
+    if T * B * H <= budget:
+        return T
+    return max(1, min(T, budget // (B * H)))
 
 
 cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                    const floating* hs, const floating* dZ, floating* dH, floating* G,
                    floating* dh0, floating* scratch) noexcept nogil:
-    if _by_step(B, T, H, V):
-        _backward_by_step(P, H, V, B, T, X, hs, dZ, dH, G, dh0)
-    else:
-        _backward_chunk(P, H, V, B, T, X, hs, dZ, dH, G, dh0, scratch)
-
-
-cdef void _backward_by_step(const floating* P, int H, int V, int B, int T, const int* X,
-                            const floating* hs, const floating* dZ, floating* dH, floating* G,
-                            floating* dh0) noexcept nogil:
-    # dH holds two (B,H) blocks: this step's gradient and the one carried to the previous step
-    cdef Py_ssize_t HV = <Py_ssize_t>H * V, BH = <Py_ssize_t>B * H, t, b, i, r, v
-    cdef const floating* Whh = P + HV
-    cdef const floating* Why = Whh + <Py_ssize_t>H * H
-    cdef floating* dWxh = G
-    cdef floating* dWhh = G + HV
-    cdef floating* dWhy = dWhh + <Py_ssize_t>H * H
-    cdef floating* dbh = dWhy + HV
-    cdef floating* dby = dbh + H
-    cdef floating* dh = dH
-    cdef floating* carry = dH + BH
-    cdef const floating* h
-    cdef floating* row
-    cdef int x
-    _gemm(True, False, V, H, T * B, <floating>1, dZ, V, hs + BH, H, <floating>0, dWhy, H)
-    memset(dby, 0, V * sizeof(floating))
-    for r in range(<Py_ssize_t>T * B):
-        for v in range(V):
-            dby[v] += dZ[r * V + v]
-    memset(dWhh, 0, <Py_ssize_t>H * H * sizeof(floating))
-    memset(dbh, 0, H * sizeof(floating))
-    memset(dWxh, 0, HV * sizeof(floating))
-    memset(carry, 0, BH * sizeof(floating))
-    for t in range(T - 1, -1, -1):
-        # dh = dZ_t Why + carry, then through tanh
-        memcpy(dh, carry, BH * sizeof(floating))
-        _gemm(False, False, B, H, V, <floating>1, dZ + t * B * <Py_ssize_t>V, V, Why, H,
-              <floating>1, dh, H)
-        h = hs + (t + 1) * BH
-        for i in range(BH):
-            dh[i] = dh[i] * (1 - h[i] * h[i])
-        for b in range(B):
-            x = X[b * T + t]
-            row = dh + b * H
-            for i in range(H):
-                dbh[i] += row[i]
-                dWxh[i * V + x] += row[i]
-        _gemm(True, False, H, H, B, <floating>1, dh, H, hs + t * BH, H, <floating>1, dWhh, H)
-        if t > 0:
-            _gemm(False, False, B, H, H, <floating>1, dh, H, Whh, H, <floating>0, carry, H)
-        elif dh0 != NULL:
-            _gemm(False, False, B, H, H, <floating>1, dh, H, Whh, H, <floating>0, dh0, H)
-
-
-cdef void _backward_chunk(const floating* P, int H, int V, int B, int T, const int* X,
-                          const floating* hs, const floating* dZ, floating* dH, floating* G,
-                          floating* dh0, floating* scratch) noexcept nogil:
     cdef Py_ssize_t HV = <Py_ssize_t>H * V, BH = <Py_ssize_t>B * H
-    cdef Py_ssize_t TB = <Py_ssize_t>T * B, t, b, i, r, v
+    cdef Py_ssize_t TB = <Py_ssize_t>T * B, t, b, i, r, v, t0, t1
+    cdef Py_ssize_t steps = _block_steps(B, T, H, V)
     cdef const floating* Whh = P + HV
     cdef const floating* Why = Whh + <Py_ssize_t>H * H
     cdef floating* dWxh = G
@@ -370,6 +320,7 @@ cdef void _backward_chunk(const floating* P, int H, int V, int B, int T, const i
     cdef floating* dWhy = dWhh + <Py_ssize_t>H * H
     cdef floating* dbh = dWhy + HV
     cdef floating* dby = dbh + H
+    cdef floating* carry = dH + steps * BH   # dL/dh carried into the block before
     cdef floating* dh
     cdef const floating* h
     cdef const floating* row
@@ -384,46 +335,60 @@ cdef void _backward_chunk(const floating* P, int H, int V, int B, int T, const i
     for r in range(TB):
         for v in range(V):
             dby[v] += dZ[r * V + v]
-    _gemm(False, False, T * B, H, V, <floating>1, dZ, V, Why, H, <floating>0, dH, H)
-
-    # the recurrence, newest step first: dH[t] becomes dL/d(pre-activation) of step t, and its
-    # pull through Whh is added into dH[t-1]
-    for t in range(T - 1, -1, -1):
-        dh = dH + t * BH
-        h = hs + (t + 1) * BH
-        for i in range(BH):
-            dh[i] = dh[i] * (1 - h[i] * h[i])
-        if t > 0:
-            dst = dH + (t - 1) * BH
-            beta = 1
-        elif dh0 != NULL:
-            dst = dh0
-            beta = 0
-        else:
-            break
-        if B == 1:
-            acc = _clear_of(scratch, Whh, H)
-            if beta == 0:
-                memset(acc, 0, H * sizeof(floating))
-            else:
-                memcpy(acc, dst, H * sizeof(floating))
-            _axpy_rows(H, H, Whh, dh, acc)
-            memcpy(dst, acc, H * sizeof(floating))
-        else:
-            _gemm(False, False, B, H, H, <floating>1, dh, H, Whh, H, beta, dst, H)
-
-    # recurrent weights, whole chunk at once: dWhh = sum_t dhraw_t h_{t-1}^T
-    _gemm(True, False, H, H, T * B, <floating>1, dH, H, hs, H, <floating>0, dWhh, H)
+    memset(dWhh, 0, <Py_ssize_t>H * H * sizeof(floating))
     memset(dbh, 0, H * sizeof(floating))
     memset(dWxh, 0, HV * sizeof(floating))
-    for t in range(T):
-        for b in range(B):
-            # the one-hot input's gradient is a scatter-add into one column of Wxh
-            x = X[b * T + t]
-            row = dH + (t * B + b) * H
-            for i in range(H):
-                dbh[i] += row[i]
-                dWxh[i * V + x] += row[i]
+
+    t1 = T
+    while t1 > 0:  # blocks of steps [t0, t1), newest first
+        t0 = max(t1 - steps, 0)
+        # dL/dh from the outputs, for the whole block at once; plus what the block after sent
+        _gemm(False, False, <int>((t1 - t0) * B), H, V, <floating>1, dZ + t0 * B * V, V, Why, H,
+              <floating>0, dH, H)
+        if t1 < T:
+            dh = dH + (t1 - 1 - t0) * BH
+            for i in range(BH):
+                dh[i] += carry[i]
+        # the recurrence, newest step first: dH[t] becomes dL/d(pre-activation) of step t, and
+        # its pull through Whh goes into dH[t-1] (or the carry, at the block's first step)
+        for t in range(t1 - 1, t0 - 1, -1):
+            dh = dH + (t - t0) * BH
+            h = hs + (t + 1) * BH
+            for i in range(BH):
+                dh[i] = dh[i] * (1 - h[i] * h[i])
+            if t > t0:
+                dst = dh - BH
+                beta = 1
+            elif t > 0:
+                dst = carry
+                beta = 0
+            elif dh0 != NULL:
+                dst = dh0
+                beta = 0
+            else:
+                break
+            if B == 1:
+                acc = _clear_of(scratch, Whh, H)
+                if beta == 0:
+                    memset(acc, 0, H * sizeof(floating))
+                else:
+                    memcpy(acc, dst, H * sizeof(floating))
+                _axpy_rows(H, H, Whh, dh, acc)
+                memcpy(dst, acc, H * sizeof(floating))
+            else:
+                _gemm(False, False, B, H, H, <floating>1, dh, H, Whh, H, beta, dst, H)
+        # recurrent weights, the block at once: dWhh += sum_t dhraw_t h_{t-1}^T
+        _gemm(True, False, H, H, <int>((t1 - t0) * B), <floating>1, dH, H, hs + t0 * BH, H,
+              <floating>1, dWhh, H)
+        for t in range(t0, t1):
+            for b in range(B):
+                # the one-hot input's gradient is a scatter-add into one column of Wxh
+                x = X[b * T + t]
+                row = dH + ((t - t0) * B + b) * H
+                for i in range(H):
+                    dbh[i] += row[i]
+                    dWxh[i * V + x] += row[i]
+        t1 = t0
 
 
 cdef inline floating _clipped(floating g, bint do_clip, floating clip) noexcept nogil:
@@ -608,9 +573,9 @@ def num_params(int hidden_size, int vocab_size):
 
 def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size):
     """Length of the scratch buffer a chunk of (B,T) needs: hs, Z, dH and one vector
-    (dH is (T,B,H), or two (B,H) blocks for large batches: see _by_step)."""
+    (dH holds a block of time steps and a carried (B,H) gradient: see _block_steps)."""
     cdef Py_ssize_t B = batch_size, T = seq_length, H = hidden_size, V = vocab_size
-    cdef Py_ssize_t dH = 2 * B * H if _by_step(B, T, H, V) else T * B * H
+    cdef Py_ssize_t dH = (_block_steps(B, T, H, V) + 1) * B * H
     return (T + 1) * B * H + T * B * V + dH + H + SCRATCH_SLACK
 
 
@@ -692,8 +657,7 @@ def loss_and_grads(floating[::1] params, floating[::1] grads, const int[:, ::1] 
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
-    cdef floating* scratch = dH + (2 * B * <Py_ssize_t>H if _by_step(B, T, H, V)
-                                   else <Py_ssize_t>T * B * H)
+    cdef floating* scratch = dH + (_block_steps(B, T, H, V) + 1) * B * <Py_ssize_t>H
     with nogil:
         memcpy(hs, &h[0, 0], B * H * sizeof(floating))
         loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
@@ -816,8 +780,7 @@ def train_step(floating[::1] params, floating[::1] grads, floating[::1] mem,
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
-    cdef floating* scratch = dH + (2 * B * <Py_ssize_t>H if _by_step(B, T, H, V)
-                                   else <Py_ssize_t>T * B * H)
+    cdef floating* scratch = dH + (_block_steps(B, T, H, V) + 1) * B * <Py_ssize_t>H
     cdef floating* p_mem = _ptr(mem)
     cdef floating* p_mem2 = _ptr(mem2)
     with nogil:
