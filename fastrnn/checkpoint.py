@@ -74,12 +74,13 @@ def read_npz(path):
 
 def model_arrays(model):
     """The entries that describe a model: parameters, vocabulary, sizes, dtype."""
+    from .vocab import code_points
     arrays = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
               "hidden_size": np.array(model.hidden_size), "vocab_size": np.array(model.vocab_size),
               "dtype": np.array(model.dtype.name), "backend": np.array(model.backend),
               "device": np.array(str(model.device))}
     if model.vocab is not None:
-        arrays["vocab_codes"] = np.frombuffer(model.vocab.chars.encode("utf-32-le"), np.uint32)
+        arrays["vocab_codes"] = code_points(model.vocab.chars)
     arrays.update(model.get_params())
     return arrays
 
@@ -87,7 +88,7 @@ def model_arrays(model):
 def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None):
     """A CharRNN rebuilt from checkpoint entries, on any backend and device."""
     from .model import CharRNN
-    from .vocab import Vocab
+    from .vocab import Vocab, from_code_points
     try:
         H, V = int(arrays["hidden_size"]), int(arrays["vocab_size"])
         saved_dtype = str(arrays["dtype"])
@@ -96,9 +97,8 @@ def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cp
         raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
     vocab = None
     if "vocab_codes" in arrays:
-        codes = np.asarray(arrays["vocab_codes"], dtype="<u4")
         try:
-            vocab = Vocab(codes.tobytes().decode("utf-32-le"))
+            vocab = Vocab(from_code_points(arrays["vocab_codes"]))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CheckpointError(f"{path} holds an invalid vocabulary: {exc}") from None
     model = CharRNN(vocab if vocab is not None else V, H, backend=backend, device=device,

@@ -2,6 +2,17 @@
 import numpy as np
 
 
+def code_points(text):
+    """The code points of a str as a little-endian uint32 array. Lone surrogates (what
+    errors="surrogateescape" makes of undecodable bytes) are code points like any other."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def from_code_points(codes):
+    """The str of an array of code points (the inverse of `code_points`)."""
+    return np.asarray(codes, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
 class Vocab:
     """Maps characters to ids 0..V-1 in sorted (code point) order, as min-char-rnn does."""
 
@@ -13,7 +24,7 @@ class Vocab:
             raise ValueError("Vocab(chars) takes distinct characters in sorted order; "
                              "use Vocab.from_text(text) to build one from any text")
         self.chars = chars
-        self._codes = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)
+        self._codes = code_points(chars)
 
     @classmethod
     def from_text(cls, text):
@@ -39,7 +50,7 @@ class Vocab:
         """Ids of the characters of `text` as an int32 array; unknown characters raise."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        codes = code_points(text)
         ids = np.searchsorted(self._codes, codes)
         ids[ids == len(self)] = 0
         bad = self._codes[ids] != codes
@@ -60,4 +71,4 @@ class Vocab:
         if ids.min() < 0 or ids.max() >= len(self):
             raise ValueError(f"ids must lie in [0, {len(self)}), got range "
                              f"[{ids.min()}, {ids.max()}]")
-        return self._codes[ids].astype("<u4").tobytes().decode("utf-32-le")
+        return from_code_points(self._codes[ids])
