@@ -91,10 +91,14 @@ class CharRNN:
     def set_params(self, params):
         """Sets all five tensors from a dict of arrays (shapes checked, cast to the model dtype)."""
         params = check_tensors(params, self.hidden_size, self.vocab_size)
+        cast = {}
         for name, a in params.items():
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"params[{name!r}] holds NaN or infinite values")
-        self._backend.set_params({k: np.asarray(v, dtype=self.dtype) for k, v in params.items()})
+            with np.errstate(over="ignore"):
+                cast[name] = np.asarray(a, dtype=self.dtype)
+            if not np.all(np.isfinite(cast[name])):  # after the cast: 1e300 is inf in float32
+                raise ValueError(f"params[{name!r}] holds NaN or infinite values (as "
+                                 f"{self.dtype.name})")
+        self._backend.set_params(cast)
 
     # -- math ----------------------------------------------------------------------------------
     def _initial_state(self, h0, batch, squeeze):
@@ -108,9 +112,11 @@ class CharRNN:
             raise ValueError(f"h0 has shape {h.shape}; expected {want}")
         if not (np.issubdtype(h.dtype, np.floating) or np.issubdtype(h.dtype, np.integer)):
             raise TypeError(f"h0 must hold real numbers, got dtype {h.dtype}")
-        if not np.all(np.isfinite(h)):
-            raise ValueError("h0 holds NaN or infinite values")
-        return np.array(h, dtype=self.dtype, order="C", ndmin=2).reshape(batch, H)
+        with np.errstate(over="ignore"):
+            h = np.array(h, dtype=self.dtype, order="C", ndmin=2).reshape(batch, H)
+        if not np.all(np.isfinite(h)):  # checked after the cast: 1e300 is inf in float32
+            raise ValueError(f"h0 holds NaN or infinite values (as {self.dtype.name})")
+        return h
 
     def _chunk(self, inputs, targets, h0):
         x = as_ids(inputs, self.vocab_size, "inputs")
@@ -155,15 +161,21 @@ class CharRNN:
 
         The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given;
         then each id is drawn from softmax(logits / temperature) (inverse CDF on uniforms from
-        numpy.random.default_rng(seed)), or taken as the argmax when greedy or temperature == 0,
-        and fed back in. Same seed, same ids, on every CPU backend.
+        numpy.random.default_rng(seed)), or taken as the argmax when greedy or temperature == 0
+        (or so small that it is 0 in the model's dtype), and fed back in. Same seed, same ids,
+        on every CPU backend.
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
                 or not (0 <= temperature < math.inf):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        greedy = bool(greedy) or temperature == 0
+        with np.errstate(over="ignore", under="ignore"):
+            t = self.dtype.type(temperature)
+        if not np.isfinite(t):
+            raise ValueError(f"temperature={temperature!r} overflows {self.dtype.name}")
+        # a temperature that rounds to 0 in the model's dtype is the greedy limit
+        greedy = bool(greedy) or t == 0
         h = self._initial_state(h0, 1, True)
         if prime_ids is not None:
             prime = as_ids(prime_ids, self.vocab_size, "prime_ids", ndims=(1,))

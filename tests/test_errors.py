@@ -56,9 +56,10 @@ def test_set_params(model):
     (np.zeros((B, T), int), np.zeros((B, T), int), np.full((B, H), np.inf), ValueError, "NaN"),
     (np.zeros((B, T), int), None, None, ValueError, "targets"),
 ])
-def test_loss_and_grads(model, x, y, h0, exc, match):
+@pytest.mark.parametrize("method", ["loss_and_grads", "loss"])
+def test_loss_and_grads(model, x, y, h0, exc, match, method):
     with pytest.raises(exc, match=match):
-        model.loss_and_grads(x, y, h0)
+        getattr(model, method)(x, y, h0)
 
 
 def test_non_contiguous_and_readonly_inputs_are_fine_at_the_api(model):
@@ -89,6 +90,112 @@ def test_generate_and_optimizer(model):
         opt.step({"Wxh": np.zeros((H, V))})
     with pytest.raises(ValueError, match="shape"):
         opt.step({**model.get_params(), "by": np.zeros(V + 1)})
+
+
+BAD_SIZES = [0, -1, 2.0, 1.5, float("nan"), float("inf"), True, None, "8"]
+
+
+@pytest.mark.parametrize("value", BAD_SIZES)
+def test_bad_sizes_at_the_api(value):
+    with pytest.raises(ValueError, match="hidden_size"):
+        fastrnn.CharRNN(V, value)
+    with pytest.raises(ValueError, match="vocab_size"):
+        fastrnn.CharRNN(value, H)
+    m = fastrnn.CharRNN(V, H, backend="numpy")
+    ids = np.arange(100) % V
+    with pytest.raises(ValueError, match="seq_length"):
+        fastrnn.Trainer(m, ids, seq_length=value)
+    with pytest.raises(ValueError, match="batch_size"):
+        fastrnn.Trainer(m, ids, batch_size=value)
+    if value != 0:  # generate(0) is fine: no ids
+        with pytest.raises(ValueError, match="n must"):
+            m.generate(value)
+
+
+def test_numpy_integer_sizes_are_fine():
+    m = fastrnn.CharRNN(np.int64(V), np.int32(H), backend="cython")
+    assert (m.vocab_size, m.hidden_size) == (V, H)
+    t = fastrnn.Trainer(m, np.arange(100) % V, seq_length=np.int16(5), batch_size=np.uint8(2))
+    assert np.isfinite(t.step())
+    assert m.generate(np.int64(4), seed=0).shape == (4,)
+
+
+@pytest.mark.parametrize("key,value", [
+    (k, v) for k in ("lr", "eps", "clip")
+    for v in [0, 0.0, -1.0, float("nan"), -float("inf"), "0.1", True]
+] + [("lr", float("inf")), ("eps", float("inf")), ("lr", None), ("eps", None)])
+def test_bad_optimizer_hyperparameters_at_the_api(model, key, value):
+    with pytest.raises(ValueError, match=key):
+        fastrnn.Adagrad(model, **{key: value})
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_clip_inf_means_no_clipping(backend):
+    rng = np.random.default_rng(0)
+    grads = {k: rng.normal(0, 50, v.shape) for k, v in
+             fastrnn.CharRNN(V, H, backend=backend).get_params().items()}
+    results = []
+    for clip in (float("inf"), None):
+        m = fastrnn.CharRNN(V, H, backend=backend, dtype="float64", seed=3)
+        fastrnn.Adagrad(m, clip=clip).step(grads)
+        results.append(m.get_params())
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("key,value", [("lr", 1e-50), ("eps", 1e-50), ("lr", 1e300),
+                                       ("eps", 1e300), ("clip", 1e-50)])
+def test_hyperparameters_that_float32_cannot_hold(backend, key, value):
+    """1e-50 is 0 and 1e300 is inf as a float32: the step is refused (on every backend alike)
+    before anything changes, rather than filling the parameters with NaN."""
+    m = fastrnn.CharRNN(V, H, backend=backend, dtype="float32", seed=1)
+    before = m.get_params()
+    opt = fastrnn.Adagrad(m, **{key: value})
+    trainer = fastrnn.Trainer(m, np.arange(60) % V, seq_length=5, optimizer=opt)
+    with pytest.raises(ValueError, match=f"{key}=.*float32"):
+        trainer.step()
+    with pytest.raises(ValueError, match=f"{key}=.*float32"):
+        opt.step(m.loss_and_grads([0, 1], [1, 2])[1])
+    assert all(np.array_equal(v, before[k]) for k, v in m.get_params().items())
+    assert not trainer.h.any()  # the trainer's state did not move either
+    m64 = fastrnn.CharRNN(V, H, backend=backend, dtype="float64", seed=1)  # float64 holds them
+    fastrnn.Trainer(m64, np.arange(60) % V, seq_length=5,
+                    optimizer=fastrnn.Adagrad(m64, **{key: value})).step()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_temperature_edges(backend):
+    m = fastrnn.CharRNN(V, H, backend=backend, dtype="float32", seed=1)
+    m.set_params({k: np.random.default_rng(2).normal(0, 1, v.shape)
+                  for k, v in m.get_params().items()})
+    for bad in [-1, -1e-300, float("nan"), float("inf"), -float("inf"), "1", True, None]:
+        with pytest.raises(ValueError, match="temperature"):
+            m.generate(5, temperature=bad)
+    greedy = m.generate(20, greedy=True)
+    # 0, and anything that is 0 as a float32, is the greedy limit
+    for t in (0, 0.0, 1e-50, 1e-300):
+        np.testing.assert_array_equal(m.generate(20, temperature=t, seed=3), greedy)
+    with pytest.raises(ValueError, match="overflows float32"):
+        m.generate(5, temperature=1e300)
+    ids = m.generate(200, temperature=1e30, seed=0)  # effectively uniform, and in range
+    assert ids.min() >= 0 and ids.max() < V and len(set(ids.tolist())) == V
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_values_that_overflow_float32_are_refused(backend):
+    m = fastrnn.CharRNN(V, H, backend=backend, dtype="float32")
+    good = m.get_params()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        m.set_params({**good, "Why": np.full((V, H), 1e300)})
+    np.testing.assert_array_equal(m.get_params()["Why"], good["Why"])
+    for h0 in (np.full(H, 1e39), np.full(H, -1e300)):
+        with pytest.raises(ValueError, match="h0"):
+            m.loss_and_grads([0, 1], [1, 2], h0)
+        with pytest.raises(ValueError, match="h0"):
+            m.generate(3, h0=h0)
+    m64 = fastrnn.CharRNN(V, H, backend=backend, dtype="float64")
+    assert np.isfinite(m64.loss_and_grads([0, 1], [1, 2], np.full(H, 1e300))[0])
 
 
 def test_trainer(model):

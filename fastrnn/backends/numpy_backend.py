@@ -9,7 +9,7 @@ this one and override what they accelerate, so every method here is also the ref
 """
 import numpy as np
 
-from .._params import num_params, unflatten
+from .._params import check_fits, num_params, unflatten
 
 
 class NumpyBackend:
@@ -110,10 +110,14 @@ class NumpyBackend:
         h[...] = hs[-1]
         return loss, flat, (dh_next if want_dh0 else None)
 
-    def update(self, opt, grads):
-        """Applies optimizer `opt` (its hyperparameters and flat state) to the parameters."""
+    def _check_optimizer(self, opt):
         if opt.name != "adagrad":
             raise ValueError(f"unknown optimizer {opt.name!r}")
+        check_fits(self.dtype, allow_inf=("clip",), lr=opt.lr, eps=opt.eps, clip=opt.clip)
+
+    def update(self, opt, grads):
+        """Applies optimizer `opt` (its hyperparameters and flat state) to the parameters."""
+        self._check_optimizer(opt)
         g = grads if opt.clip is None else np.clip(grads, -opt.clip, opt.clip)
         mem = opt.state["mem"]
         mem += g * g
@@ -121,6 +125,7 @@ class NumpyBackend:
 
     def train_step(self, inputs, targets, h, opt):
         """One training iteration; h (B,H) becomes the last state. Returns the summed loss."""
+        self._check_optimizer(opt)  # before h changes, as the fused compiled step does
         loss, grads, _ = self.loss_and_grads(inputs, targets, h)
         self.update(opt, grads)
         return loss
