@@ -83,7 +83,7 @@ def layout(shape, dtype, damage=None, other_dtype=None):
     if damage in (None, "readonly", "alias"):
         return np.empty(shape, dtype)
     if damage in ("short", "long"):
-        return np.empty(tuple(shape[:-1]) + (shape[-1] + (1 if damage == "long" else -1),),
+        return np.empty(tuple(shape[:-1]) + (max(0, shape[-1] + (1 if damage == "long" else -1)),),
                         dtype)
     if damage == "dtype":
         return np.empty(shape, other_dtype)
@@ -166,7 +166,7 @@ def make_call(name, dtype, B, T, H, V, n=3, seed=0, damage=(), bad_ids=(), scala
     for arg, (kind, _) in dmg.items():
         if kind == "readonly" and a.get(arg) is not None:
             a[arg].flags.writeable = False
-    a.update(scalars or {})
+    a.update({k: v for k, v in (scalars or {}).items() if k in args})
     return a
 
 
@@ -224,7 +224,7 @@ def verdict(name, a):
             if (k in written or j in written) and np.shares_memory(a[k], a[j]):
                 return "invalid"
     for k in ("hidden_size", "vocab_size", "optimizer"):  # C ints
-        if k in a and not (isinstance(a[k], int) and -2**31 <= a[k] < 2**31):
+        if k in args and not (isinstance(a[k], int) and -2**31 <= a[k] < 2**31):
             return "invalid"
     if name != "adagrad_update":
         H, V = a["hidden_size"], a["vocab_size"]

@@ -519,15 +519,15 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
         if not (temperature > 0 and temperature < float("inf")):
             raise ValueError(f"temperature must be positive and finite, got {temperature}")
         _check_scalar(<floating>temperature, temperature, "temperature", False)
-    if n == 0:
-        return
     _span(start, nbytes, 0, &h[0], h.shape[0] * sizeof(floating))
-    _span(start, nbytes, 1, &out[0], out.shape[0] * sizeof(int))
+    _span(start, nbytes, 1, &out[0] if n else NULL, n * sizeof(int))
     _span(start, nbytes, 2, &work[0], work.shape[0] * sizeof(floating))
     _span(start, nbytes, 3, &params[0], params.shape[0] * sizeof(floating))
     _span(start, nbytes, 4, &uniforms[0] if uniforms.shape[0] else NULL,
           uniforms.shape[0] * sizeof(double))
     _check_disjoint(start, nbytes, 5, 3, ("h", "out", "work", "params", "uniforms"))
+    if n == 0:
+        return
     with nogil:
         generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
                  <floating>temperature, greedy, &out[0], &work[0])
