@@ -118,7 +118,8 @@ class NumpyBackend:
     def update(self, opt, grads):
         """Applies optimizer `opt` (its hyperparameters and flat state) to the parameters."""
         self._check_optimizer(opt)
-        g = grads if opt.clip is None else np.clip(grads, -opt.clip, opt.clip)
+        with np.errstate(over="ignore"):  # a clip beyond the dtype's range is no clipping
+            g = grads if opt.clip is None else np.clip(grads, -opt.clip, opt.clip)
         mem = opt.state["mem"]
         mem += g * g
         self.flat -= opt.lr * g / np.sqrt(mem + opt.eps)
