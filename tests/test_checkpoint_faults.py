@@ -6,7 +6,6 @@ import errno
 import os
 import pickle
 import random
-import resource
 import signal
 import sys
 import time
@@ -261,6 +260,7 @@ def test_file_size_limit_hit_mid_write_loses_nothing(tmp_path):
     if pid == 0:  # pragma: no cover
         os.close(r)
         try:
+            import resource
             resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
             model.save(path)
             os.write(w, b"saved")
