@@ -14,9 +14,11 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 cdef extern from *:
     int FASTRNN_BUILD_NATIVE
     int FASTRNN_BUILD_DEBUG
+    int FASTRNN_BUILD_ASAN
 
 BUILD_NATIVE = bool(FASTRNN_BUILD_NATIVE)
 BUILD_DEBUG = bool(FASTRNN_BUILD_DEBUG)
+BUILD_ASAN = bool(FASTRNN_BUILD_ASAN)
 OPTIMIZERS = {"adagrad": OPT_ADAGRAD}
 
 
