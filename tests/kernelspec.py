@@ -150,7 +150,8 @@ def make_call(name, dtype, B, T, H, V, n=3, seed=0, damage=(), bad_ids=(), scala
             fill(x, arg, V, rng)
         a[arg] = x
     for arg, (kind, partner) in dmg.items():
-        if kind == "alias" and a.get(arg) is not None and a.get(partner) is not None:
+        if (kind == "alias" and a.get(arg) is not None and a.get(partner) is not None
+                and a[arg].size and a[partner].size):  # empty buffers cannot overlap
             mine, theirs = a[arg], a[partner]
             if mine.shape == theirs.shape and mine.dtype == theirs.dtype:
                 a[arg] = theirs  # the very same buffer
