@@ -10,6 +10,9 @@ Environment switches (read at build time):
   FASTRNN_NATIVE=1  compile one module with -march=native instead (fastest on the build machine,
                     not portable)
   FASTRNN_DEBUG=1   compile one module with Cython bounds checking on and -O0 -g
+  FASTRNN_ASAN=1    compile and link the kernels with AddressSanitizer (-fsanitize=address), as
+                    one module; it then only imports into a Python started with the ASan runtime
+                    preloaded (see "Memory checks" in README.md)
 """
 import os
 import platform
@@ -20,6 +23,7 @@ from setuptools import Extension, setup
 
 native = os.environ.get("FASTRNN_NATIVE", "0") == "1"
 debug = os.environ.get("FASTRNN_DEBUG", "0") == "1"
+asan = os.environ.get("FASTRNN_ASAN", "0") == "1"
 
 # No -ffast-math: -fno-math-errno and -fno-trapping-math only drop errno writes and the promise
 # of floating-point exception flags (IEEE results are unchanged); they let the compiler vectorise
@@ -27,8 +31,15 @@ debug = os.environ.get("FASTRNN_DEBUG", "0") == "1"
 compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 if native:
     compile_args.append("-march=native")
+link_args = []
+if asan:
+    # same optimisation level as a normal build, so the code that ships is what gets checked;
+    # -g and the frame pointer give ASan reports with file:line stack traces
+    compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
+    link_args += ["-fsanitize=address"]
 
-macros = [("FASTRNN_BUILD_NATIVE", int(native)), ("FASTRNN_BUILD_DEBUG", int(debug))]
+macros = [("FASTRNN_BUILD_NATIVE", int(native)), ("FASTRNN_BUILD_DEBUG", int(debug)),
+          ("FASTRNN_BUILD_ASAN", int(asan))]
 directives = {
     "language_level": 3,
     "boundscheck": debug,
@@ -38,7 +49,7 @@ directives = {
 }
 extensions = [Extension("fastrnn._kernels", sources=["src/fastrnn/_kernels.pyx"],
                         include_dirs=["src"], extra_compile_args=compile_args,
-                        define_macros=macros)]
+                        extra_link_args=link_args, define_macros=macros)]
 
 # Instruction-set variants (x86-64 with gcc/clang only): the same .pyx/.pxd, copied under the
 # variant's module name into build/ (Cython bakes a module's name into its C), then compiled

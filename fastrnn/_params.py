@@ -69,3 +69,19 @@ def check_tensors(tensors, hidden_size, vocab_size, what="params"):
             raise TypeError(f"{what}[{name!r}] must hold real numbers, got dtype {a.dtype}")
         out[name] = a
     return out
+
+
+def check_fits(dtype, allow_inf=(), **values):
+    """Raises ValueError if a positive hyperparameter (lr=..., eps=...) is no longer positive
+    and finite once rounded to the model's float dtype: 1e-50 is 0 and 1e300 is inf as a
+    float32. Names in allow_inf may round to inf; None values are skipped. The compiled kernels
+    make the same check."""
+    dtype = np.dtype(dtype)
+    for name, value in values.items():
+        if value is None:
+            continue
+        with np.errstate(over="ignore", under="ignore"):
+            x = dtype.type(value)
+        if not (x > 0 and (name in allow_inf or np.isfinite(x))):
+            raise ValueError(f"{name}={value!r} is {float(x)!r} as a {dtype.name}; choose a "
+                             f"value the model's dtype can hold")

@@ -9,13 +9,20 @@ Keys of a model checkpoint (format version 1):
 Other components (trainer, optimizer state) add keys under their own prefix, e.g. "trainer/…".
 """
 import os
+import re
 import tempfile
 import zipfile
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; files left by killed writers are then not cleared
+    fcntl = None
+
 FORMAT = "fastrnn-checkpoint"
 FORMAT_VERSION = 1
+TMP_TAG = ".fastrnn-"  # temporary files are "<name>.fastrnn-XXXXXXXX.tmp" next to "<name>"
 
 
 class CheckpointError(ValueError):
@@ -25,25 +32,104 @@ class CheckpointError(ValueError):
 def write_npz_atomic(path, arrays):
     """Writes `arrays` (name -> array) to `path` as .npz: to a temporary file in the same
     directory, flushed to disk, then renamed over `path`, so `path` is always either the old
-    complete file or the new complete one."""
+    complete file or the new complete one, whatever interrupts the write (an exception, SIGINT,
+    SIGKILL, a full disk).
+
+    The writer holds an exclusive flock on its temporary file until the rename; temporary files
+    that nobody holds were left by killed writers and are removed by the next write, so they
+    never pile up. An OSError (unwritable directory, full disk) is raised again naming `path`.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
     for name, a in arrays.items():
         if np.asarray(a).dtype == object:
             raise TypeError(f"checkpoint entry {name!r} is an object array; refusing to pickle")
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    _remove_stale_temporaries(directory, base)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=base + TMP_TAG, suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+            if fcntl is not None:
+                os.replace(tmp, path)  # while still locked, so no cleaner can take it
+        if fcntl is None:
+            os.replace(tmp, path)  # Windows cannot rename an open file
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
+    _fsync_directory(directory)
+
+
+def _write_error(path, exc):
+    """The OSError of a failed write, reworded to name the checkpoint (same errno, so still a
+    PermissionError etc.)."""
+    message = (f"could not write checkpoint {path}: {exc.strerror or exc}; the previous file, "
+               f"if any, is unchanged")
+    return OSError(exc.errno, message) if exc.errno is not None else OSError(message)
+
+
+def _remove_stale_temporaries(directory, base):
+    """Deletes the temporary files of earlier writes of `base` whose writer died before it could
+    clean up (SIGKILL, power loss). A live writer holds a lock on its file; one we can lock has
+    no writer."""
+    if fcntl is None:
+        return
+    pattern = re.compile(re.escape(base + TMP_TAG) + r"[a-z0-9_]{8}\.tmp")
+    try:
+        names = [n for n in os.listdir(directory) if pattern.fullmatch(n)]
+    except OSError:
+        return
+    for name in names:
+        stale = os.path.join(directory, name)
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.stat(stale)):  # not renamed meanwhile
+                os.unlink(stale)
+        except OSError:
+            pass  # held by a live writer, or gone already
+        finally:
+            os.close(fd)
+
+
+def _fsync_directory(directory):
+    """Makes the rename itself durable (POSIX); best effort."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _int_entry(arrays, key, path, default=None):
+    """An integer scalar entry, or CheckpointError (KeyError if missing and no default)."""
+    if key not in arrays and default is not None:
+        return default
+    a = np.asarray(arrays[key])
+    if a.shape != () or a.dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: {key} must be an integer scalar, got a {a.dtype} array "
+                              f"of shape {a.shape}")
+    return int(a)
 
 
 def read_npz(path):
@@ -66,7 +152,7 @@ def read_npz(path):
         raise CheckpointError(f"{path} is not a readable .npz checkpoint: {exc}") from None
     if str(arrays.get("format", "")) != FORMAT:
         raise CheckpointError(f"{path} is not a fastrnn checkpoint (no 'format' entry)")
-    version = int(arrays.get("format_version", -1))
+    version = _int_entry(arrays, "format_version", path, default=-1)
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version}; this fastrnn "
                               f"reads version {FORMAT_VERSION}")
@@ -75,12 +161,13 @@ def read_npz(path):
 
 def model_arrays(model):
     """The entries that describe a model: parameters, vocabulary, sizes, dtype."""
+    from .vocab import code_points
     arrays = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
               "hidden_size": np.array(model.hidden_size), "vocab_size": np.array(model.vocab_size),
               "dtype": np.array(model.dtype.name), "backend": np.array(model.backend),
               "device": np.array(str(model.device))}
     if model.vocab is not None:
-        arrays["vocab_codes"] = np.frombuffer(model.vocab.chars.encode("utf-32-le"), np.uint32)
+        arrays["vocab_codes"] = code_points(model.vocab.chars)
         arrays["vocab_byte_level"] = np.array(model.vocab.byte_level)
     arrays.update(model.get_params())
     return arrays
@@ -88,27 +175,37 @@ def model_arrays(model):
 
 def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None):
     """A CharRNN rebuilt from checkpoint entries, on any backend and device."""
+    from ._params import PARAM_NAMES, check_dtype, check_tensors
     from .model import CharRNN
-    from .vocab import Vocab
+    from .vocab import Vocab, from_code_points
     try:
-        H, V = int(arrays["hidden_size"]), int(arrays["vocab_size"])
+        H, V = _int_entry(arrays, "hidden_size", path), _int_entry(arrays, "vocab_size", path)
         saved_dtype = str(arrays["dtype"])
-        params = {k: arrays[k] for k in ("Wxh", "Whh", "Why", "bh", "by")}
+        params = {k: arrays[k] for k in PARAM_NAMES}
     except KeyError as exc:
         raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
+    if H < 1 or V < 1:
+        raise CheckpointError(f"{path}: hidden_size and vocab_size must be positive, got {H} "
+                              f"and {V}")
     vocab = None
     if "vocab_codes" in arrays:
-        codes = np.asarray(arrays["vocab_codes"], dtype="<u4")
         try:
-            vocab = Vocab(codes.tobytes().decode("utf-32-le"),
+            vocab = Vocab(from_code_points(arrays["vocab_codes"]),
                           byte_level=bool(arrays.get("vocab_byte_level", False)))
         except (UnicodeDecodeError, ValueError) as exc:
             raise CheckpointError(f"{path} holds an invalid vocabulary: {exc}") from None
+        if len(vocab) != V:
+            raise CheckpointError(f"{path}: vocabulary has {len(vocab)} characters but "
+                                  f"vocab_size is {V}")
+    try:
+        # the sizes must match the arrays actually stored before a model of that size is built
+        check_tensors(params, H, V)
+        if dtype is None:
+            check_dtype(saved_dtype)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     model = CharRNN(vocab if vocab is not None else V, H, backend=backend, device=device,
                     dtype=dtype or saved_dtype)
-    if model.vocab_size != V:
-        raise CheckpointError(f"{path}: vocabulary has {model.vocab_size} characters but "
-                              f"vocab_size is {V}")
     try:
         model.set_params(params)
     except (ValueError, TypeError) as exc:

@@ -91,10 +91,14 @@ class CharRNN:
     def set_params(self, params):
         """Sets all five tensors from a dict of arrays (shapes checked, cast to the model dtype)."""
         params = check_tensors(params, self.hidden_size, self.vocab_size)
+        cast = {}
         for name, a in params.items():
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"params[{name!r}] holds NaN or infinite values")
-        self._backend.set_params({k: np.asarray(v, dtype=self.dtype) for k, v in params.items()})
+            with np.errstate(over="ignore"):
+                cast[name] = np.asarray(a, dtype=self.dtype)
+            if not np.all(np.isfinite(cast[name])):  # after the cast: 1e300 is inf in float32
+                raise ValueError(f"params[{name!r}] holds NaN or infinite values (as "
+                                 f"{self.dtype.name})")
+        self._backend.set_params(cast)
 
     # -- math ----------------------------------------------------------------------------------
     def _initial_state(self, h0, batch, squeeze):
@@ -108,9 +112,11 @@ class CharRNN:
             raise ValueError(f"h0 has shape {h.shape}; expected {want}")
         if not (np.issubdtype(h.dtype, np.floating) or np.issubdtype(h.dtype, np.integer)):
             raise TypeError(f"h0 must hold real numbers, got dtype {h.dtype}")
-        if not np.all(np.isfinite(h)):
-            raise ValueError("h0 holds NaN or infinite values")
-        return np.array(h, dtype=self.dtype, order="C", ndmin=2).reshape(batch, H)
+        with np.errstate(over="ignore"):
+            h = np.array(h, dtype=self.dtype, order="C", ndmin=2).reshape(batch, H)
+        if not np.all(np.isfinite(h)):  # checked after the cast: 1e300 is inf in float32
+            raise ValueError(f"h0 holds NaN or infinite values (as {self.dtype.name})")
+        return h
 
     def _chunk(self, inputs, targets, h0):
         x = as_ids(inputs, self.vocab_size, "inputs")
@@ -162,7 +168,12 @@ class CharRNN:
         top_p = 1.0 if top_p is None else top_p
         if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1] (1 or None: off), got {top_p!r}")
-        return float(temperature), bool(greedy) or temperature == 0, int(top_k), float(top_p)
+        with np.errstate(over="ignore", under="ignore"):
+            t = self.dtype.type(temperature)
+        if not np.isfinite(t):
+            raise ValueError(f"temperature={temperature!r} overflows {self.dtype.name}")
+        # a temperature that rounds to 0 in the model's dtype is the greedy limit
+        return float(temperature), bool(greedy) or t == 0, int(top_k), float(top_p)
 
     def _primed_state(self, prime_ids, h0):
         h = self._initial_state(h0, 1, True)

@@ -18,6 +18,17 @@ def read_text(path, byte_level=False):
                          f"use --bytes to model it byte by byte") from None
 
 
+def code_points(text):
+    """The code points of a str as a little-endian uint32 array. Lone surrogates (what
+    errors="surrogateescape" makes of undecodable bytes) are code points like any other."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def from_code_points(codes):
+    """The str of an array of code points (the inverse of `code_points`)."""
+    return np.asarray(codes, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
 class Vocab:
     """Maps characters to ids 0..V-1 in sorted (code point) order, as min-char-rnn does.
 
@@ -36,7 +47,7 @@ class Vocab:
             raise ValueError("a byte-level vocabulary holds only characters U+0000..U+00FF")
         self.chars = chars
         self.byte_level = bool(byte_level)
-        self._codes = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)
+        self._codes = code_points(chars)
 
     @classmethod
     def from_text(cls, text, byte_level=False):
@@ -83,7 +94,7 @@ class Vocab:
             raise TypeError(f"text must be str, got {type(text).__name__}")
         if oov not in OOV_POLICIES:
             raise ValueError(f"oov must be one of {', '.join(OOV_POLICIES)}, got {oov!r}")
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        codes = code_points(text)
         ids = np.searchsorted(self._codes, codes)
         ids[ids == len(self)] = 0
         bad = self._codes[ids] != codes
@@ -110,4 +121,4 @@ class Vocab:
         if ids.min() < 0 or ids.max() >= len(self):
             raise ValueError(f"ids must lie in [0, {len(self)}), got range "
                              f"[{ids.min()}, {ids.max()}]")
-        return self._codes[ids].astype("<u4").tobytes().decode("utf-32-le")
+        return from_code_points(self._codes[ids])

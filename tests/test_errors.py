@@ -56,9 +56,10 @@ def test_set_params(model):
     (np.zeros((B, T), int), np.zeros((B, T), int), np.full((B, H), np.inf), ValueError, "NaN"),
     (np.zeros((B, T), int), None, None, ValueError, "targets"),
 ])
-def test_loss_and_grads(model, x, y, h0, exc, match):
+@pytest.mark.parametrize("method", ["loss_and_grads", "loss"])
+def test_loss_and_grads(model, x, y, h0, exc, match, method):
     with pytest.raises(exc, match=match):
-        model.loss_and_grads(x, y, h0)
+        getattr(model, method)(x, y, h0)
 
 
 def test_non_contiguous_and_readonly_inputs_are_fine_at_the_api(model):
@@ -89,6 +90,112 @@ def test_generate_and_optimizer(model):
         opt.step({"Wxh": np.zeros((H, V))})
     with pytest.raises(ValueError, match="shape"):
         opt.step({**model.get_params(), "by": np.zeros(V + 1)})
+
+
+BAD_SIZES = [0, -1, 2.0, 1.5, float("nan"), float("inf"), True, None, "8"]
+
+
+@pytest.mark.parametrize("value", BAD_SIZES)
+def test_bad_sizes_at_the_api(value):
+    with pytest.raises(ValueError, match="hidden_size"):
+        fastrnn.CharRNN(V, value)
+    with pytest.raises(ValueError, match="vocab_size"):
+        fastrnn.CharRNN(value, H)
+    m = fastrnn.CharRNN(V, H, backend="numpy")
+    ids = np.arange(100) % V
+    with pytest.raises(ValueError, match="seq_length"):
+        fastrnn.Trainer(m, ids, seq_length=value)
+    with pytest.raises(ValueError, match="batch_size"):
+        fastrnn.Trainer(m, ids, batch_size=value)
+    if value != 0:  # generate(0) is fine: no ids
+        with pytest.raises(ValueError, match="n must"):
+            m.generate(value)
+
+
+def test_numpy_integer_sizes_are_fine():
+    m = fastrnn.CharRNN(np.int64(V), np.int32(H), backend="cython")
+    assert (m.vocab_size, m.hidden_size) == (V, H)
+    t = fastrnn.Trainer(m, np.arange(100) % V, seq_length=np.int16(5), batch_size=np.uint8(2))
+    assert np.isfinite(t.step())
+    assert m.generate(np.int64(4), seed=0).shape == (4,)
+
+
+@pytest.mark.parametrize("key,value", [
+    (k, v) for k in ("lr", "eps", "clip")
+    for v in [0, 0.0, -1.0, float("nan"), -float("inf"), "0.1", True]
+] + [("lr", float("inf")), ("eps", float("inf")), ("lr", None), ("eps", None)])
+def test_bad_optimizer_hyperparameters_at_the_api(model, key, value):
+    with pytest.raises(ValueError, match=key):
+        fastrnn.Adagrad(model, **{key: value})
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_clip_inf_means_no_clipping(backend):
+    rng = np.random.default_rng(0)
+    grads = {k: rng.normal(0, 50, v.shape) for k, v in
+             fastrnn.CharRNN(V, H, backend=backend).get_params().items()}
+    results = []
+    for clip in (float("inf"), None):
+        m = fastrnn.CharRNN(V, H, backend=backend, dtype="float64", seed=3)
+        fastrnn.Adagrad(m, clip=clip).step(grads)
+        results.append(m.get_params())
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("key,value", [("lr", 1e-50), ("eps", 1e-50), ("lr", 1e300),
+                                       ("eps", 1e300), ("clip", 1e-50)])
+def test_hyperparameters_that_float32_cannot_hold(backend, key, value):
+    """1e-50 is 0 and 1e300 is inf as a float32: the step is refused (on every backend alike)
+    before anything changes, rather than filling the parameters with NaN."""
+    m = fastrnn.CharRNN(V, H, backend=backend, dtype="float32", seed=1)
+    before = m.get_params()
+    opt = fastrnn.Adagrad(m, **{key: value})
+    trainer = fastrnn.Trainer(m, np.arange(60) % V, seq_length=5, optimizer=opt)
+    with pytest.raises(ValueError, match=f"{key}=.*float32"):
+        trainer.step()
+    with pytest.raises(ValueError, match=f"{key}=.*float32"):
+        opt.step(m.loss_and_grads([0, 1], [1, 2])[1])
+    assert all(np.array_equal(v, before[k]) for k, v in m.get_params().items())
+    assert not trainer.h.any()  # the trainer's state did not move either
+    m64 = fastrnn.CharRNN(V, H, backend=backend, dtype="float64", seed=1)  # float64 holds them
+    fastrnn.Trainer(m64, np.arange(60) % V, seq_length=5,
+                    optimizer=fastrnn.Adagrad(m64, **{key: value})).step()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_temperature_edges(backend):
+    m = fastrnn.CharRNN(V, H, backend=backend, dtype="float32", seed=1)
+    m.set_params({k: np.random.default_rng(2).normal(0, 1, v.shape)
+                  for k, v in m.get_params().items()})
+    for bad in [-1, -1e-300, float("nan"), float("inf"), -float("inf"), "1", True, None]:
+        with pytest.raises(ValueError, match="temperature"):
+            m.generate(5, temperature=bad)
+    greedy = m.generate(20, greedy=True)
+    # 0, and anything that is 0 as a float32, is the greedy limit
+    for t in (0, 0.0, 1e-50, 1e-300):
+        np.testing.assert_array_equal(m.generate(20, temperature=t, seed=3), greedy)
+    with pytest.raises(ValueError, match="overflows float32"):
+        m.generate(5, temperature=1e300)
+    ids = m.generate(200, temperature=1e30, seed=0)  # effectively uniform, and in range
+    assert ids.min() >= 0 and ids.max() < V and len(set(ids.tolist())) == V
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_values_that_overflow_float32_are_refused(backend):
+    m = fastrnn.CharRNN(V, H, backend=backend, dtype="float32")
+    good = m.get_params()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        m.set_params({**good, "Why": np.full((V, H), 1e300)})
+    np.testing.assert_array_equal(m.get_params()["Why"], good["Why"])
+    for h0 in (np.full(H, 1e39), np.full(H, -1e300)):
+        with pytest.raises(ValueError, match="h0"):
+            m.loss_and_grads([0, 1], [1, 2], h0)
+        with pytest.raises(ValueError, match="h0"):
+            m.generate(3, h0=h0)
+    m64 = fastrnn.CharRNN(V, H, backend=backend, dtype="float64")
+    assert np.isfinite(m64.loss_and_grads([0, 1], [1, 2], np.full(H, 1e300))[0])
 
 
 def test_trainer(model):
@@ -219,3 +326,157 @@ def test_threads_set_before_the_first_model_reach_the_kernels_blas(tmp_path):
                          cwd=tmp_path, env={**__import__("os").environ,
                                             "OPENBLAS_NUM_THREADS": "2"}, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# -- every kernel wrapper x every buffer argument x every kind of damage ----------------------
+# (tests/kernelspec.py restates the wrappers' contract; `run_and_check` holds each call to it:
+# refused with a Python exception and nothing written, or accepted and equal to the reference)
+
+import kernelspec as S  # noqa: E402
+
+KB, KT, KH, KV, KN = 2, 3, 4, 5, 3  # every axis > 1, so strided/reversed/Fortran views are not
+#                                     C-contiguous and must be refused
+
+
+def _damage_cases():
+    for name in S.WRAPPERS:
+        written = S.WRAPPERS[name][1]
+        for arg in S.buffers(name):
+            for damage in S.DAMAGE:
+                if damage == "alias":
+                    if arg not in S.float_buffers(name):
+                        continue
+                    for partner in S.float_buffers(name):
+                        if partner != arg and (arg in written or partner in written):
+                            yield name, arg, damage, partner
+                elif damage == "dtype":
+                    for other in S.OTHER_DTYPES:
+                        yield name, arg, damage, other
+                else:
+                    yield name, arg, damage, None
+
+
+def _must_refuse(name, arg, damage, other):
+    """Damage that no call can survive (the rest is judged by S.verdict)."""
+    written = S.WRAPPERS[name][1]
+    if damage == "dtype":
+        want = (S.ID if arg in ("inputs", "targets", "out") else S.U if arg == "uniforms"
+                else None)
+        return want is not None and np.dtype(other) != want
+    if damage in ("ndim_up", "ndim_down", "strided", "reversed", "alias"):
+        return True
+    if damage == "fortran":
+        return arg in ("inputs", "targets", "h", "dh0") and name != "sample"
+    if damage == "readonly":
+        return arg in written
+    if damage == "none":
+        return arg not in S.WRAPPERS[name][2]  # optional
+    if damage in ("short", "long"):
+        return arg not in ("work", "uniforms", "out") and not (damage == "long" and arg == "out")
+    return False
+
+
+def _run_all(cases):
+    """Runs S.run_and_check on each (label, name, call args, must_refuse) and reports every
+    failure at once."""
+    failures = []
+    for label, name, a, must_refuse in cases:
+        try:
+            if must_refuse:
+                assert S.verdict(name, a) == "invalid", "the contract should refuse this"
+            exc = S.run_and_check(name, a)
+            if must_refuse:
+                assert exc is not None
+        except AssertionError as err:
+            failures.append(f"{label}: {err}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n in S.WRAPPERS for a in S.buffers(n)])
+def test_kernel_wrappers_with_one_damaged_buffer(name, arg):
+    cases = []
+    for dtype in ("float32", "float64"):
+        for _, _, damage, other in (c for c in _damage_cases() if c[:2] == (name, arg)):
+            a = S.make_call(name, dtype, KB, KT, KH, KV, KN, seed=1,
+                            damage=[(arg, damage, other)], with_dh0=True)
+            must = _must_refuse(name, arg, damage, other) and not (
+                damage == "dtype" and arg not in ("inputs", "targets", "out", "uniforms"))
+            cases.append((f"{damage}/{getattr(other, '__name__', other)}/{dtype}", name, a, must))
+    _run_all(cases)
+
+
+@pytest.mark.parametrize("name", ["loss_and_grads", "forward_loss", "train_step"])
+def test_kernel_wrappers_refuse_ids_out_of_range(name):
+    for dtype in ("float32", "float64"):
+        for arg in ("inputs", "targets"):
+            for value in (-1, KV, KV + 1, -2**31, 2**31 - 1):
+                for pos in (0, KB * KT - 1):
+                    a = S.make_call(name, dtype, KB, KT, KH, KV, seed=2,
+                                    bad_ids=[(arg, pos, value)])
+                    exc = S.run_and_check(name, a)
+                    assert isinstance(exc, ValueError) and f"[0, {KV})" in str(exc), (arg, value)
+
+
+def test_float_dtype_mismatch_between_buffers_is_refused():
+    for name in S.WRAPPERS:
+        for arg in S.float_buffers(name):
+            if arg == "params":
+                continue
+            a = S.make_call(name, "float64", KB, KT, KH, KV, damage=[(arg, "dtype", np.float32)],
+                            with_dh0=True)
+            assert isinstance(S.run_and_check(name, a), (ValueError, TypeError)), (name, arg)
+
+
+HYPER_VALUES = [0, 0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-50, 1e300, "0.1",
+                None, True, 1e-3, 2.5]
+
+
+@pytest.mark.parametrize("name", ["train_step", "adagrad_update"])
+def test_kernel_wrappers_optimizer_hyperparameters(name):
+    cases = []
+    for dtype in ("float32", "float64"):
+        for key in ("lr", "eps", "clip"):
+            for value in HYPER_VALUES:
+                a = S.make_call(name, dtype, KB, KT, KH, KV, seed=3, scalars={key: value})
+                cases.append((f"{key}={value!r}/{dtype}", name, a,
+                              value in (0, -1.0, "0.1") or value != value))
+    _run_all(cases)
+    # 1e-50 is 0 and 1e300 is inf as a float32: refused, naming the type
+    for key, value in [("lr", 1e-50), ("eps", 1e-50), ("lr", 1e300), ("eps", 1e300),
+                       ("clip", 1e-50)]:
+        a = S.make_call(name, "float32", KB, KT, KH, KV, seed=3, scalars={key: value})
+        with pytest.raises(ValueError, match=f"{key}=.*float32"):
+            S.call(name, a)
+
+
+def test_kernel_sample_temperature():
+    cases = []
+    for dtype in ("float32", "float64"):
+        for greedy in (False, True):
+            for value in HYPER_VALUES:
+                a = S.make_call("sample", dtype, KB, KT, KH, KV, 6, seed=4,
+                                scalars={"temperature": value, "greedy": greedy})
+                must = (not greedy and (value in (0, -1.0, float("inf"), -float("inf"))
+                                        or value != value)) or value in ("0.1", None)
+                cases.append((f"T={value!r}/greedy={greedy}/{dtype}", "sample", a, must))
+    _run_all(cases)
+
+
+@pytest.mark.parametrize("name", list(S.WRAPPERS))
+def test_kernel_wrappers_sizes_and_codes(name):
+    cases = []
+    for key, value in [("hidden_size", KH + 1), ("hidden_size", 0), ("hidden_size", -1),
+                       ("hidden_size", 2**31), ("vocab_size", KV - 1), ("vocab_size", -KV),
+                       ("vocab_size", 2**40), ("optimizer", 1), ("optimizer", -1),
+                       ("optimizer", 2**31)]:
+        if key in S.WRAPPERS[name][0]:
+            a = S.make_call(name, "float64", KB, KT, KH, KV, seed=5, scalars={key: value})
+            cases.append((f"{key}={value}", name, a, True))
+    _run_all(cases)
+
+
+def test_kernel_size_helpers_do_not_overflow():
+    for H, V in [(1, 1), (100, 77), (2**31 - 1, 2**31 - 1), (2**31 - 1, 1)]:
+        assert K.num_params(H, V) == S.num_params(H, V)
+    for B, T, H, V in [(1, 1, 1, 1), (16, 25, 100, 77), (2**31 - 1,) * 4]:
+        assert K.work_size(B, T, H, V) == S.work_size(B, T, H, V)

@@ -34,3 +34,17 @@ def test_builtin_corpus_is_the_shipped_shakespeare(shakespeare):
     text = fastrnn.load_shakespeare()
     assert len(text) == 1099961 and text == shakespeare
     assert len(fastrnn.Vocab.from_text(text)) == 77
+
+
+def test_any_python_str_round_trips_lone_surrogates_included(tmp_path):
+    """Text read with errors="surrogateescape" holds lone surrogates for undecodable bytes;
+    they are characters like any other, through encode/decode and a checkpoint."""
+    raw = b"caf\xe9 ok \xff\xfe\n"  # Latin-1 bytes, not UTF-8
+    text = raw.decode("utf-8", errors="surrogateescape")
+    v = fastrnn.Vocab.from_text(text)
+    assert "\udce9" in v.chars and "\udcff" in v.chars
+    assert v.decode(v.encode(text)) == text
+    assert v.decode(v.encode(text)).encode("utf-8", errors="surrogateescape") == raw
+    model = fastrnn.CharRNN(v, 4, backend="numpy")
+    model.save(tmp_path / "m.npz")
+    assert fastrnn.CharRNN.load(tmp_path / "m.npz", backend="numpy").vocab == v

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .._params import num_params, pack, unflatten
+from .._params import check_fits, num_params, pack, unflatten
 
 
 class NumpyBackend:
@@ -116,10 +116,18 @@ class NumpyBackend:
         h[...] = hs[-1]
         return loss, flat, (dh_next if want_dh0 else None)
 
+    def _check_optimizer(self, opt):
+        """Refuses an unknown optimizer, or hyperparameters the model's dtype cannot hold."""
+        if opt.name not in ("adagrad", "sgd", "rmsprop", "adam"):
+            raise ValueError(f"unknown optimizer {opt.name!r}")
+        check_fits(self.dtype, allow_inf=("clip", "clip_norm"), lr=opt.lr, eps=opt.eps,
+                   clip=opt.clip, clip_norm=opt.clip_norm)
+
     def update(self, opt, grads, grad_scale=1.0):
         """Applies optimizer `opt` (hyperparameters, flat state, step count) to the parameters,
         with the gradient first multiplied by grad_scale; see fastrnn.optim for the math, which
         is written here in the same order of operations as the compiled kernel."""
+        self._check_optimizer(opt)
         dt = self.dtype.type
         scale = grad_scale
         if opt.clip_norm is not None and opt.clip_norm < math.inf:
@@ -129,7 +137,8 @@ class NumpyBackend:
                 scale = grad_scale * (opt.clip_norm / (norm + 1e-6))
         g = grads * dt(scale)
         if opt.clip is not None and opt.clip < math.inf:
-            g = np.clip(g, dt(-opt.clip), dt(opt.clip))
+            with np.errstate(over="ignore"):  # a clip beyond the dtype's range is no clipping
+                g = np.clip(g, dt(-opt.clip), dt(opt.clip))
         lr, eps, t = dt(opt.lr), dt(opt.eps), opt.steps + 1
         b1, b2 = dt(opt.beta1), dt(opt.beta2)
         c1, c2 = dt(1.0 - opt.beta1), dt(1.0 - opt.beta2)
@@ -155,6 +164,7 @@ class NumpyBackend:
 
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
         """One training iteration; h (B,H) becomes the last state. Returns the summed loss."""
+        self._check_optimizer(opt)  # before h changes, as the fused compiled step does
         loss, grads, _ = self.loss_and_grads(inputs, targets, h)
         self.update(opt, grads, grad_scale)
         return loss

@@ -1,9 +1,11 @@
 """Compiled kernels of fastrnn: step, forward, BPTT, optimizers and sampling (see _kernels.pxd).
 
 The `def` functions at the bottom are the only Python-visible entry points. Each one checks every
-shape, size and id range first, raising ValueError with a plain message, and only then releases
-the GIL for the whole chunk. Matrix products go to the OpenBLAS that scipy ships (through
-scipy.linalg.cython_blas); elementwise work is plain loops the compiler vectorises.
+shape, size and id range first, that no buffer it writes overlaps another one, and that the
+hyperparameters survive rounding to the buffers' float type, raising ValueError (TypeError for a
+wrong type or None) with a plain message, and only then releases the GIL for the whole chunk.
+Matrix products go to the OpenBLAS that scipy ships (through scipy.linalg.cython_blas);
+elementwise work is plain loops the compiler vectorises.
 """
 from libc.math cimport copysignf, exp, fabsf, log, sqrt, sqrtf, tanh
 from libc.string cimport memcpy, memset
@@ -20,9 +22,11 @@ cdef extern from *:
     int FASTRNN_BUILD_NATIVE
     int FASTRNN_BUILD_DEBUG
     const char* FASTRNN_BUILD_ISA
+    int FASTRNN_BUILD_ASAN
 
 BUILD_NATIVE = bool(FASTRNN_BUILD_NATIVE)
 BUILD_DEBUG = bool(FASTRNN_BUILD_DEBUG)
+BUILD_ASAN = bool(FASTRNN_BUILD_ASAN)
 BUILD_ISA = "native" if BUILD_NATIVE else FASTRNN_BUILD_ISA.decode()
 OPTIMIZERS = {"adagrad": OPT_ADAGRAD, "sgd": OPT_SGD, "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
 
@@ -567,23 +571,55 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
 
 def num_params(int hidden_size, int vocab_size):
     """Length of the flat parameter buffer Wxh|Whh|Why|bh|by."""
-    cdef Py_ssize_t H = hidden_size, V = vocab_size
+    H, V = hidden_size, vocab_size  # Python ints: no overflow for any C int sizes
     return 2 * H * V + H * H + H + V
 
 
 def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size):
     """Length of the scratch buffer a chunk of (B,T) needs: hs, Z, dH and one vector
     (dH holds a block of time steps and a carried (B,H) gradient: see _block_steps)."""
-    cdef Py_ssize_t B = batch_size, T = seq_length, H = hidden_size, V = vocab_size
-    cdef Py_ssize_t dH = (_block_steps(B, T, H, V) + 1) * B * H
-    return (T + 1) * B * H + T * B * V + dH + H + SCRATCH_SLACK
+    B, T, H, V = batch_size, seq_length, hidden_size, vocab_size  # Python ints: no overflow
+    steps = _block_steps(B, T, H, V) if (B + H + V) * T * H < 2**62 else T
+    return (T + 1) * B * H + T * B * V + (steps + 1) * B * H + H + SCRATCH_SLACK
 
 
 def sample_work_size(int hidden_size, int vocab_size):
     """Length of the scratch buffer `sample` needs: the three weight matrices transposed, then
     logits and a state, each with room to be placed clear of the matrices (see _clear_of)."""
-    cdef Py_ssize_t H = hidden_size, V = vocab_size
+    H, V = hidden_size, vocab_size  # Python ints: no overflow
     return 2 * V * H + H * H + V + H + 2 * SCRATCH_SLACK
+
+
+cdef inline void _span(const char** start, Py_ssize_t* nbytes, int k, const void* p,
+                       Py_ssize_t n) noexcept:
+    start[k] = <const char*>p
+    nbytes[k] = n if p != NULL else 0
+
+
+cdef int _check_disjoint(const char** start, Py_ssize_t* nbytes, int n, int n_written,
+                         tuple names) except -1:
+    # The first n_written of the n byte ranges [start, start + nbytes) are written by the kernel;
+    # none of them may overlap any other range (the kernels assume distinct buffers: memcpy, and
+    # reads of values the same call overwrites).
+    cdef int i, j
+    for i in range(n_written):
+        for j in range(i + 1, n):
+            if (nbytes[i] > 0 and nbytes[j] > 0 and start[i] < start[j] + nbytes[j]
+                    and start[j] < start[i] + nbytes[i]):
+                raise ValueError(f"{names[i]} and {names[j]} share memory; the kernels need "
+                                 f"separate buffers")
+    return 0
+
+
+cdef int _check_scalar(floating x, double value, str name, bint allow_inf) except -1:
+    # `value` was checked positive (and finite unless allow_inf) as a double; x is it rounded to
+    # the buffers' type, which must still be positive (and finite): 1e-50 is 0 as a float32,
+    # 1e300 is inf.
+    if not (x > 0 and (allow_inf or x < <floating>float("inf"))):
+        raise ValueError(f"{name}={value!r} is {x!r} as a "
+                         f"{'float32' if floating is float else 'float64'}; choose a value the "
+                         f"model's dtype can hold")
+    return 0
 
 
 cdef int _check_dims(Py_ssize_t n_params, int H, int V) except -1:
@@ -633,8 +669,9 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
     return 0
 
 
-def loss_and_grads(floating[::1] params, floating[::1] grads, const int[:, ::1] inputs,
-                   const int[:, ::1] targets, floating[:, ::1] h, floating[::1] work,
+def loss_and_grads(const floating[::1] params not None, floating[::1] grads not None,
+                   const int[:, ::1] inputs not None, const int[:, ::1] targets,
+                   floating[:, ::1] h not None, floating[::1] work not None,
                    int hidden_size, int vocab_size, floating[:, ::1] dh0=None):
     """Forward and BPTT over one (B,T) chunk.
 
@@ -645,6 +682,8 @@ def loss_and_grads(floating[::1] params, floating[::1] grads, const int[:, ::1] 
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef floating* p_dh0 = NULL
+    cdef const char* start[7]
+    cdef Py_ssize_t nbytes[7]
     if targets is None:
         raise ValueError("targets is required")
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
@@ -654,6 +693,15 @@ def loss_and_grads(floating[::1] params, floating[::1] grads, const int[:, ::1] 
         if dh0.shape[0] != B or dh0.shape[1] != H:
             raise ValueError(f"dh0 has shape ({dh0.shape[0]}, {dh0.shape[1]}); expected ({B}, {H})")
         p_dh0 = &dh0[0, 0]
+    _span(start, nbytes, 0, &grads[0], grads.shape[0] * sizeof(floating))
+    _span(start, nbytes, 1, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
+    _span(start, nbytes, 2, &work[0], work.shape[0] * sizeof(floating))
+    _span(start, nbytes, 3, p_dh0, B * H * sizeof(floating))
+    _span(start, nbytes, 4, &params[0], params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 5, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
+    _span(start, nbytes, 6, &targets[0, 0], targets.shape[0] * targets.shape[1] * sizeof(int))
+    _check_disjoint(start, nbytes, 7, 4,
+                    ("grads", "h", "work", "dh0", "params", "inputs", "targets"))
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
@@ -666,17 +714,26 @@ def loss_and_grads(floating[::1] params, floating[::1] grads, const int[:, ::1] 
     return loss
 
 
-def forward_loss(floating[::1] params, const int[:, ::1] inputs, const int[:, ::1] targets,
-                 floating[:, ::1] h, floating[::1] work, int hidden_size, int vocab_size):
+def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs not None,
+                 const int[:, ::1] targets, floating[:, ::1] h not None,
+                 floating[::1] work not None, int hidden_size, int vocab_size):
     """Forward only: returns the summed cross-entropy (0.0 if targets is None) and replaces h
     by the last hidden state. Logits (or dZ) stay in work[(T+1)*B*H : (T+1)*B*H + T*B*V]."""
     cdef int H = hidden_size, V = vocab_size
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef const int* p_targets = NULL
+    cdef const char* start[5]
+    cdef Py_ssize_t nbytes[5]
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
     if targets is not None:
         p_targets = &targets[0, 0]
+    _span(start, nbytes, 0, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
+    _span(start, nbytes, 1, &work[0], work.shape[0] * sizeof(floating))
+    _span(start, nbytes, 2, &params[0], params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 3, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
+    _span(start, nbytes, 4, p_targets, B * T * sizeof(int))
+    _check_disjoint(start, nbytes, 5, 2, ("h", "work", "params", "inputs", "targets"))
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     with nogil:
@@ -734,37 +791,61 @@ cdef inline floating* _ptr(floating[::1] a):
     return NULL if a is None or a.shape[0] == 0 else &a[0]
 
 
-def optimizer_update(floating[::1] params, const floating[::1] grads, floating[::1] state1,
-                     floating[::1] state2, int optimizer, double lr, double eps=1e-8, clip=None,
-                     double beta1=0.9, double beta2=0.999, double step=1, clip_norm=None,
-                     double grad_scale=1.0):
+cdef int _check_update_scalars(floating x, double lr, double eps, object clip,
+                               object clip_norm) except -1:
+    # the hyperparameters must survive rounding to the buffers' float type (x only picks it)
+    _check_scalar(<floating>lr, lr, "lr", False)
+    _check_scalar(<floating>eps, eps, "eps", False)
+    cdef double c
+    if clip is not None:
+        c = clip
+        _check_scalar(<floating>c, c, "clip", True)
+    if clip_norm is not None:
+        c = clip_norm
+        _check_scalar(<floating>c, c, "clip_norm", True)
+    return 0
+
+
+def optimizer_update(floating[::1] params not None, const floating[::1] grads not None,
+                     floating[::1] state1, floating[::1] state2, int optimizer, double lr,
+                     double eps=1e-8, clip=None, double beta1=0.9, double beta2=0.999,
+                     double step=1, clip_norm=None, double grad_scale=1.0):
     """One optimizer step in place (see `update` in _kernels.pxd); `optimizer` is a code from
     OPTIMIZERS. state1 is Adagrad's/RMSprop's memory or Adam's first moment, state2 Adam's second
     (None where unused). Returns the gradient norm when clip_norm is given, else -1."""
     cdef UpdateConfig cfg
     cdef double norm
+    cdef const char* start[4]
+    cdef Py_ssize_t nbytes[4]
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(state1), _size(state2), optimizer,
                  lr, eps, clip, beta1, beta2, step, clip_norm, grad_scale)
+    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm)
     if params.shape[0] == 0:
         return -1.0
     cdef floating* p_state1 = _ptr(state1)
     cdef floating* p_state2 = _ptr(state2)
+    _span(start, nbytes, 0, &params[0], params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 1, p_state1, params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 2, p_state2, params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 3, &grads[0], grads.shape[0] * sizeof(floating))
+    _check_disjoint(start, nbytes, 4, 3, ("params", "state1", "state2", "grads"))
     with nogil:
         norm = update(&params[0], &grads[0], p_state1, p_state2, params.shape[0], &cfg)
     return norm
 
 
-def adagrad_update(floating[::1] params, const floating[::1] grads, floating[::1] mem,
-                   double lr, double eps, clip):
+def adagrad_update(floating[::1] params not None, const floating[::1] grads not None,
+                   floating[::1] mem not None, double lr, double eps, clip):
     """Adagrad step in place; clip=None disables elementwise clipping."""
     optimizer_update(params, grads, mem, None, OPT_ADAGRAD, lr, eps, clip)
 
 
-def train_step(floating[::1] params, floating[::1] grads, floating[::1] mem,
-               const int[:, ::1] inputs, const int[:, ::1] targets, floating[:, ::1] h,
-               floating[::1] work, int hidden_size, int vocab_size, int optimizer, double lr,
-               double eps, clip, floating[::1] mem2=None, double beta1=0.9, double beta2=0.999,
-               double step=1, clip_norm=None, double grad_scale=1.0):
+def train_step(floating[::1] params not None, floating[::1] grads not None, floating[::1] mem,
+               const int[:, ::1] inputs not None, const int[:, ::1] targets,
+               floating[:, ::1] h not None, floating[::1] work not None, int hidden_size,
+               int vocab_size, int optimizer, double lr, double eps, clip,
+               floating[::1] mem2=None, double beta1=0.9, double beta2=0.999, double step=1,
+               clip_norm=None, double grad_scale=1.0):
     """One whole training iteration in one call: forward, BPTT, clipping and the optimizer
     update (the arguments after `optimizer` as in `optimizer_update`; mem and mem2 are its state
     1 and 2). Replaces h by the last hidden state and returns the summed loss of the chunk."""
@@ -772,11 +853,24 @@ def train_step(floating[::1] params, floating[::1] grads, floating[::1] mem,
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef UpdateConfig cfg
+    cdef const char* start[8]
+    cdef Py_ssize_t nbytes[8]
     if targets is None:
         raise ValueError("targets is required")
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), optimizer, lr,
                  eps, clip, beta1, beta2, step, clip_norm, grad_scale)
+    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm)
+    _span(start, nbytes, 0, &params[0], params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 1, &grads[0], grads.shape[0] * sizeof(floating))
+    _span(start, nbytes, 2, _ptr(mem), params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 3, _ptr(mem2), params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 4, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
+    _span(start, nbytes, 5, &work[0], work.shape[0] * sizeof(floating))
+    _span(start, nbytes, 6, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
+    _span(start, nbytes, 7, &targets[0, 0], targets.shape[0] * targets.shape[1] * sizeof(int))
+    _check_disjoint(start, nbytes, 8, 6,
+                    ("params", "grads", "mem", "mem2", "h", "work", "inputs", "targets"))
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
@@ -792,12 +886,15 @@ def train_step(floating[::1] params, floating[::1] grads, floating[::1] mem,
     return loss
 
 
-def sample(floating[::1] params, floating[::1] h, const double[::1] uniforms, double temperature,
-           bint greedy, int[::1] out, floating[::1] work, int hidden_size, int vocab_size,
+def sample(const floating[::1] params not None, floating[::1] h not None,
+           const double[::1] uniforms not None, double temperature, bint greedy,
+           int[::1] out not None, floating[::1] work not None, int hidden_size, int vocab_size,
            int top_k=0, double top_p=1.0):
     """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd."""
     cdef int H = hidden_size, V = vocab_size
     cdef Py_ssize_t n = out.shape[0]
+    cdef const char* start[5]
+    cdef Py_ssize_t nbytes[5]
     _check_dims(params.shape[0], H, V)
     if h.shape[0] != H:
         raise ValueError(f"h has {h.shape[0]} elements; expected hidden_size={H}")
@@ -813,6 +910,14 @@ def sample(floating[::1] params, floating[::1] h, const double[::1] uniforms, do
             raise ValueError(f"need {n} uniforms, got {uniforms.shape[0]}")
         if not (temperature > 0 and temperature < float("inf")):
             raise ValueError(f"temperature must be positive and finite, got {temperature}")
+        _check_scalar(<floating>temperature, temperature, "temperature", False)
+    _span(start, nbytes, 0, &h[0], h.shape[0] * sizeof(floating))
+    _span(start, nbytes, 1, &out[0] if n else NULL, n * sizeof(int))
+    _span(start, nbytes, 2, &work[0], work.shape[0] * sizeof(floating))
+    _span(start, nbytes, 3, &params[0], params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 4, &uniforms[0] if uniforms.shape[0] else NULL,
+          uniforms.shape[0] * sizeof(double))
+    _check_disjoint(start, nbytes, 5, 3, ("h", "out", "work", "params", "uniforms"))
     if n == 0:
         return
     cdef int[::1] order = np.empty(V, dtype=np.intc)
