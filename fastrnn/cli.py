@@ -10,13 +10,12 @@ import fastrnn
 import fastrnn.checkpoint
 from fastrnn.vocab import OOV_POLICIES, read_text
 
-# Model and walk settings of each preset; the optimizer's own hyperparameter defaults (Adagrad:
-# lr 0.1, clip 5 as the gist; Adam: lr 2e-3, global-norm clip 5) complete them.
+# Model, walk and optimizer settings of each preset; the optimizer's own defaults complete them.
 PRESETS = {
     "min-char-rnn": dict(hidden_size=100, seq_length=25, batch_size=1, optimizer="adagrad",
-                         reduction="sum", iterations=5000),
+                         optim=dict(lr=0.1, clip=5.0), reduction="sum", iterations=5000),
     "lab": dict(hidden_size=256, seq_length=128, batch_size=64, optimizer="adam",
-                reduction="mean", iterations=2000),
+                optim=dict(lr=4e-3, clip_norm=5.0), reduction="sum", iterations=2000),
 }
 
 
@@ -40,8 +39,9 @@ def _split(ids, val_frac):
     return ids[:-n_val], ids[-n_val:]
 
 
-def _optimizer(args, model, name):
-    kwargs = {}
+def _optimizer(args, model, name, base):
+    """Optimizer `name` with hyperparameters `base`, overridden by those given on the line."""
+    kwargs = dict(base)
     if args.lr is not None:
         kwargs["lr"] = args.lr
     for key in ("clip", "clip_norm"):  # 0 turns it off; absent keeps the optimizer's default
@@ -74,15 +74,17 @@ def _new_trainer(args, out):
         model = fastrnn.CharRNN(vocab, H, backend=args.backend, device=args.device,
                                 dtype=args.dtype or "float32", seed=args.seed)
     train_ids, val_ids = _split(ids, args.val_frac)
-    if args.optimizer:
-        name = args.optimizer
-    elif args.preset:
-        name = preset["optimizer"]
-    else:
-        name = "adagrad" if B == 1 else "adam"
-    reduction = args.reduction or (preset["reduction"] if args.preset else "sum")
+    if args.preset:  # the preset's optimizer and settings
+        default = preset["optimizer"], preset["optim"]
+    else:            # the trainer's default for this batch size
+        opt = fastrnn.trainer.default_optimizer(model, B)
+        default = opt.name, opt.hyperparameters()
+    name = args.optimizer or default[0]
+    base = default[1] if name == default[0] else {}
+    reduction = args.reduction or preset["reduction"]
     trainer = fastrnn.Trainer(model, train_ids, seq_length=T, batch_size=B,
-                              optimizer=_optimizer(args, model, name), reset=args.reset or "wrap",
+                              optimizer=_optimizer(args, model, name, base),
+                              reset=args.reset or "wrap",
                               reduction=reduction, val_ids=val_ids, seed=args.seed)
     trainer.meta = {"data": os.path.abspath(args.data) if args.data else "",
                     "val_frac": args.val_frac,
@@ -298,7 +300,7 @@ def build_parser():
     t.add_argument("--bytes", action="store_true", help="model the file byte by byte")
     t.add_argument("--preset", choices=list(PRESETS),
                    help="min-char-rnn: H=100 T=25 B=1 Adagrad lr 0.1 clip 5, 5000 iterations; "
-                        "lab: H=256 T=128 B=64 Adam lr 2e-3 clip-norm 5, mean loss, 2000")
+                        "lab: H=256 T=128 B=64 Adam lr 4e-3 clip-norm 5, 2000 iterations")
     _add_model_location(t)
     t.add_argument("--dtype", choices=["float32", "float64"],
                    help="default float32 (with --init-from: the checkpoint's)")
@@ -308,7 +310,8 @@ def build_parser():
     t.add_argument("--iterations", type=int, help="total iterations (with --resume too)")
     t.add_argument("--epochs", type=float, help="total passes over the data (instead)")
     t.add_argument("--optimizer", choices=list(fastrnn.optim.OPTIMIZERS),
-                   help="default: the preset's; adagrad for B=1, adam for B>1")
+                   help="default: the preset's; else adagrad for B=1, adam (lr 4e-3, "
+                        "clip-norm 5) for B>1")
     t.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
     t.add_argument("--clip", type=float, help="elementwise gradient clip (0: off)")
     t.add_argument("--clip-norm", type=float, help="global gradient-norm clip (0: off)")

@@ -177,7 +177,7 @@ class CharRNN:
 
     def _primed_state(self, prime_ids, h0):
         h = self._initial_state(h0, 1, True)
-        if prime_ids is not None and len(prime_ids) > 0:
+        if prime_ids is not None and np.size(prime_ids) > 0:
             prime = as_ids(prime_ids, self.vocab_size, "prime_ids", ndims=(1,))
             self._backend.forward_loss(prime[None, :], None, h)
         return h

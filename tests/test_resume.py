@@ -144,3 +144,26 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert f"{it + 20} iterations" in done.stdout
     # a resumed run keeps writing beside the checkpoint it came from
     assert int(read_npz(tmp_path / "ck" / "latest.npz")["trainer/iteration"]) == it + 20
+
+
+@pytest.mark.parametrize("name,kw", [("sgd", dict(lr=0.02, clip=None, clip_norm=3.0)),
+                                     ("rmsprop", dict(decay=0.9, clip=2.0)),
+                                     ("adagrad", dict(eps=1e-6)),
+                                     ("adam", dict(betas=(0.8, 0.99), clip=1.0))])
+def test_every_optimizer_comes_back_with_its_settings(tmp_path, name, kw):
+    ids = np.arange(400) % 9
+    m = fastrnn.CharRNN(9, 6, backend="cython", dtype="float64")
+    tr = fastrnn.Trainer(m, ids, seq_length=8, batch_size=2, reset="never",
+                         reduction="mean", optimizer=fastrnn.make_optimizer(name, m, **kw))
+    tr.fit(7)
+    tr.save(tmp_path / "c.npz")
+    back = fastrnn.Trainer.load(tmp_path / "c.npz", ids)
+    assert type(back.optimizer) is type(tr.optimizer)
+    assert back.optimizer.hyperparameters() == tr.optimizer.hyperparameters()
+    assert back.optimizer.steps == 7 and (back.reset, back.reduction) == ("never", "mean")
+    for k in tr.optimizer.state:
+        assert np.array_equal(back.optimizer.state[k], tr.optimizer.state[k])
+    tr.fit(5)
+    back.fit(5)
+    for k, v in tr.model.get_params().items():
+        assert np.array_equal(back.model.get_params()[k], v)

@@ -130,7 +130,7 @@ def test_default_optimizer_depends_on_batch_size():
     a = fastrnn.Trainer(m, ids).optimizer
     assert isinstance(a, fastrnn.Adagrad) and (a.lr, a.clip) == (0.1, 5.0)
     b = fastrnn.Trainer(m, ids, batch_size=8, seq_length=10).optimizer
-    assert isinstance(b, fastrnn.Adam) and (b.lr, b.clip_norm, b.clip) == (2e-3, 5.0, None)
+    assert isinstance(b, fastrnn.Adam) and (b.lr, b.clip_norm, b.clip) == (4e-3, 5.0, None)
 
 
 @pytest.mark.parametrize("B", [1, 4])
