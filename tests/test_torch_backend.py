@@ -168,9 +168,15 @@ def test_optimizer_and_state_must_fit_the_backend():
         opt.step(m.get_params())
 
     class Other:
-        name, lr, eps, clip, state = "rmsprop", 0.1, 1e-8, None, {"mem": m._backend.zeros()}
-    with pytest.raises(ValueError, match="rmsprop"):
+        name, lr, eps, clip, clip_norm, steps = "nesterov", 0.1, 1e-8, None, None, 0
+        state_names, state = ("mem",), {"mem": m._backend.zeros()}
+    with pytest.raises(ValueError, match="nesterov"):
         m._backend.update(Other(), m._backend.zeros())
+    adam = fastrnn.Adam(m)
+    adam.state["v"] = adam.state["v"].double()  # the wrong dtype (the model is float32)
+    with pytest.raises(ValueError, match="'v'"):
+        adam.step(m.get_params())
+    assert adam.steps == 0
 
 
 def test_trains_and_train_step_loss_is_the_chunk_loss():
@@ -178,10 +184,10 @@ def test_trains_and_train_step_loss_is_the_chunk_loss():
     vocab = fastrnn.Vocab.from_text(text)
     m = fastrnn.CharRNN(vocab, 32, backend="torch", dtype="float64", seed=1)
     trainer = fastrnn.Trainer(m, vocab.encode(text), seq_length=10, batch_size=4)
-    x, y, h = trainer._x, trainer._y, trainer.h
+    h = trainer.h
     losses = []
     for _ in range(3):
-        trainer._next_chunk()
+        x, y = trainer.next_chunk()
         expected, _, h_next = m.loss_and_grads(x, y, h.copy())
         losses.append(m._backend.train_step(x, y, h, trainer.optimizer))
         assert losses[-1] == pytest.approx(expected, rel=1e-12)
