@@ -93,7 +93,7 @@ class TorchBackend(NumpyBackend):
         self.reduce_grads = None
         self._work = {}
         self._train = None  # [grads | loss], a scratch like the parameters, the grads' views
-        self._norm_buf = None  # float64 scratch for the global gradient norm (clip_norm)
+        self._norm_buf = None  # float64 scratch for a float32 model's gradient norm (clip_norm)
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
@@ -241,12 +241,12 @@ class TorchBackend(NumpyBackend):
             return value
         return torch.full((), value, dtype=self.flat.dtype, device=self.torch_device)
 
-    def _clip_norm_scale(self, opt, src, grad_scale):
+    def _clip_norm_scale(self, opt, src, grad_scale, scratch):
         """grad_scale times clip_norm / (norm + 1e-6) where that is < 1, else grad_scale, as a
-        0-dim device tensor of the model dtype; the norm of grad_scale * src is taken in float64.
-        Computed on the device: no synchronisation."""
-        if self.flat.dtype == torch.float64 and grad_scale == 1.0:
-            gd = src
+        0-dim device tensor of the model dtype; the norm of grad_scale * src is taken in float64
+        (in `scratch` for a float64 model). Computed on the device: no synchronisation."""
+        if self.flat.dtype == torch.float64:
+            gd = src if grad_scale == 1.0 else torch.mul(src, grad_scale, out=scratch)
         else:
             if self._norm_buf is None:
                 self._norm_buf = torch.empty(self.flat.shape, dtype=torch.float64,
@@ -267,7 +267,7 @@ class TorchBackend(NumpyBackend):
         src = g if src is None else src
         scale = grad_scale
         if opt.clip_norm is not None and opt.clip_norm < math.inf:
-            scale = self._clip_norm_scale(opt, src, grad_scale)
+            scale = self._clip_norm_scale(opt, src, grad_scale, scratch)
         torch.mul(src, scale, out=g)
         if opt.clip is not None and opt.clip < math.inf:
             g.clamp_(-opt.clip, opt.clip)
