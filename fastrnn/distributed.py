@@ -6,9 +6,10 @@
 With N ranks and --batch-size B (per rank) the corpus is split into N*B streams, exactly as a
 single process with batch_size=N*B splits it, and rank r trains on streams r*B .. r*B+B-1. Each
 iteration one all_reduce sums the flat gradients and the loss over the ranks (the loss is summed
-over tokens, so the sum of the ranks' gradients is the gradient of the whole batch); then every
-rank applies the same Adagrad update, so the replicas stay identical and a step equals one step of
-that single process. Rank 0 alone prints and writes checkpoints. On CUDA each rank takes
+over tokens, so the sum of the ranks' gradients is the gradient of the whole batch; with
+reduction="mean" every rank scales it by 1/(tokens over all ranks)); then every rank applies the
+same optimizer update, so the replicas stay identical and a step equals one step of that single
+process. Rank 0 alone prints and writes checkpoints. On CUDA each rank takes
 cuda:LOCAL_RANK and NCCL; on the CPU the ranks use gloo.
 """
 import argparse
@@ -18,7 +19,7 @@ import sys
 from ._optional import cuda_available, require_torch
 from .data import load_shakespeare
 from .model import CharRNN, check_positive_int
-from .optim import Adagrad
+from .optim import OPTIMIZERS, make_optimizer
 from .trainer import Trainer
 from .vocab import Vocab
 
@@ -30,10 +31,12 @@ class DistributedTrainer(Trainer):
     """A Trainer for one rank of an initialised default process group; batch_size is per rank.
 
     It walks the data of a Trainer with batch_size = world_size * batch_size and trains on this
-    rank's rows of each chunk; train steps return the loss summed over all ranks.
+    rank's rows of each chunk (only those rows of `h` are this rank's); train steps return the
+    loss summed over all ranks. reset and reduction are the Trainer's.
     """
 
-    def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None):
+    def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None,
+                 reset="wrap", reduction="sum"):
         if model.backend != "torch":
             raise ValueError(f"distributed training needs backend='torch', not {model.backend!r}")
         if not dist.is_initialized():
@@ -42,20 +45,21 @@ class DistributedTrainer(Trainer):
         B = check_positive_int(batch_size, "batch_size")
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         super().__init__(model, ids, seq_length=seq_length, batch_size=self.world_size * B,
-                         optimizer=optimizer)
+                         optimizer=optimizer, reset=reset, reduction=reduction)
         self.rows = slice(self.rank * B, (self.rank + 1) * B)
         backend = model._backend
-        for tensor in (backend.flat, self.optimizer.state["mem"]):
+        opt = self.optimizer
+        for tensor in (backend.flat, *(opt.state[name] for name in opt.state_names)):
             dist.broadcast(tensor, src=0)  # every replica starts from rank 0's
         backend.reduce_grads = dist.all_reduce
 
-    def step(self):
-        self._next_chunk()
+    def _train_chunk(self, x, y, grad_scale):
+        """Trains on this rank's rows of the whole chunk; grad_scale is the whole chunk's (the
+        gradients are summed over the ranks before it applies). Returns the summed loss of all
+        ranks."""
         r = self.rows
-        loss = self.model._backend.train_step(self._x[r], self._y[r], self.h[r], self.optimizer)
-        self.smooth_loss = self.smooth_loss * 0.999 + loss * 0.001
-        self.iteration += 1
-        return loss
+        return self.model._backend.train_step(x[r], y[r], self.h[r], self.optimizer,
+                                              grad_scale)
 
 
 def setup(device="auto"):
@@ -89,8 +93,14 @@ def build_parser():
     parser.add_argument("--seq-length", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=1, help="streams per rank")
     parser.add_argument("--iterations", type=int, default=5000)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--clip", type=float, default=5.0)
+    parser.add_argument("--optimizer", default="adagrad", choices=list(OPTIMIZERS))
+    parser.add_argument("--lr", type=float, help="default: the optimizer's (Adagrad: 0.1)")
+    parser.add_argument("--clip", type=float,
+                        help="elementwise clip (0: off; default: the optimizer's, Adagrad: 5)")
+    parser.add_argument("--clip-norm", type=float,
+                        help="global-norm clip (0: off; default: the optimizer's)")
+    parser.add_argument("--reduction", default="sum", choices=["sum", "mean"],
+                        help="loss over the tokens of all ranks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--print-every", type=int, default=500)
     parser.add_argument("--checkpoint", help="model file written by rank 0 (CharRNN.load reads it)")
@@ -110,9 +120,16 @@ def train(args):
         vocab = Vocab.from_text(text)
         model = CharRNN(vocab, args.hidden_size, backend="torch", device=device,
                         dtype=args.dtype, seed=args.seed)
+        kwargs = {}
+        if args.lr is not None:
+            kwargs["lr"] = args.lr
+        for key in ("clip", "clip_norm"):  # 0 turns it off; absent keeps the optimizer's default
+            value = getattr(args, key)
+            if value is not None:
+                kwargs[key] = value if value > 0 else None
         trainer = DistributedTrainer(model, vocab.encode(text), seq_length=args.seq_length,
-                                     batch_size=args.batch_size,
-                                     optimizer=Adagrad(model, lr=args.lr, clip=args.clip))
+                                     batch_size=args.batch_size, reduction=args.reduction,
+                                     optimizer=make_optimizer(args.optimizer, model, **kwargs))
 
         def save(trainer, loss):
             if args.checkpoint and args.checkpoint_every and \
@@ -121,7 +138,7 @@ def train(args):
 
         if rank == 0:
             print(f"fastrnn.distributed: {trainer.world_size} ranks x {args.batch_size} streams; "
-                  f"{model}", flush=True)
+                  f"{model}, {trainer.optimizer!r}", flush=True)
         result = trainer.fit(args.iterations, print_every=args.print_every if rank == 0 else 0,
                              callback=save if rank == 0 else None)
         if rank == 0:

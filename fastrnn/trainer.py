@@ -149,7 +149,7 @@ class Trainer:
         x, y = self.next_chunk()
         tokens = x.size
         scale = 1.0 if self.reduction == "sum" else 1.0 / tokens
-        loss = self.model._backend.train_step(x, y, self.h, self.optimizer, scale)
+        loss = self._train_chunk(x, y, scale)
         full = self.seq_length * self.batch_size
         chunk = loss if tokens == full else loss * full / tokens  # a short chunk, made full
         self.smooth_loss = self.smooth_loss * 0.999 + chunk * 0.001
@@ -158,6 +158,11 @@ class Trainer:
         self._tokens_since += tokens
         self._last_tokens = tokens
         return loss
+
+    def _train_chunk(self, x, y, grad_scale):
+        """One fused training iteration on the chunk (x, y) from the carried states self.h
+        (updated in place), gradients scaled by grad_scale; returns the summed loss."""
+        return self.model._backend.train_step(x, y, self.h, self.optimizer, grad_scale)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, ids=None, *, batch_size=None, chunk_length=None):

@@ -168,9 +168,15 @@ def test_optimizer_and_state_must_fit_the_backend():
         opt.step(m.get_params())
 
     class Other:
-        name, lr, eps, clip, state = "rmsprop", 0.1, 1e-8, None, {"mem": m._backend.zeros()}
-    with pytest.raises(ValueError, match="rmsprop"):
+        name, lr, eps, clip, clip_norm, steps = "nesterov", 0.1, 1e-8, None, None, 0
+        state_names, state = ("mem",), {"mem": m._backend.zeros()}
+    with pytest.raises(ValueError, match="nesterov"):
         m._backend.update(Other(), m._backend.zeros())
+    adam = fastrnn.Adam(m)
+    adam.state["v"] = adam.state["v"].double()  # the wrong dtype (the model is float32)
+    with pytest.raises(ValueError, match="'v'"):
+        adam.step(m.get_params())
+    assert adam.steps == 0
 
 
 def test_trains_and_train_step_loss_is_the_chunk_loss():
@@ -178,10 +184,10 @@ def test_trains_and_train_step_loss_is_the_chunk_loss():
     vocab = fastrnn.Vocab.from_text(text)
     m = fastrnn.CharRNN(vocab, 32, backend="torch", dtype="float64", seed=1)
     trainer = fastrnn.Trainer(m, vocab.encode(text), seq_length=10, batch_size=4)
-    x, y, h = trainer._x, trainer._y, trainer.h
+    h = trainer.h
     losses = []
     for _ in range(3):
-        trainer._next_chunk()
+        x, y = trainer.next_chunk()
         expected, _, h_next = m.loss_and_grads(x, y, h.copy())
         losses.append(m._backend.train_step(x, y, h, trainer.optimizer))
         assert losses[-1] == pytest.approx(expected, rel=1e-12)
@@ -200,3 +206,252 @@ def test_thread_setting_reaches_torch():
     finally:
         fastrnn.set_num_threads(blas)
         torch.set_num_threads(before)
+
+
+# -- every optimizer, sampling filters, optimizer checkpoints and resume: against numpy ---------
+
+OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adam"]
+CLIPPING = [(None, None, 1.0), (0.5, None, 1.0), (None, 2.0, 1.0), (1.0, 3.0, 0.25),
+            (None, 1e9, 0.5)]  # the last: a clip_norm that never bites
+
+
+def make_opt(name, model, **kw):
+    if name == "sgd":
+        kw.pop("eps", None)
+    return fastrnn.make_optimizer(name, model, **kw)
+
+
+def assert_same_state(ref_opt, opt, tol):
+    a, b = ref_opt.state_dict(), opt.state_dict()
+    assert set(a) == set(b) == set(opt.state_names) | {"steps"} and a["steps"] == b["steps"]
+    for name in opt.state_names:
+        assert b[name].dtype == a[name].dtype and rel_err(a[name], b[name]) <= tol, name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("clip,clip_norm,grad_scale", CLIPPING)
+def test_every_optimizer_step_matches_numpy(device, dtype, name, clip, clip_norm, grad_scale):
+    rng = np.random.default_rng(7)
+    H, V = 6, 5
+    ref, fast = pair(V, H, dtype, random_params(H, V, rng), device)
+    grads_seq = [{k: rng.normal(0, 2, v.shape) for k, v in ref.get_params().items()}
+                 for _ in range(4)]
+    kw = dict(lr=0.03, clip=clip, clip_norm=clip_norm)
+    ref_opt, opt = make_opt(name, ref, **kw), make_opt(name, fast, **kw)
+    before = fast.get_params()
+    for g in grads_seq:
+        ref_opt.step(g, grad_scale=grad_scale)
+        opt.step(g, grad_scale=grad_scale)
+    assert opt.steps == ref_opt.steps == 4
+    want, got = ref.get_params(), fast.get_params()
+    for k in want:
+        assert rel_err(got[k], want[k]) <= TOL[dtype], k
+        assert not np.allclose(got[k], before[k])  # it moved
+    assert_same_state(ref_opt, opt, TOL[dtype])
+    for buf in opt.state.values():
+        assert isinstance(buf, torch.Tensor) and buf.device.type == device
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("clip,clip_norm,grad_scale", [(0.3, 4.0, 1.0), (None, 0.05, 1 / 21),
+                                                       (None, None, 1 / 21)])
+def test_fused_train_step_matches_numpy(device, dtype, name, clip, clip_norm, grad_scale):
+    """Loss, carried state, parameters and optimizer state after 3 fused iterations (B=3, T=7)
+    equal the numpy backend's."""
+    rng = np.random.default_rng(11)
+    H, V, B, T = 10, 9, 3, 7
+    ref, fast = pair(V, H, dtype, random_params(H, V, rng), device)
+    kw = dict(lr=0.01, clip=clip, clip_norm=clip_norm)
+    ref_opt, opt = make_opt(name, ref, **kw), make_opt(name, fast, **kw)
+    h_ref, h = np.zeros((2, B, H), dtype=dtype)
+    tol = TOL[dtype]
+    for _ in range(3):
+        x, y = (rng.integers(0, V, (B, T)).astype(np.int32) for _ in range(2))
+        loss_ref = ref._backend.train_step(x, y, h_ref, ref_opt, grad_scale)
+        loss = fast._backend.train_step(x, y, h, opt, grad_scale)
+        assert isinstance(loss, float) and loss == pytest.approx(loss_ref, rel=tol)
+        assert rel_err(h, h_ref) <= tol
+    assert opt.steps == ref_opt.steps == 3
+    want, got = ref.get_params(), fast.get_params()
+    for k in want:
+        assert rel_err(got[k], want[k]) <= tol, k
+    assert_same_state(ref_opt, opt, tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name,lr", [("sgd", 0.001), ("adagrad", 0.01), ("rmsprop", 2e-4),
+                                     ("adam", 2e-4)])
+def test_every_optimizer_trajectory_matches_numpy(shakespeare, device, name, lr):
+    """60 trainer iterations (B=8, mean loss, both clips) per backend from one init."""
+    text = shakespeare[:20000]
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    results = []
+    for backend, dev in (("numpy", "cpu"), ("torch", device)):
+        m = fastrnn.CharRNN(vocab, 24, backend=backend, dtype="float64", seed=2, device=dev)
+        opt = make_opt(name, m, lr=lr, clip=5.0, clip_norm=0.5)
+        r = fastrnn.Trainer(m, ids, seq_length=12, batch_size=8, optimizer=opt,
+                            reduction="mean").fit(60)
+        results.append((m.get_params(), r.losses, opt))
+    (p1, l1, o1), (p2, l2, o2) = results
+    for k in p1:
+        assert rel_err(p1[k], p2[k]) <= 1e-10, k
+    np.testing.assert_allclose(l1, l2, rtol=1e-10)
+    assert_same_state(o1, o2, 1e-10)
+    assert l1[-10:].mean() < l1[:10].mean()
+
+
+def test_clip_norm_needs_no_extra_synchronisation(monkeypatch):
+    """The global norm is applied through a device-side factor: a training iteration with
+    clip_norm reads nothing back but the loss and state (Tensor.item / __bool__ / tolist)."""
+    m = fastrnn.CharRNN(7, 8, backend="torch", dtype="float64")
+    opt = fastrnn.Adam(m, clip_norm=1e-3)
+    x = np.arange(12, dtype=np.int32).reshape(2, 6) % 7
+    h = np.zeros((2, 8))
+    m._backend.train_step(x, x, h, opt, 0.5)  # buffers allocated
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a host synchronisation inside the update")
+    for attr in ("item", "__bool__", "tolist", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, attr, forbidden)
+    m._backend.train_step(x, x, h, opt, 0.5)
+    monkeypatch.undo()
+    assert opt.steps == 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("top_k,top_p", [(3, None), (None, 0.6), (4, 0.8), (11, 1.0), (1, 0.3),
+                                         (20, 0.9), (None, 1e-9)])
+def test_filtered_sampling_gives_the_numpy_ids(device, dtype, top_k, top_p):
+    ref, fast = pair(11, 16, dtype, random_params(16, 11, np.random.default_rng(0)), device)
+    kw = dict(seed=9, temperature=1.3, top_k=top_k, top_p=top_p, prime_ids=[3, 1, 4])
+    a, b = ref.generate(300, **kw), fast.generate(300, **kw)
+    if dtype == "float64":
+        np.testing.assert_array_equal(a, b)
+    else:  # see test_sampling_gives_the_numpy_ids
+        np.testing.assert_array_equal(a[:50], b[:50])
+    streamed = np.array(list(fast.stream(300, chunk_size=7, **kw)))
+    np.testing.assert_array_equal(streamed, b)
+    if top_k == 3:  # the draws really are restricted
+        assert not np.array_equal(a, ref.generate(300, seed=9, temperature=1.3,
+                                                  prime_ids=[3, 1, 4]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ties_rank_the_lower_id_first(device):
+    m = fastrnn.CharRNN(5, 3, backend="torch", dtype="float64", device=device)
+    m.set_params({**m.get_params(), "by": np.array([0.0, 2.0, 2.0, 2.0, 1.0])})
+    firsts = {int(m.generate(1, seed=s, top_k=2)[0]) for s in range(200)}
+    assert firsts == {1, 2}  # ids 1, 2, 3 tie; the top 2 are the two lower ids
+    assert m.generate(1, top_k=1, seed=0)[0] == m.generate(1, greedy=True)[0] == 1
+    ref = fastrnn.CharRNN(5, 3, backend="numpy", dtype="float64")
+    ref.set_params(m.get_params())
+    for kw in (dict(top_k=2), dict(top_p=0.5), dict(top_k=3, top_p=0.7)):
+        np.testing.assert_array_equal(m.generate(200, seed=1, **kw),
+                                      ref.generate(200, seed=1, **kw))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_state_dict_moves_between_backends(device, name):
+    """state_dict() gives numpy arrays; load_state_dict() fills device tensors, from a torch or
+    a numpy optimizer; both continue alike."""
+    rng = np.random.default_rng(3)
+    H, V = 5, 4
+    params = random_params(H, V, rng)
+    grads = [{k: rng.normal(0, 1, v.shape) for k, v in params.items()} for _ in range(4)]
+    src, _ = pair(V, H, "float64", params, device)[::-1]
+    src_opt = make_opt(name, src, clip_norm=1.0)
+    for g in grads[:2]:
+        src_opt.step(g)
+    state, params2 = src_opt.state_dict(), src.get_params()
+    assert all(isinstance(state[k], np.ndarray) for k in src_opt.state_names)
+    assert state["steps"] == 2
+    for g in grads[2:]:
+        src_opt.step(g)
+    for backend in ("torch", "numpy"):
+        m = fastrnn.CharRNN(V, H, backend=backend, dtype="float64",
+                            device=device if backend == "torch" else "cpu")
+        m.set_params(params2)
+        opt = make_opt(name, m, clip_norm=1.0)
+        opt.load_state_dict(state)
+        assert opt.steps == 2
+        for k in opt.state_names:
+            np.testing.assert_array_equal(m._backend.to_numpy(opt.state[k]), state[k])
+        if backend == "torch":
+            assert all(opt.state[k].device.type == device for k in opt.state_names)
+        for g in grads[2:]:
+            opt.step(g)
+        for k, v in src.get_params().items():
+            assert rel_err(m.get_params()[k], v) <= 1e-12, (backend, k)
+        assert_same_state(src_opt, opt, 1e-12)
+    torch_opt = make_opt(name, fastrnn.CharRNN(V, H, backend="torch", device=device))
+    if torch_opt.state_names:
+        with pytest.raises(ValueError, match="shape"):
+            torch_opt.load_state_dict({**state, torch_opt.state_names[0]: np.zeros(3)})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name,B", [("adagrad", 1), ("adam", 3), ("rmsprop", 2)])
+def test_resume_on_torch_continues_exactly(tmp_path, shakespeare, device, name, B):
+    """N+M iterations in one go equal N, a training checkpoint, Trainer.load on the torch
+    backend, M more (within float64 rounding; on the CPU bit for bit)."""
+    text = shakespeare[:8000]
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    N, M = 12, 9
+
+    def make():
+        m = fastrnn.CharRNN(vocab, 16, backend="torch", dtype="float64", seed=4, device=device)
+        return fastrnn.Trainer(m, ids, seq_length=10, batch_size=B,
+                               optimizer=make_opt(name, m, lr=0.01, clip_norm=2.0),
+                               reduction="mean" if B > 1 else "sum")
+
+    one_go = make()
+    one_go.fit(N + M)
+    first = make()
+    first.fit(N, checkpoint_dir=tmp_path)
+    resumed = fastrnn.Trainer.load(tmp_path / "latest.npz", ids, backend="torch", device=device)
+    assert resumed.model.backend == "torch" and resumed.optimizer.steps == N
+    assert isinstance(resumed.optimizer.state[resumed.optimizer.state_names[0]], torch.Tensor)
+    resumed.fit(M)
+    assert resumed.iteration == one_go.iteration == N + M
+    assert resumed.optimizer.steps == one_go.optimizer.steps == N + M
+    exact = device == "cpu"
+    for k, v in one_go.model.get_params().items():
+        got = resumed.model.get_params()[k]
+        assert np.array_equal(got, v) if exact else rel_err(got, v) <= 1e-12, k
+    assert rel_err(resumed.h, one_go.h) <= (0 if exact else 1e-12)
+    assert_same_state(one_go.optimizer, resumed.optimizer, 0 if exact else 1e-12)
+    assert resumed.smooth_loss == pytest.approx(one_go.smooth_loss, rel=1e-12)
+
+
+def test_cli_trains_resumes_and_samples_on_torch(tmp_path):
+    """`fastrnn train/sample --backend torch --device cpu` work, checkpoints included."""
+    import subprocess
+    import sys
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "fastrnn", *map(str, args)],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    (tmp_path / "data.txt").write_text("to be or not to be, that is the question. " * 40)
+    common = ["--backend", "torch", "--device", "cpu", "--print-every", "10",
+              "--sample-length", "0", "--threads", "1"]
+    out = cli("train", "--data", "data.txt", "--hidden-size", "16", "--seq-length", "8",
+              "--batch-size", "3", "--iterations", "20", "--checkpoint-every", "10", *common)
+    assert "backend='torch'" in out and "20 iterations" in out
+    out = cli("train", "--resume", "checkpoints/latest.npz", "--iterations", "30", *common)
+    assert "resuming checkpoints/latest.npz at iteration 20" in out and "30 iterations" in out
+    sampled = cli("sample", "checkpoints/latest.npz", "--length", "40", "--seed", "3",
+                  "--top-k", "5", "--backend", "torch", "--device", "cpu")
+    ref = cli("sample", "checkpoints/latest.npz", "--length", "40", "--seed", "3",
+              "--top-k", "5", "--backend", "numpy")
+    assert sampled == ref and len(sampled) >= 40

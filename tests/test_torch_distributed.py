@@ -22,7 +22,11 @@ pytestmark = pytest.mark.skipif(
          and "fork" in mp.get_all_start_methods()),
     reason="needs torch.distributed with gloo, and fork")
 
-ARGS = dict(hidden_size=16, seq_length=8, batch_size=3, lr=0.05, clip=0.5, seed=2)
+ARGS = dict(hidden_size=16, seq_length=8, batch_size=3, seed=2)
+# (optimizer settings, reduction): the gist's Adagrad on summed losses, and Adam with both clips
+# on the mean over all ranks' tokens
+RUNS = [(dict(optimizer="adagrad", lr=0.05, clip=0.5), "sum"),
+        (dict(optimizer="adam", lr=0.01, clip=0.05, clip_norm=0.5), "mean")]
 
 
 def rank_main(rank, port, argv, results):
@@ -64,14 +68,16 @@ def run_two_ranks(argv):
                 p.kill()
 
 
-def test_two_ranks_equal_one_process_over_both_ranks_streams(tmp_path, capfd):
+@pytest.mark.parametrize("opt_args,reduction", RUNS)
+def test_two_ranks_equal_one_process_over_both_ranks_streams(tmp_path, capfd, opt_args,
+                                                             reduction):
     text = "".join(f"{i * 7919 % 1000:03d} is {'odd' if i % 2 else 'even'}; " for i in range(200))
     (tmp_path / "corpus.txt").write_text(text)
     ckpt = tmp_path / "model.npz"
     argv = ["--data", str(tmp_path / "corpus.txt"), "--device", "cpu", "--dtype", "float64",
             "--iterations", "3", "--print-every", "1", "--checkpoint", str(ckpt),
-            "--checkpoint-every", "1"]
-    for k, v in ARGS.items():
+            "--checkpoint-every", "1", "--reduction", reduction]
+    for k, v in {**ARGS, **opt_args}.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
     out = run_two_ranks(argv)
     printed = capfd.readouterr().out
@@ -80,9 +86,10 @@ def test_two_ranks_equal_one_process_over_both_ranks_streams(tmp_path, capfd):
     vocab = fastrnn.Vocab.from_text(text)
     ref = fastrnn.CharRNN(vocab, ARGS["hidden_size"], backend="numpy", dtype="float64",
                           seed=ARGS["seed"])
+    name, hyper = opt_args["optimizer"], {k: v for k, v in opt_args.items() if k != "optimizer"}
     trainer = fastrnn.Trainer(ref, vocab.encode(text), seq_length=ARGS["seq_length"],
-                              batch_size=2 * ARGS["batch_size"],
-                              optimizer=fastrnn.Adagrad(ref, lr=ARGS["lr"], clip=ARGS["clip"]))
+                              batch_size=2 * ARGS["batch_size"], reduction=reduction,
+                              optimizer=fastrnn.make_optimizer(name, ref, **hyper))
     expected = []
     for _ in range(3):
         trainer.step()

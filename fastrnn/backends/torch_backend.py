@@ -7,12 +7,16 @@ One formulation on both devices; PyTorch runs it on its CPU kernels or on cuBLAS
     buffer, and BPTT one addmm + mul per step;
   - the output layer, the softmax, the loss and every weight gradient are one call each for the
     whole chunk (time-major, so each is a single matrix product);
-  - Adagrad is a few elementwise calls over the one flat parameter buffer.
+  - the optimizer update (Adagrad, SGD, RMSprop, Adam, with elementwise and global-norm
+    clipping) is a few elementwise calls over the one flat parameter buffer, in the numpy
+    backend's order of operations; the global norm stays on the device (no synchronisation).
 The backward pass is written out rather than left to autograd: autograd would form Whh's gradient
 as T small products and record a graph every iteration. A training iteration copies the ids and
 h0 to the device without waiting (pinned staging on CUDA), and the loss and last state back in
 one transfer: its one synchronisation.
 """
+import math
+
 import numpy as np
 
 from .._optional import cuda_available, require_torch
@@ -24,6 +28,7 @@ torch = require_torch("backend='torch'")
 apply_to_torch()  # a fastrnn.set_num_threads() made before torch was loaded
 
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+OPTIMIZER_NAMES = ("adagrad", "sgd", "rmsprop", "adam")
 
 
 def resolve_device(device):
@@ -88,6 +93,7 @@ class TorchBackend(NumpyBackend):
         self.reduce_grads = None
         self._work = {}
         self._train = None  # [grads | loss], a scratch like the parameters, the grads' views
+        self._norm_buf = None  # float64 scratch for a float32 model's gradient norm (clip_norm)
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
@@ -105,6 +111,14 @@ class TorchBackend(NumpyBackend):
 
     def to_dict(self, flat):
         return super().to_dict(flat.detach().cpu().numpy())
+
+    def to_numpy(self, buf):
+        """A device tensor of this backend (parameters, optimizer state) as a numpy array."""
+        return buf.detach().cpu().numpy()
+
+    def copy_into(self, buf, a):
+        """Overwrites a device tensor of this backend with the values of numpy array `a`."""
+        buf.copy_(torch.from_numpy(np.ascontiguousarray(a, dtype=self.dtype)).reshape(buf.shape))
 
     # -- buffers and transfers -----------------------------------------------------------------
     def _workspace(self, B, T):
@@ -210,32 +224,88 @@ class TorchBackend(NumpyBackend):
         return float(out[0]), grads, (out[2] if want_dh0 else None)
 
     def _check_optimizer(self, opt):
-        if opt.name != "adagrad":
-            raise ValueError(f"optimizer {opt.name!r} is not implemented on backend 'torch' "
-                             f"(it has: adagrad)")
-        mem = opt.state["mem"]
-        if not (isinstance(mem, torch.Tensor) and mem.device == self.flat.device
-                and mem.dtype == self.flat.dtype and mem.shape == self.flat.shape):
-            raise ValueError("the optimizer's state does not live on this model's backend and "
-                             "device; create the optimizer for this model")
+        if opt.name not in OPTIMIZER_NAMES:
+            raise ValueError(f"unknown optimizer {opt.name!r}; backend 'torch' has "
+                             f"{', '.join(OPTIMIZER_NAMES)}")
+        for name in opt.state_names:
+            buf = opt.state.get(name)
+            if not (isinstance(buf, torch.Tensor) and buf.device == self.flat.device
+                    and buf.dtype == self.flat.dtype and buf.shape == self.flat.shape):
+                raise ValueError(f"the optimizer's state {name!r} does not live on this model's "
+                                 f"backend and device; create the optimizer for this model")
 
-    def _adagrad(self, opt, g, scratch):
-        """The gist's update; clips g in place: mem += g*g, flat -= lr*g / sqrt(mem + eps)."""
-        if opt.clip is not None:
+    def _scalar(self, value):
+        """A divisor for elementwise ops: on CUDA a 0-dim device tensor (CUDA turns division by
+        a host scalar into a product with its reciprocal, a rounding numpy does not make)."""
+        if self.torch_device.type == "cpu":
+            return value
+        return torch.full((), value, dtype=self.flat.dtype, device=self.torch_device)
+
+    def _clip_norm_scale(self, opt, src, grad_scale, scratch):
+        """grad_scale times clip_norm / (norm + 1e-6) where that is < 1, else grad_scale, as a
+        0-dim device tensor of the model dtype; the norm of grad_scale * src is taken in float64
+        (in `scratch` for a float64 model). Computed on the device: no synchronisation."""
+        if self.flat.dtype == torch.float64:
+            gd = src if grad_scale == 1.0 else torch.mul(src, grad_scale, out=scratch)
+        else:
+            if self._norm_buf is None:
+                self._norm_buf = torch.empty(self.flat.shape, dtype=torch.float64,
+                                             device=self.torch_device)
+            gd = self._norm_buf
+            gd.copy_(src)
+            gd.mul_(grad_scale)
+        norm = torch.dot(gd, gd).sqrt_()
+        bound = torch.full((), opt.clip_norm, dtype=torch.float64, device=self.torch_device)
+        factor = torch.div(bound, norm.add_(1e-6))
+        scale = torch.where(factor < 1, factor * grad_scale, grad_scale)
+        return scale.to(self.flat.dtype)
+
+    def _update(self, opt, g, scratch, grad_scale, src=None):
+        """The numpy backend's update, in its order of operations, elementwise over the flat
+        buffers. g (the gradient scratch) is overwritten; the gradients are read from src, or
+        from g itself when src is None."""
+        src = g if src is None else src
+        scale = grad_scale
+        if opt.clip_norm is not None and opt.clip_norm < math.inf:
+            scale = self._clip_norm_scale(opt, src, grad_scale, scratch)
+        torch.mul(src, scale, out=g)
+        if opt.clip is not None and opt.clip < math.inf:
             g.clamp_(-opt.clip, opt.clip)
-        mem = opt.state["mem"]
-        mem.addcmul_(g, g)
-        torch.add(mem, opt.eps, out=scratch).sqrt_()
-        self.flat.sub_(g.mul_(opt.lr).div_(scratch))
+        s, t = scratch, opt.steps + 1
+        lr, eps = opt.lr, opt.eps
+        if opt.name == "adagrad":              # mem += g*g; p -= lr*g / sqrt(mem + eps)
+            mem = opt.state["mem"]
+            mem.add_(torch.mul(g, g, out=s))
+            torch.add(mem, eps, out=s).sqrt_()
+            g.mul_(lr).div_(s)
+        elif opt.name == "sgd":                # p -= lr*g
+            g.mul_(lr)
+        elif opt.name == "rmsprop":            # ms = b2*ms + c2*g*g; p -= lr*g / (sqrt(ms) + eps)
+            ms = opt.state["mean_square"]
+            torch.mul(g, g, out=s).mul_(1.0 - opt.beta2)
+            ms.mul_(opt.beta2).add_(s)
+            torch.sqrt(ms, out=s).add_(eps)
+            g.mul_(lr).div_(s)
+        else:                                  # adam
+            m, v = opt.state["m"], opt.state["v"]
+            bc1, bc2 = self._scalar(1.0 - opt.beta1 ** t), self._scalar(1.0 - opt.beta2 ** t)
+            m.mul_(opt.beta1).add_(torch.mul(g, 1.0 - opt.beta1, out=s))
+            torch.mul(g, g, out=s).mul_(1.0 - opt.beta2)
+            v.mul_(opt.beta2).add_(s)
+            torch.div(v, bc2, out=s).sqrt_().add_(eps)   # sqrt(v / bc2) + eps
+            torch.div(m, bc1, out=g).mul_(lr).div_(s)    # lr * (m / bc1) / that
+        self.flat.sub_(g)
+        opt.steps = t
 
-    def update(self, opt, grads):
+    def update(self, opt, grads, grad_scale=1.0):
         self._check_optimizer(opt)
+        if not isinstance(grads, torch.Tensor):
+            grads = torch.from_numpy(np.ascontiguousarray(grads, dtype=self.dtype))
+        grads = grads.to(self.torch_device)
         buf, scratch, _ = self._train_buffers()
-        g = buf[:-1]
-        g.copy_(grads)  # the caller's gradients stay unclipped
-        self._adagrad(opt, g, scratch)
+        self._update(opt, buf[:-1], scratch, grad_scale, src=grads)  # grads stay unchanged
 
-    def train_step(self, inputs, targets, h, opt):
+    def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
         self._check_optimizer(opt)
         buf, scratch, g = self._train_buffers()
         work = self._workspace(*inputs.shape)
@@ -243,24 +313,44 @@ class TorchBackend(NumpyBackend):
         buf[-1] = self._loss_and_grads(x, y, work, g, False)[0]
         if self.reduce_grads is not None:
             self.reduce_grads(buf)
-        self._adagrad(opt, buf[:-1], scratch)
+        self._update(opt, buf[:-1], scratch, grad_scale)
         loss, h[...] = self._fetch(buf[-1:], work.hs[-1])
         return float(loss[0])
 
-    def generate(self, n, h, uniforms, temperature, greedy):
-        p = self.params
+    def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
+        """The numpy backend's rule (see its docstring), all on the device: no synchronisation
+        until the end. Top-k ranks by a stable descending sort of the logits, so ties rank the
+        lower id first; the top-p cut is the count of rank-order cumulative masses below top_p
+        of their total, plus one (numpy's first index reaching it, as the sums only grow)."""
+        p, V = self.params, self.V
         dev = self.torch_device
         hv = torch.from_numpy(h).to(dev, copy=True)
-        u = torch.from_numpy(uniforms).to(dev)
         out = torch.empty(n, dtype=torch.int64, device=dev)
-        for k in range(n):  # all on the device: no synchronisation until the end
+        n_rank = top_k if 0 < top_k < V else V
+        filtered = n_rank < V or top_p < 1
+        if not greedy:
+            u = torch.from_numpy(np.ascontiguousarray(uniforms, dtype=np.float64)).to(dev)
+            temp = self._scalar(temperature)
+            ids = torch.arange(V, device=dev)
+            rank = torch.empty(V, dtype=torch.int64, device=dev)
+        for k in range(n):
             z = torch.addmv(p["by"], p["Why"], hv)
             if greedy:
                 idx = torch.argmax(z).view(1)
             else:
-                c = torch.cumsum(((z - z.max()) / temperature).exp_(), 0, dtype=torch.float64)
+                e = (z - z.max()).div_(temp).exp_()
+                if filtered:
+                    order = torch.sort(z, descending=True, stable=True).indices
+                    n_keep = n_rank
+                    if top_p < 1:
+                        cum = torch.cumsum(e[order[:n_rank]], 0, dtype=torch.float64)
+                        n_keep = (cum < cum[-1] * top_p).sum() + 1
+                    rank.scatter_(0, order, ids)  # each id's place in rank order
+                    e = torch.where(rank < n_keep, e, 0)
+                c = torch.cumsum(e, 0, dtype=torch.float64)
                 idx = torch.searchsorted(c, (u[k] * c[-1]).view(1), right=True)
-                idx.clamp_(max=self.V - 1)
+                # rounding left no id above the target: the last one with mass
+                idx = torch.where(idx < V, idx, torch.where(e != 0, ids, -1).amax())
             out[k:k + 1] = idx
             hv = torch.addmv(p["Wxh"].index_select(1, idx).view(-1), p["Whh"], hv)
             hv.add_(p["bh"]).tanh_()
