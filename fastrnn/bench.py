@@ -92,7 +92,7 @@ def _data(B, T, V, seed=0):
     return x, y
 
 
-def fastrnn_rows(backend, B, T, H, V, threads, seconds, repeats, device="cpu"):
+def fastrnn_rows(backend, B, T, H, V, threads, seconds, repeats, device="cpu", phases=True):
     """Timings of one fastrnn backend: fused iteration, and forward/backward/update apart."""
     set_num_threads(threads)
     model = fastrnn.CharRNN(V, H, backend=backend, dtype="float32", device=device)
@@ -102,6 +102,8 @@ def fastrnn_rows(backend, B, T, H, V, threads, seconds, repeats, device="cpu"):
     h = np.zeros((B, H), dtype=np.float32)
     grads = be.zeros()
     total = timed(lambda: be.train_step(x, y, h, opt), seconds, repeats)
+    if not phases:
+        return dict(total=total, forward=math.nan, backward=math.nan, update=math.nan)
     fwd = timed(lambda: be.forward_loss(x, y, h), seconds, repeats)
     fwd_bwd = timed(lambda: be.loss_and_grads(x, y, h), seconds, repeats)
     upd = timed(lambda: be.update(opt, grads), seconds, repeats)
@@ -116,7 +118,7 @@ def _torch():
     return torch
 
 
-def torch_rows(kind, B, T, H, V, threads, seconds, repeats, device="cpu"):
+def torch_rows(kind, B, T, H, V, threads, seconds, repeats, device="cpu", phases=True):
     """The same model written as ordinary PyTorch code ("eager": a loop over time steps;
     "fused": torch.nn.RNN over one-hot inputs), trained with the gist's Adagrad."""
     torch = _torch()
@@ -189,6 +191,8 @@ def torch_rows(kind, B, T, H, V, threads, seconds, repeats, device="cpu"):
         sync()
 
     total = timed(step, seconds, repeats)
+    if not phases:
+        return dict(total=total, forward=math.nan, backward=math.nan, update=math.nan)
     f = timed(fwd, seconds, repeats)
     fb = timed(fwd_bwd, seconds, repeats)
     u = timed(upd, seconds, repeats)
@@ -274,17 +278,19 @@ def run(configs, *, seconds, repeats, max_threads, with_torch=True, progress=Non
             if torch.cuda.is_available():
                 plan += [("torch/cuda", 1), ("torch-nn.RNN/cuda", 1)]
         rows = []
+        phases = cfg["name"] != "sweep"  # the sweep times whole iterations only
         for name, nt in plan:
             if progress:
                 progress(f"{cfg['name']} B={B} T={T} H={H}: {name} {nt}t")
             if name in ("numpy", "cython", "torch", "torch/cuda"):
                 backend, _, device = name.partition("/")
-                r = fastrnn_rows(backend, B, T, H, V, nt, seconds, repeats, device or "cpu")
+                r = fastrnn_rows(backend, B, T, H, V, nt, seconds, repeats, device or "cpu",
+                                 phases)
             elif name == "torch-nn.RNN/cuda":
-                r = torch_rows("fused", B, T, H, V, nt, seconds, repeats, device="cuda")
+                r = torch_rows("fused", B, T, H, V, nt, seconds, repeats, "cuda", phases)
             else:
                 r = torch_rows("eager" if name == "torch-eager" else "fused", B, T, H, V, nt,
-                               seconds, repeats)
+                               seconds, repeats, "cpu", phases)
             label = f"{name}/{nt}t" if name in ("numpy", "cython") else name
             rows.append(dict(backend=label, threads=nt, **r))
         base = next(r["total"] for r in rows if r["backend"] == "numpy/1t")
@@ -296,6 +302,10 @@ def run(configs, *, seconds, repeats, max_threads, with_torch=True, progress=Non
             r["gflops"] = flops / r["total"] / 1e9
         results.append(dict(config=cfg["name"], B=B, T=T, H=H, V=V, threads=threads, rows=rows))
     return results
+
+
+def _ms(seconds):
+    return "-" if math.isnan(seconds) else f"{seconds * 1e3:.3f}"
 
 
 def markdown(header, results, peaks, generation, memory):
@@ -313,8 +323,8 @@ def markdown(header, results, peaks, generation, memory):
             peak = peaks.get(r["threads"]) or peaks[max(peaks)]
             out.append(
                 f"| {res['config']} | {res['B']} | {res['T']} | {res['H']} | {r['backend']} | "
-                f"{r['threads']} | {r['total'] * 1e3:.3f} | {r['forward'] * 1e3:.3f} | "
-                f"{r['backward'] * 1e3:.3f} | {r['update'] * 1e3:.3f} | "
+                f"{r['threads']} | {r['total'] * 1e3:.3f} | {_ms(r['forward'])} | "
+                f"{_ms(r['backward'])} | {_ms(r['update'])} | "
                 f"{r['chars_per_sec']:,.0f} | {r['speedup_vs_numpy']:.1f} | {r['gflops']:.1f} | "
                 f"{100 * r['gflops'] / peak:.0f}% |")
     if generation:
