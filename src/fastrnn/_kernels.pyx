@@ -792,7 +792,7 @@ cdef inline floating* _ptr(floating[::1] a):
 
 
 cdef int _check_update_scalars(floating x, double lr, double eps, object clip,
-                               object clip_norm) except -1:
+                               object clip_norm, double grad_scale) except -1:
     # the hyperparameters must survive rounding to the buffers' float type (x only picks it)
     _check_scalar(<floating>lr, lr, "lr", False)
     _check_scalar(<floating>eps, eps, "eps", False)
@@ -803,7 +803,14 @@ cdef int _check_update_scalars(floating x, double lr, double eps, object clip,
     if clip_norm is not None:
         c = clip_norm
         _check_scalar(<floating>c, c, "clip_norm", True)
+    _check_scalar(<floating>grad_scale, grad_scale, "grad_scale", False)
     return 0
+
+
+cdef inline floating* _state_ptr(floating[::1] a, bint used):
+    # an optimizer state buffer the optimizer does not use is neither read nor written (nor
+    # checked for size or overlap): the kernel gets NULL
+    return _ptr(a) if used else NULL
 
 
 def optimizer_update(floating[::1] params not None, const floating[::1] grads not None,
@@ -819,11 +826,11 @@ def optimizer_update(floating[::1] params not None, const floating[::1] grads no
     cdef Py_ssize_t nbytes[4]
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(state1), _size(state2), optimizer,
                  lr, eps, clip, beta1, beta2, step, clip_norm, grad_scale)
-    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm)
+    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
     if params.shape[0] == 0:
         return -1.0
-    cdef floating* p_state1 = _ptr(state1)
-    cdef floating* p_state2 = _ptr(state2)
+    cdef floating* p_state1 = _state_ptr(state1, optimizer != OPT_SGD)
+    cdef floating* p_state2 = _state_ptr(state2, optimizer == OPT_ADAM)
     _span(start, nbytes, 0, &params[0], params.shape[0] * sizeof(floating))
     _span(start, nbytes, 1, p_state1, params.shape[0] * sizeof(floating))
     _span(start, nbytes, 2, p_state2, params.shape[0] * sizeof(floating))
@@ -860,11 +867,13 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), optimizer, lr,
                  eps, clip, beta1, beta2, step, clip_norm, grad_scale)
-    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm)
+    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
     _span(start, nbytes, 0, &params[0], params.shape[0] * sizeof(floating))
     _span(start, nbytes, 1, &grads[0], grads.shape[0] * sizeof(floating))
-    _span(start, nbytes, 2, _ptr(mem), params.shape[0] * sizeof(floating))
-    _span(start, nbytes, 3, _ptr(mem2), params.shape[0] * sizeof(floating))
+    cdef floating* p_mem = _state_ptr(mem, optimizer != OPT_SGD)
+    cdef floating* p_mem2 = _state_ptr(mem2, optimizer == OPT_ADAM)
+    _span(start, nbytes, 2, p_mem, params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 3, p_mem2, params.shape[0] * sizeof(floating))
     _span(start, nbytes, 4, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
     _span(start, nbytes, 5, &work[0], work.shape[0] * sizeof(floating))
     _span(start, nbytes, 6, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
@@ -875,8 +884,6 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
     cdef floating* scratch = dH + (_block_steps(B, T, H, V) + 1) * B * <Py_ssize_t>H
-    cdef floating* p_mem = _ptr(mem)
-    cdef floating* p_mem2 = _ptr(mem2)
     with nogil:
         memcpy(hs, &h[0, 0], B * H * sizeof(floating))
         loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
