@@ -5,6 +5,7 @@ Shared by test_errors.py (every wrapper x every buffer x every kind of damage) a
 (hypothesis draws the shapes, values and damage).
 """
 import math
+import operator
 import types
 
 import numpy as np
@@ -228,7 +229,12 @@ def _real(value):
 
 
 def _c_int(value):
-    return isinstance(value, int) and -2**31 <= value < 2**31
+    """A C int argument: an integer (anything with __index__; no float, not even 2.0) that fits."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        return False
+    return -2**31 <= value < 2**31
 
 
 def hyper_ok(value, dtype, allow_inf=False, allow_none=False):
@@ -474,6 +480,8 @@ def close(got, want, dtype):
     tol = 1e-9 if dtype == np.float64 else 2e-4
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     assert got.shape == want.shape, (got.shape, want.shape)
+    if want.ndim == 0 and want == np.inf and got == np.inf:
+        return  # a gradient norm past the double range (a huge grad_scale), in both
     assert np.all(np.isfinite(want)), "the reference itself overflowed"
     assert np.all(np.isfinite(got)), got
     s = max(1.0, float(np.max(np.abs(want), initial=0)))

@@ -513,12 +513,13 @@ def test_kernel_sample_top_k_and_top_p():
     cases = []
     for dtype in ("float32", "float64"):
         for greedy in (False, True):
-            for top_k in (0, 1, 2, KV - 1, KV, KV + 7, 2**31 - 1, -1, -2**31, 2**31, None):
+            for top_k in (0, 1, 2, KV - 1, KV, KV + 7, 2**31 - 1, -1, -2**31, 2**31, 1.5, 2.0, None):
                 for top_p in (1.0, 1, 0.5, 0.9, 1e-300, 0.0, -0.5, 1.0000001, float("nan"),
                               float("inf"), None, "0.5"):
                     a = S.make_call("sample", dtype, KB, KT, KH, KV, 8, seed=9,
                                     scalars={"greedy": greedy, "top_k": top_k, "top_p": top_p})
-                    must = (top_k in (-1, -2**31, 2**31, None)
+                    must = (top_k is None or isinstance(top_k, float)
+                            or top_k in (-1, -2**31, 2**31)
                             or top_p in (0.0, -0.5, 1.0000001, float("inf"), None, "0.5")
                             or top_p != top_p)
                     cases.append((f"top_k={top_k!r}/top_p={top_p!r}/greedy={greedy}/{dtype}",
@@ -532,7 +533,8 @@ def test_kernel_wrappers_sizes_and_codes(name):
     for key, value in [("hidden_size", KH + 1), ("hidden_size", 0), ("hidden_size", -1),
                        ("hidden_size", 2**31), ("vocab_size", KV - 1), ("vocab_size", -KV),
                        ("vocab_size", 2**40), ("optimizer", 4), ("optimizer", -1),
-                       ("optimizer", 2**31), ("optimizer", None)]:
+                       ("optimizer", 2**31), ("optimizer", None), ("optimizer", 1.0),
+                       ("optimizer", 0.0), ("hidden_size", float(KH)), ("vocab_size", KV + 0.5)]:
         if key in S.WRAPPERS[name][0]:
             a = S.make_call(name, "float64", KB, KT, KH, KV, seed=5, scalars={key: value})
             cases.append((f"{key}={value}", name, a, True))
