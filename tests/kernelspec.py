@@ -5,6 +5,8 @@ Shared by test_errors.py (every wrapper x every buffer x every kind of damage) a
 (hypothesis draws the shapes, values and damage).
 """
 import math
+import operator
+import types
 
 import numpy as np
 
@@ -14,20 +16,33 @@ from fastrnn.backends.numpy_backend import NumpyBackend
 ID = np.dtype(np.intc)  # the kernels' `int`
 U = np.dtype(np.float64)  # uniforms are always double
 
-# name: (positional arguments in order, written buffers, optional buffers)
+# optimizer codes (fastrnn._kernels.OPTIMIZERS) and the state buffers each one uses
+ADAGRAD, SGD, RMSPROP, ADAM = 0, 1, 2, 3
+OPTIMIZER_NAMES = {ADAGRAD: "adagrad", SGD: "sgd", RMSPROP: "rmsprop", ADAM: "adam"}
+STATE_ARGS = {"train_step": ("mem", "mem2"), "optimizer_update": ("state1", "state2"),
+              "adagrad_update": ("mem", None)}
+SCRATCH_SLACK = 1024  # spare elements of the kernels' scratch vectors
+
+# name: (positional arguments in order, buffers it may write (typed writable), optional buffers)
 WRAPPERS = {
     "loss_and_grads": (("params", "grads", "inputs", "targets", "h", "work", "hidden_size",
                         "vocab_size", "dh0"), {"grads", "h", "work", "dh0"}, {"dh0"}),
     "forward_loss": (("params", "inputs", "targets", "h", "work", "hidden_size", "vocab_size"),
                      {"h", "work"}, {"targets"}),
     "train_step": (("params", "grads", "mem", "inputs", "targets", "h", "work", "hidden_size",
-                    "vocab_size", "optimizer", "lr", "eps", "clip"),
-                   {"params", "grads", "mem", "h", "work"}, set()),
+                    "vocab_size", "optimizer", "lr", "eps", "clip", "mem2", "beta1", "beta2",
+                    "step", "clip_norm", "grad_scale"),
+                   {"params", "grads", "mem", "mem2", "h", "work"}, {"mem", "mem2"}),
+    "optimizer_update": (("params", "grads", "state1", "state2", "optimizer", "lr", "eps",
+                          "clip", "beta1", "beta2", "step", "clip_norm", "grad_scale"),
+                         {"params", "state1", "state2"}, {"state1", "state2"}),
     "adagrad_update": (("params", "grads", "mem", "lr", "eps", "clip"), {"params", "mem"}, set()),
     "sample": (("params", "h", "uniforms", "temperature", "greedy", "out", "work", "hidden_size",
-                "vocab_size"), {"h", "out", "work"}, set()),
+                "vocab_size", "top_k", "top_p"), {"h", "out", "work"}, set()),
 }
-SCALARS = {"hidden_size", "vocab_size", "optimizer", "lr", "eps", "clip", "temperature", "greedy"}
+SCALARS = {"hidden_size", "vocab_size", "optimizer", "lr", "eps", "clip", "temperature", "greedy",
+           "beta1", "beta2", "step", "clip_norm", "grad_scale", "top_k", "top_p"}
+STATES = {"mem", "mem2", "state1", "state2"}
 # buffers whose length may exceed the minimum (work always; uniforms beyond len(out))
 AT_LEAST = {"work", "uniforms"}
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -37,16 +52,49 @@ OTHER_DTYPES = [np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8
 DAMAGE = ("dtype", "short", "long", "ndim_up", "ndim_down", "strided", "reversed", "fortran",
           "readonly", "unaligned", "none", "alias")
 BAD_IDS = (-1, -2**31, 2**31 - 1)  # plus V and V + 1, which depend on the call
-DEFAULT_SCALARS = {"optimizer": 0, "lr": 0.1, "eps": 1e-8, "clip": 5.0, "temperature": 1.0,
-                   "greedy": False}
+DEFAULT_SCALARS = {"optimizer": ADAM, "lr": 0.1, "eps": 1e-8, "clip": 5.0, "temperature": 1.0,
+                   "greedy": False, "beta1": 0.9, "beta2": 0.999, "step": 1, "clip_norm": None,
+                   "grad_scale": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 def num_params(H, V):
     return 2 * H * V + H * H + H + V
 
 
+def block_steps(B, T, H, V):
+    """Time steps per BPTT block: the whole chunk unless its B*T*H values pass a quarter of the
+    analytic minimum memory of a step (3 copies of the parameters plus B*T*(H+V) activations);
+    then as many steps as fit that quarter (at least 1, at most T)."""
+    budget = (3 * num_params(H, V) + T * B * (H + V)) // 4
+    if T * B * H <= budget:
+        return T
+    return max(1, min(T, budget // (B * H)))
+
+
 def work_size(B, T, H, V):
-    return (T + 1) * B * H + T * B * V + T * B * H
+    """hs (T+1,B,H), Z (T,B,V), dH (a block of steps plus a carried (B,H)), a scratch vector.
+    (The kernels take T steps per block where the block rule's products would pass 2**62; any
+    such chunk is refused for passing 2**31 anyway.)"""
+    steps = block_steps(B, T, H, V) if (B + H + V) * T * H < 2**62 else T
+    return (T + 1) * B * H + T * B * V + (steps + 1) * B * H + H + SCRATCH_SLACK
+
+
+def sample_work_size(H, V):
+    """The three weight matrices transposed, then logits and a state, each with slack."""
+    return 2 * V * H + H * H + V + H + 2 * SCRATCH_SLACK
+
+
+def optimizer_of(name, a):
+    return ADAGRAD if name == "adagrad_update" else a.get("optimizer")
+
+
+def state_used(name, arg, optimizer):
+    """Whether optimizer code `optimizer` reads and writes state buffer `arg` of wrapper `name`
+    (state 1: all but SGD; state 2: Adam only)."""
+    first, second = STATE_ARGS[name]
+    if arg == first:
+        return optimizer != SGD
+    return arg == second and optimizer == ADAM
 
 
 def buffers(name):
@@ -56,19 +104,19 @@ def buffers(name):
 
 def float_buffers(name):
     """The buffers of the model's float dtype (those an "alias" damage can pair up)."""
-    return [a for a in buffers(name) if a in ("params", "grads", "mem", "h", "dh0", "work")]
+    return [a for a in buffers(name) if a in ("params", "grads", "h", "dh0", "work") or a in STATES]
 
 
 def shape_and_dtype(arg, name, dtype, B, T, H, V, n):
     """The shape and dtype a valid `arg` of wrapper `name` has."""
-    if arg in ("params", "grads", "mem"):
+    if arg in ("params", "grads") or arg in STATES:
         return (num_params(H, V),), dtype
     if arg in ("inputs", "targets"):
         return (B, T), ID
     if arg in ("h", "dh0"):
         return ((H,) if name == "sample" else (B, H)), dtype
     if arg == "work":
-        return ((V + H,) if name == "sample" else (work_size(B, T, H, V),)), dtype
+        return ((sample_work_size(H, V),) if name == "sample" else (work_size(B, T, H, V),)), dtype
     if arg == "uniforms":
         return (n,), U
     if arg == "out":
@@ -111,8 +159,8 @@ def fill(a, arg, V, rng):
         a[...] = rng.integers(0, max(1, min(V, 2) if a.dtype.kind == "b" else V), a.shape)
     elif arg == "uniforms":
         a[...] = rng.random(a.shape)
-    elif arg == "mem":
-        a[...] = np.abs(rng.normal(0, 1, a.shape))  # Adagrad's state is a sum of squares
+    elif arg in STATES:  # sums/means of squares (and Adam's first moment): non-negative fits all
+        a[...] = np.abs(rng.normal(0, 1, a.shape))
     elif arg == "params":
         a[...] = rng.normal(0, 0.5, a.shape)
     elif arg in ("h", "dh0"):
@@ -175,12 +223,27 @@ def call(name, a):
     return getattr(K, name)(*(a[k] for k in WRAPPERS[name][0]))
 
 
+def _real(value):
+    """What converts to a C double (bools do; None and strings do not)."""
+    return isinstance(value, (int, float))
+
+
+def _c_int(value):
+    """A C int argument: an integer (anything with __index__; no float, not even 2.0) that fits."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        return False
+    return -2**31 <= value < 2**31
+
+
 def hyper_ok(value, dtype, allow_inf=False, allow_none=False):
-    """Whether lr/eps/clip/temperature `value` must be accepted for float buffers of `dtype`:
-    positive, finite (clip: inf allowed, None allowed), and still so once rounded to `dtype`."""
+    """Whether lr/eps/clip/clip_norm/grad_scale/temperature `value` must be accepted for float
+    buffers of `dtype`: positive, finite (clip, clip_norm: inf and None allowed), and still so
+    once rounded to `dtype`."""
     if value is None:
         return allow_none
-    if not isinstance(value, (int, float)):  # what converts to a C double (bools do)
+    if not _real(value):
         return False
     if not (value > 0) or (value == math.inf and not allow_inf):
         return False
@@ -194,19 +257,38 @@ def _standard(x):
     return x.flags.aligned and x.strides == np.empty(x.shape, x.dtype).strides
 
 
+def _update_settings_ok(name, a, dtype):
+    """The optimizer's hyperparameters (defaults where the wrapper has no such argument)."""
+    g = {**DEFAULT_SCALARS, **{k: a[k] for k in SCALARS if k in a}}
+    if not (hyper_ok(g["lr"], dtype) and hyper_ok(g["eps"], dtype)
+            and hyper_ok(g["clip"], dtype, allow_inf=True, allow_none=True)
+            and hyper_ok(g["clip_norm"], dtype, allow_inf=True, allow_none=True)
+            and hyper_ok(g["grad_scale"], dtype)):
+        return False
+    b1, b2, step = g["beta1"], g["beta2"], g["step"]
+    if not (_real(b1) and _real(b2) and _real(step)):
+        return False
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        return False
+    return step >= 1 and step != math.inf and step == int(step)
+
+
 def verdict(name, a):
     """The kernel contract, restated independently of the kernels: "valid" (must work),
     "either" (a layout the buffer protocol may or may not accept as C-contiguous; if it works it
     must be right) or "invalid" (must raise)."""
-    args, written, optional = WRAPPERS[name]
+    args, writable, optional = WRAPPERS[name]
     params = a["params"]
     if params is None or params.dtype not in FLOATS:
         return "invalid"
     dtype, result = params.dtype, "valid"
+    opt = optimizer_of(name, a)
+    if "optimizer" in args and not _c_int(opt):
+        return "invalid"
     for arg in buffers(name):
         x = a[arg]
         if x is None:
-            if arg in optional:
+            if arg in optional and not (arg in STATES and state_used(name, arg, opt)):
                 continue
             return "invalid"
         want = ID if arg in ("inputs", "targets", "out") else U if arg == "uniforms" else dtype
@@ -214,33 +296,37 @@ def verdict(name, a):
             else 1
         if x.dtype != want or x.ndim != ndim or not x.flags.c_contiguous:
             return "invalid"
-        if arg in written and not x.flags.writeable:
+        if arg in writable and not x.flags.writeable:
             return "invalid"
         if not _standard(x):
             result = "either"
+    # what an optimizer does not use is neither read nor written: no size or overlap rules
+    unused = {k for k in buffers(name) if k in STATES and not state_used(name, k, opt)}
+    written = writable - unused
     # nothing written may share memory with any other buffer
-    present = [k for k in buffers(name) if a[k] is not None and a[k].size]
+    present = [k for k in buffers(name) if a[k] is not None and a[k].size and k not in unused]
     for i, k in enumerate(present):
         for j in present[i + 1:]:
             if (k in written or j in written) and np.shares_memory(a[k], a[j]):
                 return "invalid"
-    for k in ("hidden_size", "vocab_size", "optimizer"):  # C ints
-        if k in args and not (isinstance(a[k], int) and -2**31 <= a[k] < 2**31):
+    for k in ("hidden_size", "vocab_size", "top_k"):  # C ints
+        if k in args and not _c_int(a[k]):
             return "invalid"
-    if name != "adagrad_update":
+    if name not in ("adagrad_update", "optimizer_update"):
         H, V = a["hidden_size"], a["vocab_size"]
         if H <= 0 or V <= 0 or params.size != num_params(H, V):
             return "invalid"
     P = params.size
-    for k in ("grads", "mem"):
-        if k in args and a[k].size != P:
-            return "invalid"
-    if name in ("adagrad_update", "train_step"):
-        if not (hyper_ok(a["lr"], dtype) and hyper_ok(a["eps"], dtype)
-                and hyper_ok(a["clip"], dtype, allow_inf=True, allow_none=True)):
-            return "invalid"
-    if name == "train_step" and a["optimizer"] != 0:
+    if "grads" in args and a["grads"].size != P:
         return "invalid"
+    if name in ("adagrad_update", "train_step", "optimizer_update"):
+        if opt not in OPTIMIZER_NAMES:
+            return "invalid"
+        for k in STATE_ARGS[name]:
+            if k is not None and state_used(name, k, opt) and a[k].size != P:
+                return "invalid"
+        if not _update_settings_ok(name, a, dtype):
+            return "invalid"
     if name in ("loss_and_grads", "forward_loss", "train_step"):
         x, y = a["inputs"], a["targets"]
         if x.size == 0:
@@ -253,15 +339,18 @@ def verdict(name, a):
         if x.min() < 0 or x.max() >= V:
             return "invalid"
         B, T = x.shape
-        if a["h"].shape != (B, H) or a["work"].size < work_size(B, T, H, V):
+        need = work_size(B, T, H, V)
+        if a["h"].shape != (B, H) or a["work"].size < need or need >= 2**31:
             return "invalid"
         if a.get("dh0") is not None and a["dh0"].shape != (B, H):
             return "invalid"
     if name == "sample":
-        if a["h"].size != H or a["work"].size < V + H:
+        if a["h"].size != H or a["work"].size < sample_work_size(H, V):
             return "invalid"
-        if not isinstance(a["temperature"], (int, float)):
-            return "invalid"  # a C double even when unused
+        if not (_real(a["temperature"]) and _real(a["top_p"])):
+            return "invalid"  # C doubles even when unused
+        if not (a["top_k"] >= 0 and 0 < a["top_p"] <= 1):
+            return "invalid"
         if not a["greedy"]:
             if a["uniforms"].size < a["out"].size:
                 return "invalid"
@@ -278,9 +367,33 @@ def _numpy_model(P, H, V):
     return m
 
 
+def optimizer_reference(optimizer, P, G, S1, S2, settings):
+    """The float64 numpy backend's `update` (the reference math) on copies: returns the new
+    parameters, the new state buffers (None where unused) and the gradient norm (-1 without
+    clip_norm)."""
+    g = {**DEFAULT_SCALARS, **settings}
+    m = NumpyBackend(1, 1, np.float64)
+    m.flat = np.array(P, np.float64)
+    name = OPTIMIZER_NAMES[optimizer]
+    state = {"adagrad": {"mem": S1}, "sgd": {}, "rmsprop": {"mean_square": S1},
+             "adam": {"m": S1, "v": S2}}[name]
+    state = {k: np.array(v, np.float64) for k, v in state.items()}
+    opt = types.SimpleNamespace(name=name, lr=g["lr"], eps=g["eps"], clip=g["clip"],
+                                clip_norm=g["clip_norm"], beta1=g["beta1"], beta2=g["beta2"],
+                                steps=int(g["step"]) - 1, state=state)
+    m.update(opt, np.array(G, np.float64), g["grad_scale"])
+    states = list(state.values()) + [None, None]
+    norm = -1.0
+    if g["clip_norm"] is not None and g["clip_norm"] < math.inf:
+        gd = np.asarray(G, np.float64) * g["grad_scale"]
+        norm = math.sqrt(float(gd @ gd))
+    return m.flat, states[0], states[1], norm
+
+
 def reference(name, a):
     """What wrapper `name` must compute from the argument values `a` (float64 copies taken
     before the call): a dict of expected outputs, keyed by argument name or "return"."""
+    settings = {k: a[k] for k in SCALARS if k in a}
     if name in ("loss_and_grads", "forward_loss", "train_step"):
         m = _numpy_model(a["params"], a["hidden_size"], a["vocab_size"])
         x, h = a["inputs"].astype(np.int64), a["h"].copy()
@@ -293,39 +406,71 @@ def reference(name, a):
             if a.get("dh0") is not None:
                 out["dh0"] = dh0
             return out
-        P, M = adagrad(a["params"], g, a["mem"], a["lr"], a["eps"], a["clip"])
-        return {**out, "params": P, "mem": M}
-    if name == "adagrad_update":
-        P, M = adagrad(a["params"], a["grads"], a["mem"], a["lr"], a["eps"], a["clip"])
-        return {"params": P, "mem": M}
+        P, M, M2, _ = optimizer_reference(a["optimizer"], a["params"], g, a.get("mem"),
+                                          a.get("mem2"), settings)
+        out["params"] = P
+        for k, v in (("mem", M), ("mem2", M2)):
+            if state_used(name, k, a["optimizer"]):
+                out[k] = v
+        return out
+    if name in ("adagrad_update", "optimizer_update"):
+        opt = optimizer_of(name, a)
+        s1, s2 = STATE_ARGS[name]
+        P, M, M2, norm = optimizer_reference(opt, a["params"], a["grads"], a.get(s1),
+                                             a.get(s2) if s2 else None, settings)
+        out = {"params": P}
+        for k, v in ((s1, M), (s2, M2)):
+            if k is not None and state_used(name, k, opt):
+                out[k] = v
+        if name == "optimizer_update":
+            out["return"] = norm
+        return out
     raise KeyError(name)
-
-
-def adagrad(P, G, M, lr, eps, clip):
-    g = G if clip is None else np.clip(G, -clip, clip)
-    M = M + g * g
-    return P - lr * g / np.sqrt(M + eps), M
 
 
 def check_sample(a, dtype, out, h_after):
     """`out` are ids the sampler drew from the state a["h"]; check each against the float64
-    distribution it was drawn from (argmax or the inverse-CDF of a["uniforms"]), and the final
-    state against stepping the float64 model over those ids."""
+    distribution it was drawn from (argmax, or the inverse-CDF of a["uniforms"] over the masses
+    top_k/top_p keep), and the final state against stepping the float64 model over those ids."""
     H, V = a["hidden_size"], a["vocab_size"]
     m = _numpy_model(a["params"], H, V).params
     tol = 1e-9 if dtype == np.float64 else 1e-3
     h = a["h"].copy()
+    n_rank = a["top_k"] if 0 < a["top_k"] < V else V
+    filtered = n_rank < V or a["top_p"] < 1
     assert out.dtype == ID and np.all((out >= 0) & (out < V)), out
     for k, idx in enumerate(out):
         z = m["Why"] @ h + m["by"]
+        slack = tol * (1 + abs(z).max())
         if a["greedy"]:
-            assert z[idx] >= z.max() - tol * (1 + abs(z).max())
+            assert z[idx] >= z.max() - slack
         else:
             e = np.exp((z - z.max()) / a["temperature"])
-            c = np.cumsum(e) / e.sum()
-            u = a["uniforms"][k]
-            lo = c[idx - 1] if idx > 0 else 0.0
-            assert lo <= u + tol and (c[idx] >= u - tol or idx == V - 1), (k, idx, u, c)
+            ranked = np.lexsort((np.arange(V), -z))[:n_rank]
+            n_keep = n_rank
+            if a["top_p"] < 1:
+                cum = np.cumsum(e[ranked])
+                n_keep = int(np.argmax(cum >= a["top_p"] * cum[-1])) + 1
+            kept = ranked[:n_keep]
+            if filtered and idx not in kept:
+                # only a rounding of the float32 logits may move the boundary of the kept set
+                assert dtype != np.float64, (k, idx, kept)
+                boundary = z[ranked[n_keep - 1]]
+                assert z[idx] >= boundary - slack or (
+                    a["top_p"] < 1 and abs(cum[n_keep - 1] - a["top_p"] * cum[-1])
+                    <= 1e-3 * cum[-1] + np.exp((z[idx] - z.max()) / a["temperature"])), (k, idx)
+            else:
+                if filtered:
+                    w = np.zeros_like(e)
+                    w[kept] = e[kept]
+                    e = w
+                c = np.cumsum(e) / e.sum()
+                u = a["uniforms"][k]
+                lo = c[idx - 1] if idx > 0 else 0.0
+                ok = lo <= u + tol and (c[idx] >= u - tol or idx == V - 1
+                                        or not np.any(e[idx + 1:] > 0))
+                # float32: a near-boundary id may be kept or dropped, which moves the CDF a little
+                assert ok or (dtype != np.float64 and filtered), (k, idx, u, c)
         h = np.tanh(m["Wxh"][:, idx] + m["Whh"] @ h + m["bh"])
     np.testing.assert_allclose(h_after, h, rtol=tol, atol=tol)
 
@@ -335,6 +480,8 @@ def close(got, want, dtype):
     tol = 1e-9 if dtype == np.float64 else 2e-4
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     assert got.shape == want.shape, (got.shape, want.shape)
+    if want.ndim == 0 and want == np.inf and got == np.inf:
+        return  # a gradient norm past the double range (a huge grad_scale), in both
     assert np.all(np.isfinite(want)), "the reference itself overflowed"
     assert np.all(np.isfinite(got)), got
     s = max(1.0, float(np.max(np.abs(want), initial=0)))
@@ -349,7 +496,9 @@ def run_and_check(name, a):
     accepted one computed what the float64 numpy reference computes from the same values and
     left its read-only inputs alone. Returns the exception, or None."""
     v = verdict(name, a)
-    written = WRAPPERS[name][1]
+    opt = optimizer_of(name, a)
+    written = {k for k in WRAPPERS[name][1]
+               if k not in STATES or (_c_int(opt) and state_used(name, k, opt))}
     before = {k: np.array(a[k], copy=True) for k in buffers(name) if a[k] is not None}
     try:
         ret = call(name, a)
@@ -360,7 +509,8 @@ def run_and_check(name, a):
         return exc
     assert v != "invalid", f"{name}: an invalid call was accepted"
     for k, old in before.items():
-        if k not in written:
+        if k not in written and not (k in STATES and any(
+                a[j] is not None and np.shares_memory(a[k], a[j]) for j in written)):
             assert _same(a[k], old), f"{name} changed its input {k}"
     dtype = a["params"].dtype
     ref = {k: old.astype(np.float64) if old.dtype.kind == "f" else old

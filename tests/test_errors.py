@@ -369,8 +369,8 @@ def _must_refuse(name, arg, damage, other):
         return arg in ("inputs", "targets", "h", "dh0") and name != "sample"
     if damage == "readonly":
         return arg in written
-    if damage == "none":
-        return arg not in S.WRAPPERS[name][2]  # optional
+    if damage == "none":  # optional, and not a state buffer the default optimizer (Adam) uses
+        return arg not in S.WRAPPERS[name][2] or arg in S.STATES
     if damage in ("short", "long"):
         return arg not in ("work", "uniforms", "out") and not (damage == "long" and arg == "out")
     return False
@@ -429,24 +429,71 @@ def test_float_dtype_mismatch_between_buffers_is_refused():
 
 HYPER_VALUES = [0, 0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-50, 1e300, "0.1",
                 None, True, 1e-3, 2.5]
+UPDATERS = ["train_step", "optimizer_update", "adagrad_update"]
 
 
-@pytest.mark.parametrize("name", ["train_step", "adagrad_update"])
+@pytest.mark.parametrize("name", UPDATERS)
 def test_kernel_wrappers_optimizer_hyperparameters(name):
     cases = []
+    optimizers = list(S.OPTIMIZER_NAMES) if name != "adagrad_update" else [S.ADAGRAD]
+    keys = [k for k in ("lr", "eps", "clip", "clip_norm", "grad_scale") if k in S.WRAPPERS[name][0]]
     for dtype in ("float32", "float64"):
-        for key in ("lr", "eps", "clip"):
-            for value in HYPER_VALUES:
-                a = S.make_call(name, dtype, KB, KT, KH, KV, seed=3, scalars={key: value})
-                cases.append((f"{key}={value!r}/{dtype}", name, a,
-                              value in (0, -1.0, "0.1") or value != value))
+        for opt in optimizers:
+            for key in keys:
+                for value in HYPER_VALUES:
+                    a = S.make_call(name, dtype, KB, KT, KH, KV, seed=3,
+                                    scalars={"optimizer": opt, key: value})
+                    must = value in (0, -1.0, "0.1") or value != value or (
+                        value is None and key in ("lr", "eps", "grad_scale"))
+                    cases.append((f"opt={opt}/{key}={value!r}/{dtype}", name, a, must))
     _run_all(cases)
     # 1e-50 is 0 and 1e300 is inf as a float32: refused, naming the type
     for key, value in [("lr", 1e-50), ("eps", 1e-50), ("lr", 1e300), ("eps", 1e300),
-                       ("clip", 1e-50)]:
-        a = S.make_call(name, "float32", KB, KT, KH, KV, seed=3, scalars={key: value})
-        with pytest.raises(ValueError, match=f"{key}=.*float32"):
-            S.call(name, a)
+                       ("clip", 1e-50), ("clip_norm", 1e-50), ("grad_scale", 1e-50),
+                       ("grad_scale", 1e300)]:
+        if key in S.WRAPPERS[name][0]:
+            a = S.make_call(name, "float32", KB, KT, KH, KV, seed=3, scalars={key: value})
+            with pytest.raises(ValueError, match=f"{key}=.*float32"):
+                S.call(name, a)
+
+
+@pytest.mark.parametrize("name", ["train_step", "optimizer_update"])
+def test_kernel_wrappers_betas_and_step(name):
+    cases = []
+    values = {"beta1": [0, 0.0, 0.5, 0.999999, 1, 1.0, -0.1, 1.5, float("nan"), float("inf"),
+                        None, "0.9", True, False],
+              "beta2": [0, 0.9, 0.999999, 1.0, -1e-300, float("nan"), None, "0.9"],
+              "step": [1, 2, 1e6, 2**40, 0, -1, 1.5, float("nan"), float("inf"), None, "1",
+                       True]}
+    for dtype in ("float32", "float64"):
+        for opt in S.OPTIMIZER_NAMES:
+            for key, vals in values.items():
+                for value in vals:
+                    a = S.make_call(name, dtype, KB, KT, KH, KV, seed=7,
+                                    scalars={"optimizer": opt, key: value})
+                    cases.append((f"opt={opt}/{key}={value!r}/{dtype}", name, a, False))
+    _run_all(cases)
+
+
+@pytest.mark.parametrize("name", ["train_step", "optimizer_update"])
+def test_kernel_wrappers_state_buffers_of_each_optimizer(name):
+    """Adagrad and RMSprop need state 1, Adam states 1 and 2, SGD none: a needed one missing or
+    of another size is refused; one not needed may be None or anything of the right type, and
+    is left alone."""
+    s1, s2 = S.STATE_ARGS[name]
+    cases = []
+    for dtype in ("float32", "float64"):
+        for opt in S.OPTIMIZER_NAMES:
+            for d1 in (None, "none", "short", "long", "alias"):
+                for d2 in (None, "none", "short", "long", "alias"):
+                    damage = [(arg, d, "params" if d == "alias" else None)
+                              for arg, d in ((s1, d1), (s2, d2)) if d is not None]
+                    a = S.make_call(name, dtype, KB, KT, KH, KV, seed=8, damage=damage,
+                                    scalars={"optimizer": opt})
+                    must = any(d is not None and S.state_used(name, arg, opt)
+                               for arg, d in ((s1, d1), (s2, d2)))
+                    cases.append((f"opt={opt}/{s1}:{d1}/{s2}:{d2}/{dtype}", name, a, must))
+    _run_all(cases)
 
 
 def test_kernel_sample_temperature():
@@ -462,21 +509,62 @@ def test_kernel_sample_temperature():
     _run_all(cases)
 
 
+def test_kernel_sample_top_k_and_top_p():
+    cases = []
+    for dtype in ("float32", "float64"):
+        for greedy in (False, True):
+            for top_k in (0, 1, 2, KV - 1, KV, KV + 7, 2**31 - 1, -1, -2**31, 2**31, 1.5, 2.0, None):
+                for top_p in (1.0, 1, 0.5, 0.9, 1e-300, 0.0, -0.5, 1.0000001, float("nan"),
+                              float("inf"), None, "0.5"):
+                    a = S.make_call("sample", dtype, KB, KT, KH, KV, 8, seed=9,
+                                    scalars={"greedy": greedy, "top_k": top_k, "top_p": top_p})
+                    must = (top_k is None or isinstance(top_k, float)
+                            or top_k in (-1, -2**31, 2**31)
+                            or top_p in (0.0, -0.5, 1.0000001, float("inf"), None, "0.5")
+                            or top_p != top_p)
+                    cases.append((f"top_k={top_k!r}/top_p={top_p!r}/greedy={greedy}/{dtype}",
+                                  "sample", a, must))
+    _run_all(cases)
+
+
 @pytest.mark.parametrize("name", list(S.WRAPPERS))
 def test_kernel_wrappers_sizes_and_codes(name):
     cases = []
     for key, value in [("hidden_size", KH + 1), ("hidden_size", 0), ("hidden_size", -1),
                        ("hidden_size", 2**31), ("vocab_size", KV - 1), ("vocab_size", -KV),
-                       ("vocab_size", 2**40), ("optimizer", 1), ("optimizer", -1),
-                       ("optimizer", 2**31)]:
+                       ("vocab_size", 2**40), ("optimizer", 4), ("optimizer", -1),
+                       ("optimizer", 2**31), ("optimizer", None), ("optimizer", 1.0),
+                       ("optimizer", 0.0), ("hidden_size", float(KH)), ("vocab_size", KV + 0.5)]:
         if key in S.WRAPPERS[name][0]:
             a = S.make_call(name, "float64", KB, KT, KH, KV, seed=5, scalars={key: value})
             cases.append((f"{key}={value}", name, a, True))
     _run_all(cases)
 
 
+def test_kernel_work_sizes_follow_the_block_rule():
+    """work is exactly enough at the size the spec restates (one element less is refused), for
+    chunks taken whole and chunks split into blocks of time steps."""
+    for B, T, H, V in [(1, 1, 1, 1), (2, 3, 4, 5), (8, 40, 6, 3), (32, 64, 8, 2), (3, 50, 2, 2)]:
+        assert K.work_size(B, T, H, V) == S.work_size(B, T, H, V)
+        steps = S.block_steps(B, T, H, V)
+        assert 1 <= steps <= T
+        for dtype in ("float32", "float64"):
+            for extra in (0, -1):
+                a = S.make_call("train_step", dtype, B, T, H, V, seed=10)
+                a["work"] = a["work"][:a["work"].size + extra] if extra else a["work"]
+                exc = S.run_and_check("train_step", a)
+                assert (exc is None) == (extra == 0), (B, T, H, V, extra, exc)
+    assert any(S.block_steps(B, T, H, V) < T for B, T, H, V in [(32, 64, 8, 2), (3, 50, 2, 2)])
+    for H, V in [(1, 1), (4, 5), (100, 77)]:
+        assert K.sample_work_size(H, V) == S.sample_work_size(H, V)
+        a = S.make_call("sample", "float64", 1, 1, H, V, 4, seed=11)
+        a["work"] = a["work"][:-1]
+        assert isinstance(S.run_and_check("sample", a), ValueError)
+
+
 def test_kernel_size_helpers_do_not_overflow():
     for H, V in [(1, 1), (100, 77), (2**31 - 1, 2**31 - 1), (2**31 - 1, 1)]:
         assert K.num_params(H, V) == S.num_params(H, V)
-    for B, T, H, V in [(1, 1, 1, 1), (16, 25, 100, 77), (2**31 - 1,) * 4]:
+        assert K.sample_work_size(H, V) == S.sample_work_size(H, V)
+    for B, T, H, V in [(1, 1, 1, 1), (16, 25, 100, 77), (2**31 - 1,) * 4, (1, 2**31 - 1, 1, 1)]:
         assert K.work_size(B, T, H, V) == S.work_size(B, T, H, V)

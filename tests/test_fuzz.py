@@ -54,14 +54,29 @@ def kernel_calls(draw):
         bad_ids.append((draw(st.sampled_from(["inputs", "targets"])), draw(st.integers(0, 99)),
                         draw(st.sampled_from(S.BAD_IDS + (V, V + 1, V + 1000)))))
     scalars = {}
-    for key in ("lr", "eps", "clip", "temperature"):
-        if key in S.WRAPPERS[name][0] and draw(st.integers(0, 3)) == 0:
+    args = S.WRAPPERS[name][0]
+    for key in ("lr", "eps", "clip", "clip_norm", "grad_scale", "temperature"):
+        if key in args and draw(st.integers(0, 3)) == 0:
             scalars[key] = draw(hyper)
+    if "optimizer" in args:
+        scalars["optimizer"] = draw(st.sampled_from(sorted(S.OPTIMIZER_NAMES)) if
+                                    draw(st.integers(0, 9)) else st.sampled_from([-1, 4, 2**31, 1.0]))
+        if "clip_norm" not in scalars and draw(st.booleans()):
+            scalars["clip_norm"] = draw(st.floats(1e-3, 10.0))
+        for key in ("beta1", "beta2"):
+            if draw(st.integers(0, 3)) == 0:
+                scalars[key] = draw(st.one_of(st.floats(0, 1), st.sampled_from(ODD_NUMBERS)))
+        if draw(st.integers(0, 3)) == 0:
+            scalars["step"] = draw(st.one_of(st.integers(-2, 10**6), st.floats(0, 100),
+                                             st.sampled_from(ODD_NUMBERS)))
+    if name == "sample" and draw(st.booleans()):
+        scalars["top_k"] = draw(st.one_of(st.integers(0, 8), st.sampled_from([-1, 2**31, 1.0])))
+        scalars["top_p"] = draw(st.one_of(st.floats(0, 1), st.sampled_from(ODD_NUMBERS)))
     if name == "sample":
         scalars["greedy"] = draw(st.booleans())
     if draw(st.integers(0, 9)) == 0:
         key = draw(st.sampled_from(["hidden_size", "vocab_size"]))
-        scalars[key] = draw(st.sampled_from([0, -1, H + 1, V + 1, 2**31]))
+        scalars[key] = draw(st.sampled_from([0, -1, H + 1, V + 1, 2**31, float(H)]))
     a = S.make_call(name, dtype, B, T, H, V, n, seed=draw(st.integers(0, 2**32 - 1)),
                     damage=damage, bad_ids=bad_ids, scalars=scalars,
                     with_targets=draw(st.booleans()) if name == "forward_loss" else True,

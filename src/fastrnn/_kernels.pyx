@@ -11,6 +11,8 @@ from libc.math cimport copysignf, exp, fabsf, log, sqrt, sqrtf, tanh
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
+from operator import index as _index
+
 import numpy as np
 
 cdef extern from *:
@@ -590,6 +592,18 @@ def sample_work_size(int hidden_size, int vocab_size):
     return 2 * V * H + H * H + V + H + 2 * SCRATCH_SLACK
 
 
+cdef int _as_int(object value, str name) except? -1:
+    # A C int argument would take a float and truncate it (1.5 -> 1): integers only (anything
+    # with __index__: Python and numpy integers, bools), and within a C int's range
+    try:
+        i = _index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if not (-2**31 <= i < 2**31):
+        raise OverflowError(f"{name}={i} does not fit a C int")
+    return i
+
+
 cdef inline void _span(const char** start, Py_ssize_t* nbytes, int k, const void* p,
                        Py_ssize_t n) noexcept:
     start[k] = <const char*>p
@@ -672,13 +686,13 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
 def loss_and_grads(const floating[::1] params not None, floating[::1] grads not None,
                    const int[:, ::1] inputs not None, const int[:, ::1] targets,
                    floating[:, ::1] h not None, floating[::1] work not None,
-                   int hidden_size, int vocab_size, floating[:, ::1] dh0=None):
+                   hidden_size, vocab_size, floating[:, ::1] dh0=None):
     """Forward and BPTT over one (B,T) chunk.
 
     Overwrites `grads` (unclipped), replaces h (B,H) by the last hidden state, writes dL/dh0 into
     `dh0` if given, and returns the summed cross-entropy.
     """
-    cdef int H = hidden_size, V = vocab_size
+    cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef floating* p_dh0 = NULL
@@ -716,10 +730,10 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
 
 def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs not None,
                  const int[:, ::1] targets, floating[:, ::1] h not None,
-                 floating[::1] work not None, int hidden_size, int vocab_size):
+                 floating[::1] work not None, hidden_size, vocab_size):
     """Forward only: returns the summed cross-entropy (0.0 if targets is None) and replaces h
     by the last hidden state. Logits (or dZ) stay in work[(T+1)*B*H : (T+1)*B*H + T*B*V]."""
-    cdef int H = hidden_size, V = vocab_size
+    cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef const int* p_targets = NULL
@@ -792,7 +806,7 @@ cdef inline floating* _ptr(floating[::1] a):
 
 
 cdef int _check_update_scalars(floating x, double lr, double eps, object clip,
-                               object clip_norm) except -1:
+                               object clip_norm, double grad_scale) except -1:
     # the hyperparameters must survive rounding to the buffers' float type (x only picks it)
     _check_scalar(<floating>lr, lr, "lr", False)
     _check_scalar(<floating>eps, eps, "eps", False)
@@ -803,11 +817,18 @@ cdef int _check_update_scalars(floating x, double lr, double eps, object clip,
     if clip_norm is not None:
         c = clip_norm
         _check_scalar(<floating>c, c, "clip_norm", True)
+    _check_scalar(<floating>grad_scale, grad_scale, "grad_scale", False)
     return 0
 
 
+cdef inline floating* _state_ptr(floating[::1] a, bint used):
+    # an optimizer state buffer the optimizer does not use is neither read nor written (nor
+    # checked for size or overlap): the kernel gets NULL
+    return _ptr(a) if used else NULL
+
+
 def optimizer_update(floating[::1] params not None, const floating[::1] grads not None,
-                     floating[::1] state1, floating[::1] state2, int optimizer, double lr,
+                     floating[::1] state1, floating[::1] state2, optimizer, double lr,
                      double eps=1e-8, clip=None, double beta1=0.9, double beta2=0.999,
                      double step=1, clip_norm=None, double grad_scale=1.0):
     """One optimizer step in place (see `update` in _kernels.pxd); `optimizer` is a code from
@@ -817,13 +838,14 @@ def optimizer_update(floating[::1] params not None, const floating[::1] grads no
     cdef double norm
     cdef const char* start[4]
     cdef Py_ssize_t nbytes[4]
-    _make_config(&cfg, params.shape[0], grads.shape[0], _size(state1), _size(state2), optimizer,
+    cdef int opt = _as_int(optimizer, "optimizer")
+    _make_config(&cfg, params.shape[0], grads.shape[0], _size(state1), _size(state2), opt,
                  lr, eps, clip, beta1, beta2, step, clip_norm, grad_scale)
-    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm)
+    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
     if params.shape[0] == 0:
         return -1.0
-    cdef floating* p_state1 = _ptr(state1)
-    cdef floating* p_state2 = _ptr(state2)
+    cdef floating* p_state1 = _state_ptr(state1, opt != OPT_SGD)
+    cdef floating* p_state2 = _state_ptr(state2, opt == OPT_ADAM)
     _span(start, nbytes, 0, &params[0], params.shape[0] * sizeof(floating))
     _span(start, nbytes, 1, p_state1, params.shape[0] * sizeof(floating))
     _span(start, nbytes, 2, p_state2, params.shape[0] * sizeof(floating))
@@ -842,29 +864,32 @@ def adagrad_update(floating[::1] params not None, const floating[::1] grads not 
 
 def train_step(floating[::1] params not None, floating[::1] grads not None, floating[::1] mem,
                const int[:, ::1] inputs not None, const int[:, ::1] targets,
-               floating[:, ::1] h not None, floating[::1] work not None, int hidden_size,
-               int vocab_size, int optimizer, double lr, double eps, clip,
+               floating[:, ::1] h not None, floating[::1] work not None, hidden_size,
+               vocab_size, optimizer, double lr, double eps, clip,
                floating[::1] mem2=None, double beta1=0.9, double beta2=0.999, double step=1,
                clip_norm=None, double grad_scale=1.0):
     """One whole training iteration in one call: forward, BPTT, clipping and the optimizer
     update (the arguments after `optimizer` as in `optimizer_update`; mem and mem2 are its state
     1 and 2). Replaces h by the last hidden state and returns the summed loss of the chunk."""
-    cdef int H = hidden_size, V = vocab_size
+    cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef UpdateConfig cfg
     cdef const char* start[8]
     cdef Py_ssize_t nbytes[8]
+    cdef int opt = _as_int(optimizer, "optimizer")
     if targets is None:
         raise ValueError("targets is required")
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
-    _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), optimizer, lr,
+    _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), opt, lr,
                  eps, clip, beta1, beta2, step, clip_norm, grad_scale)
-    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm)
+    _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
     _span(start, nbytes, 0, &params[0], params.shape[0] * sizeof(floating))
     _span(start, nbytes, 1, &grads[0], grads.shape[0] * sizeof(floating))
-    _span(start, nbytes, 2, _ptr(mem), params.shape[0] * sizeof(floating))
-    _span(start, nbytes, 3, _ptr(mem2), params.shape[0] * sizeof(floating))
+    cdef floating* p_mem = _state_ptr(mem, opt != OPT_SGD)
+    cdef floating* p_mem2 = _state_ptr(mem2, opt == OPT_ADAM)
+    _span(start, nbytes, 2, p_mem, params.shape[0] * sizeof(floating))
+    _span(start, nbytes, 3, p_mem2, params.shape[0] * sizeof(floating))
     _span(start, nbytes, 4, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
     _span(start, nbytes, 5, &work[0], work.shape[0] * sizeof(floating))
     _span(start, nbytes, 6, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
@@ -875,8 +900,6 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
     cdef floating* scratch = dH + (_block_steps(B, T, H, V) + 1) * B * <Py_ssize_t>H
-    cdef floating* p_mem = _ptr(mem)
-    cdef floating* p_mem2 = _ptr(mem2)
     with nogil:
         memcpy(hs, &h[0, 0], B * H * sizeof(floating))
         loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
@@ -888,21 +911,22 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
 
 def sample(const floating[::1] params not None, floating[::1] h not None,
            const double[::1] uniforms not None, double temperature, bint greedy,
-           int[::1] out not None, floating[::1] work not None, int hidden_size, int vocab_size,
-           int top_k=0, double top_p=1.0):
+           int[::1] out not None, floating[::1] work not None, hidden_size, vocab_size,
+           top_k=0, double top_p=1.0):
     """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd."""
-    cdef int H = hidden_size, V = vocab_size
+    cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef Py_ssize_t n = out.shape[0]
     cdef const char* start[5]
     cdef Py_ssize_t nbytes[5]
+    cdef int k = _as_int(top_k, "top_k")
     _check_dims(params.shape[0], H, V)
     if h.shape[0] != H:
         raise ValueError(f"h has {h.shape[0]} elements; expected hidden_size={H}")
     if work.shape[0] < sample_work_size(H, V):
         raise ValueError(f"work has {work.shape[0]} elements; sampling needs "
                          f"{sample_work_size(H, V)}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}")
+    if k < 0:
+        raise ValueError(f"top_k must be >= 0 (0: off), got {k}")
     if not (0 < top_p <= 1):
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     if not greedy:
@@ -923,4 +947,4 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
     cdef int[::1] order = np.empty(V, dtype=np.intc)
     with nogil:
         generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
-                 <floating>temperature, greedy, top_k, top_p, &out[0], &work[0], &order[0])
+                 <floating>temperature, greedy, k, top_p, &out[0], &work[0], &order[0])
