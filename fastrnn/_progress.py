@@ -42,6 +42,7 @@ class Reporter:
     def __init__(self, trainer, total, progress, print_every, file, log):
         self.tr, self.print_every, self.file = trainer, print_every, file
         self.step_seconds = 0.0   # time in training steps since the last report
+        self._skipped_reported = trainer.skipped_steps
         self.every = print_every or max(1, min(100, total // 100 or 1))
         self.bar = None
         if progress or progress is None:
@@ -73,6 +74,16 @@ class Reporter:
         if tr.iteration % self.every:
             return
         tokens = tr._tokens_since
+        skipped = tr.skipped_steps - self._skipped_reported
+        self._skipped_reported = tr.skipped_steps
+        note = f", {skipped} step(s) skipped (non-finite)" if skipped else ""
+        if tokens == 0:  # every step since the last report was skipped
+            self.step_seconds = 0.0
+            self._write({"kind": "skipped", "iteration": tr.iteration, "skipped": skipped,
+                         "skipped_steps": tr.skipped_steps})
+            if self.bar is None and self.print_every:
+                self._say(f"iter {tr.iteration}: no step taken since the last report{note}")
+            return
         nats = tr._loss_since / tokens
         cps = tokens / self.step_seconds if self.step_seconds > 0 else float("inf")
         smooth_per_char = tr.smooth_loss / (tr.seq_length * tr.batch_size)
@@ -81,14 +92,17 @@ class Reporter:
         self._write({"kind": "train", "iteration": tr.iteration, "epoch": round(tr.epoch, 4),
                      "loss": nats, "bits_per_char": nats / LN2, "smooth_loss": tr.smooth_loss,
                      "smooth_nats_per_char": smooth_per_char, "chars_per_sec": cps,
-                     "lr": tr.optimizer.lr})
+                     "lr": tr.optimizer.lr,
+                     **({"skipped": skipped, "skipped_steps": tr.skipped_steps}
+                        if skipped else {})})
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {nats:.3f} nats/char ({nats / LN2:.3f} bits), "
                                      f"smooth {tr.smooth_loss:.2f}, {cps:,.0f} chars/s",
                                      refresh=False)
         elif self.print_every:
             self._say(f"iter {tr.iteration}, loss: {tr.smooth_loss:f} "
-                      f"({nats:.4f} nats/char = {nats / LN2:.4f} bits/char, {cps:,.0f} chars/s)")
+                      f"({nats:.4f} nats/char = {nats / LN2:.4f} bits/char, {cps:,.0f} chars/s)"
+                      f"{note}")
 
     def validation(self, m, best):
         tr = self.tr

@@ -5,10 +5,14 @@ import math
 import os
 import sys
 import time
+import warnings
+
+import numpy as np
 
 import fastrnn
 import fastrnn.checkpoint
-from fastrnn.vocab import OOV_POLICIES, read_text
+from fastrnn.trainer import NAN_POLICIES
+from fastrnn.vocab import OOV_POLICIES, read_ids
 
 # Model, walk and optimizer settings of each preset; the optimizer's own defaults complete them.
 PRESETS = {
@@ -19,14 +23,65 @@ PRESETS = {
 }
 
 
-def _load_corpus(path, byte_level):
-    """(text, a description) of --data, or of the built-in corpus."""
+# Checks of numeric options, made before anything is loaded: (test, what it must be).
+_FINITE = math.isfinite
+OPTION_CHECKS = {
+    "positive integer": (lambda v: v >= 1, "at least 1"),
+    "count": (lambda v: v >= 0, "at least 0"),
+    "positive": (lambda v: v > 0 and _FINITE(v), "a positive finite number"),
+    "clip": (lambda v: v >= 0, "positive (0 turns it off; inf: no clipping)"),
+    "temperature": (lambda v: v >= 0 and _FINITE(v), "a finite number >= 0 (0: greedy)"),
+    "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+OPTIONS = {"hidden_size": "positive integer", "seq_length": "positive integer",
+           "batch_size": "positive integer", "threads": "positive integer",
+           "top_k": "positive integer", "iterations": "count", "eval_every": "count",
+           "print_every": "count", "sample_every": "count", "sample_length": "count",
+           "checkpoint_every": "count", "length": "count", "seed": "count", "lr": "positive",
+           "epochs": "positive", "clip": "clip", "clip_norm": "clip",
+           "temperature": "temperature", "top_p": "fraction"}
+
+
+def check_options(args):
+    """A clear error for a numeric option out of its range (NaN included), before any work."""
+    for name, kind in OPTIONS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        test, want = OPTION_CHECKS[kind]
+        if not test(value):  # NaN fails every test
+            raise ValueError(f"--{name.replace('_', '-')} must be {want}, got {value}")
+
+
+def _load_ids(path, byte_level, vocab=None, oov="error"):
+    """(vocab, ids, a description) of --data, or of the built-in corpus: the vocabulary built
+    from it unless given, the ids in the vocabulary's smallest integer type (one byte a
+    character up to 256 symbols); the text itself is never held whole."""
     if path:
-        return read_text(path, byte_level), path
-    text = fastrnn.load_shakespeare()
-    if byte_level:
-        text = text.encode("utf-8").decode("latin-1")
-    return text, "built-in Shakespeare (1.1 MB)"
+        vocab, ids = read_ids(path, byte_level, vocab, oov)
+        source = path
+    else:
+        text = fastrnn.load_shakespeare()
+        if byte_level:
+            text = text.encode("utf-8").decode("latin-1")
+        vocab = vocab or fastrnn.Vocab.from_text(text, byte_level=byte_level)
+        ids = vocab.encode(text, oov=oov, dtype=vocab.dtype)
+        source = "built-in Shakespeare (1.1 MB)"
+    if len(ids) == 0:
+        raise ValueError(f"{source} holds no text to train on"
+                         + (f" (--oov {oov} dropped every character)" if oov == "skip" else ""))
+    return vocab, ids, source
+
+
+def _check_length(train_ids, val_ids, T, B, source):
+    """A clear error when the training part of the corpus is too short for one chunk."""
+    need = B * T + 1
+    if len(train_ids) >= need:
+        return
+    held = f" ({len(val_ids):,} more are held out by --val-frac)" if val_ids is not None else ""
+    raise ValueError(f"{source} gives {len(train_ids):,} characters to train on{held}; "
+                     f"--seq-length {T} x --batch-size {B} needs at least {need:,}: use more "
+                     f"text or a smaller --seq-length / --batch-size")
 
 
 def _split(ids, val_frac):
@@ -64,16 +119,16 @@ def _new_trainer(args, out):
         if args.hidden_size is not None and args.hidden_size != model.hidden_size:
             raise ValueError(f"--hidden-size {args.hidden_size} differs from the "
                              f"--init-from model's {model.hidden_size}")
-        vocab = model.vocab
-        text, source = _load_corpus(args.data, vocab.byte_level)
-        ids = vocab.encode(text, oov=args.oov)
+        if args.bytes and not model.vocab.byte_level:
+            raise ValueError(f"--bytes: the --init-from model {args.init_from} models "
+                             f"characters, not bytes; leave out --bytes")
+        vocab, ids, source = _load_ids(args.data, model.vocab.byte_level, model.vocab, args.oov)
     else:
-        text, source = _load_corpus(args.data, args.bytes)
-        vocab = fastrnn.Vocab.from_text(text, byte_level=args.bytes)
-        ids = vocab.encode(text)
+        vocab, ids, source = _load_ids(args.data, args.bytes)
         model = fastrnn.CharRNN(vocab, H, backend=args.backend, device=args.device,
                                 dtype=args.dtype or "float32", seed=args.seed)
     train_ids, val_ids = _split(ids, args.val_frac)
+    _check_length(train_ids, val_ids, T, B, source)
     if args.preset:  # the preset's optimizer and settings
         default = preset["optimizer"], preset["optim"]
     else:            # the trainer's default for this batch size
@@ -85,7 +140,8 @@ def _new_trainer(args, out):
     trainer = fastrnn.Trainer(model, train_ids, seq_length=T, batch_size=B,
                               optimizer=_optimizer(args, model, name, base),
                               reset=args.reset or "wrap",
-                              reduction=reduction, val_ids=val_ids, seed=args.seed)
+                              reduction=reduction, val_ids=val_ids, seed=args.seed,
+                              nan_policy=args.nan_policy or "raise")
     trainer.meta = {"data": os.path.abspath(args.data) if args.data else "",
                     "val_frac": args.val_frac,
                     "iterations": _total_iterations(args, trainer, preset)}
@@ -119,10 +175,12 @@ def _resumed_trainer(args, out):
         raise ValueError(f"{args.resume} has no vocabulary")
     data = args.data if args.data is not None else (meta.get("data") or None)
     val_frac = meta.get("val_frac", args.val_frac)
-    text, source = _load_corpus(data, probe.vocab.byte_level)
-    train_ids, val_ids = _split(probe.vocab.encode(text, oov=args.oov), val_frac)
+    _, ids, source = _load_ids(data, probe.vocab.byte_level, probe.vocab, args.oov)
+    train_ids, val_ids = _split(ids, val_frac)
     trainer = fastrnn.Trainer.load(args.resume, train_ids, val_ids=val_ids,
                                    backend=args.backend, device=args.device)
+    if args.nan_policy is not None:
+        trainer.nan_policy = args.nan_policy
     if args.epochs is not None or args.iterations is not None:
         trainer.meta["iterations"] = _total_iterations(args, trainer, PRESETS["min-char-rnn"])
     print(f"fastrnn {fastrnn.__version__}: resuming {args.resume} at iteration "
@@ -136,8 +194,15 @@ def cmd_train(args):
     if args.plot:  # fail before training, not after it
         fastrnn.plot.require_matplotlib()
     if args.threads is not None:
-        fastrnn.set_num_threads(args.threads)
+        _set_threads(args.threads)
     trainer = _resumed_trainer(args, out) if args.resume else _new_trainer(args, out)
+    prime = args.prime
+    if prime:  # checked now, not after the training
+        vocab = trainer.model.vocab
+        try:
+            prime = vocab.decode(vocab.encode(prime, oov=args.oov))
+        except ValueError as exc:
+            raise ValueError(f"--prime: {exc}") from None
     total = int(trainer.meta["iterations"])
     todo = max(0, total - trainer.iteration)
     has_val = trainer.val_ids is not None
@@ -150,12 +215,24 @@ def cmd_train(args):
     if ckpt is None:  # a resumed run keeps writing beside the checkpoint it came from
         ckpt = os.path.dirname(args.resume) or "." if args.resume else "checkpoints"
     ckpt = ckpt or None
-    result = trainer.fit(todo, print_every=print_every, file=out, progress=None,
-                         eval_every=eval_every if has_val else 0,
-                         sample_every=args.sample_every, sample_length=args.sample_length,
-                         checkpoint_every=(args.checkpoint_every if args.checkpoint_every
-                                           is not None else eval_every),
-                         checkpoint_dir=ckpt, log=log)
+    try:
+        result = trainer.fit(todo, print_every=print_every, file=out, progress=None,
+                             eval_every=eval_every if has_val else 0,
+                             sample_every=args.sample_every, sample_length=args.sample_length,
+                             checkpoint_every=(args.checkpoint_every if args.checkpoint_every
+                                               is not None else eval_every),
+                             checkpoint_dir=ckpt, log=log)
+    except fastrnn.trainer.DivergedError as exc:  # say what is on disk, and what to change
+        where = os.path.join(ckpt, "latest.npz") if ckpt else None
+        kept = ("no checkpoint was written (no --checkpoint-dir)" if not where else
+                f"no checkpoint was written yet to {where}")
+        if where and os.path.exists(where):
+            it = int(fastrnn.checkpoint.read_npz(where)["trainer/iteration"])
+            kept = f"the last checkpoint, {where}, is from iteration {it:,}"
+        skip = "" if trainer.nan_policy == "skip" else ", or --nan-policy skip"
+        raise FloatingPointError(f"training diverged at iteration {exc.iteration:,}: "
+                                 f"{exc.reason}; try a smaller --lr, or --clip / --clip-norm"
+                                 f"{skip}; {kept}") from None
     if args.plot:
         fastrnn.plot_history(trainer.history, args.plot)
     if result.interrupted:
@@ -170,7 +247,9 @@ def cmd_train(args):
     print(f"{trainer.iteration} iterations ({trainer.epoch:.3g} epochs), this run "
           f"{len(result.losses)} in {result.seconds:.1f} s ({result.step_seconds:.1f} s "
           f"training, {trained / max(result.step_seconds, 1e-9):,.0f} chars/s); smooth loss "
-          f"{result.smooth_loss:.3f} ({result.smooth_loss / tpc:.4f} nats/char)", file=out)
+          f"{result.smooth_loss:.3f} ({result.smooth_loss / tpc:.4f} nats/char)"
+          f"{f'; {result.skipped_steps} non-finite steps skipped' if result.skipped_steps else ''}",
+          file=out)
     if has_val and trainer.history["val"]:
         best = trainer.best_val_loss
         print(f"validation: last {trainer.history['val'][-1][1]:.4f}, best {best:.4f} "
@@ -181,10 +260,19 @@ def cmd_train(args):
     if args.sample_length:
         print("----", file=out)
         _write_text(trainer.model.vocab, trainer.model.stream(
-            args.sample_length, prime=args.prime, temperature=args.temperature,
-            seed=args.seed), out, prime=args.prime)
+            args.sample_length, prime=prime, temperature=args.temperature,
+            seed=args.seed), out, prime=prime)
         print("\n----", file=out)
     return 0
+
+
+def _set_threads(n):
+    """set_num_threads, its warning (more threads than cores) as one line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastrnn.set_num_threads(n)
+    for w in caught:
+        print(f"fastrnn: warning: {w.message}", file=sys.stderr)
 
 
 def _write_text(vocab, chars, out, prime=""):
@@ -241,25 +329,27 @@ def cmd_eval(args):
     model = _load_model(args)
     if model.vocab is None:
         raise ValueError(f"{args.checkpoint} has no vocabulary to read text with")
-    ids = model.vocab.encode(read_text(args.file, model.vocab.byte_level), oov=args.oov)
+    _, ids = read_ids(args.file, model.vocab.byte_level, model.vocab, args.oov)
+    if len(ids) < 2:
+        raise ValueError(f"{args.file} holds {len(ids)} character(s) of the vocabulary; "
+                         f"scoring needs at least 2")
     total, count = model.nll(ids, batch_size=args.batch_size)
-    n_bytes = int(model.vocab.byte_lengths()[ids[1:]].sum())
+    n_bytes = int(np.bincount(ids[1:], minlength=len(model.vocab)) @ model.vocab.byte_lengths())
     _report(args.file, fastrnn.trainer.metrics(total, count, n_bytes), args.json)
     return 0
 
 
 def cmd_baseline(args):
     from fastrnn.ngram import KneserNey
-    text = read_text(args.file, args.bytes)
-    vocab = fastrnn.Vocab.from_text(text, byte_level=args.bytes)
-    train_ids, val_ids = _split(vocab.encode(text), args.val_frac)
+    vocab, ids = read_ids(args.file, args.bytes)
+    train_ids, val_ids = _split(ids, args.val_frac)
     if val_ids is None:
-        raise ValueError(f"--val-frac {args.val_frac} of {len(text)} characters leaves no "
+        raise ValueError(f"--val-frac {args.val_frac} of {len(ids)} characters leaves no "
                          f"validation text to score")
     t0 = time.perf_counter()
     lm = KneserNey(args.order, len(vocab)).fit(train_ids)
     total, count = lm.nll(val_ids)
-    n_bytes = int(vocab.byte_lengths()[val_ids[1:]].sum())
+    n_bytes = int(np.bincount(val_ids[1:], minlength=len(vocab)) @ vocab.byte_lengths())
     if not args.json:
         print(f"interpolated Kneser-Ney {args.order}-gram on {len(train_ids):,} chars, vocab "
               f"{len(vocab)}, scored on the last {len(val_ids):,} "
@@ -337,7 +427,11 @@ def build_parser():
     t.add_argument("--init-from", metavar="PATH",
                    help="fine-tune a checkpoint's model (its vocabulary is kept)")
     t.add_argument("--oov", choices=OOV_POLICIES, default="error",
-                   help="characters outside a loaded checkpoint's vocabulary")
+                   help="characters outside the vocabulary: in the data of --init-from or "
+                        "--resume, and in --prime")
+    t.add_argument("--nan-policy", choices=NAN_POLICIES,
+                   help="a step whose loss or update is not finite is never taken; raise (the "
+                        "default): stop with an error; skip: go on without it")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, help="BLAS threads (default: $FASTRNN_NUM_THREADS "
                                                "or all cores)")
@@ -397,12 +491,17 @@ def main(argv=None):
         return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        check_options(args)
         return args.func(args)
     except BrokenPipeError:  # e.g. `fastrnn sample ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, TypeError, ImportError, OSError, FloatingPointError) as exc:
+    except (ValueError, TypeError, ImportError, OSError, ArithmeticError) as exc:
         print(f"fastrnn: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # e.g. an absurd --hidden-size
+        print(f"fastrnn: error: out of memory ({exc or 'no details'}); try smaller sizes",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastrnn: interrupted", file=sys.stderr)

@@ -55,11 +55,11 @@ class DistributedTrainer(Trainer):
 
     def _train_chunk(self, x, y, grad_scale):
         """Trains on this rank's rows of the whole chunk; grad_scale is the whole chunk's (the
-        gradients are summed over the ranks before it applies). Returns the summed loss of all
-        ranks."""
+        gradients are summed over the ranks before it applies). Returns (the summed loss of all
+        ranks, True): data-parallel steps are not guarded against a non-finite update."""
         r = self.rows
         return self.model._backend.train_step(x[r], y[r], self.h[r], self.optimizer,
-                                              grad_scale)
+                                              grad_scale), True
 
 
 def setup(device="auto"):

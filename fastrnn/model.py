@@ -202,11 +202,12 @@ class CharRNN:
         return self._backend.generate(int(n), h[0], uniforms, temperature, greedy, top_k, top_p)
 
     def stream(self, n=None, *, prime="", prime_ids=None, h0=None, temperature=1.0, greedy=False,
-               top_k=None, top_p=None, seed=None, chunk_size=16):
+               top_k=None, top_p=None, seed=None, chunk_size=16, oov="error"):
         """An iterator over generated characters (ids when the model has no vocab), produced
         chunk_size at a time: n of them, or without end when n is None. For the same arguments
         it yields exactly what generate() / sample_text() return. `prime` is text to warm the
-        state on (needs model.vocab); `prime_ids` the same as ids."""
+        state on (needs model.vocab; characters outside it raise, or are dropped or replaced as
+        oov="skip"/"replace" says, see Vocab.encode); `prime_ids` the same as ids."""
         if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)
                               or n < 0):
             raise ValueError(f"n must be a non-negative integer or None, got {n!r}")
@@ -215,7 +216,7 @@ class CharRNN:
         if prime:
             if self.vocab is None:
                 raise ValueError("prime text needs a model with a vocab; pass prime_ids")
-            prime_ids = self.vocab.encode(prime)
+            prime_ids = self.vocab.encode(prime, oov=oov)
         return self._stream(n, self._primed_state(prime_ids, h0)[0], temperature, greedy, top_k,
                             top_p, np.random.default_rng(seed), chunk_size)
 
@@ -314,10 +315,11 @@ class CharRNN:
         model.set_params(params)
         return model
 
-    def sample_text(self, n, *, prime="", **kwargs):
-        """n generated characters as a str (needs model.vocab); prime is text to warm up on."""
+    def sample_text(self, n, *, prime="", oov="error", **kwargs):
+        """n generated characters as a str (needs model.vocab); prime is text to warm up on
+        (characters outside the vocabulary as `oov` says, see Vocab.encode)."""
         if self.vocab is None:
             raise ValueError("this model has no vocab; build it with CharRNN(vocab, ...) or "
                              "decode generate()'s ids with your Vocab")
-        prime_ids = self.vocab.encode(prime) if prime else None
+        prime_ids = self.vocab.encode(prime, oov=oov) if prime else None
         return self.vocab.decode(self.generate(n, prime_ids=prime_ids, **kwargs))

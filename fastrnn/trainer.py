@@ -14,6 +14,16 @@ The data walk:
 Reset policy for the carried state: "wrap" (zero a stream's state when it wraps to its start),
 "never", or "every" (zero before every chunk: no state carried).
 
+Divergence: a step whose loss is not finite, or whose update would leave a NaN or infinity in the
+parameters or the optimizer state, is never taken: parameters, optimizer state and carried state
+stay as they were. nan_policy="raise" (the default) then stops with FloatingPointError naming the
+iteration; "skip" counts the step as done (the walk moves on), zeroes the carried state and goes
+on, unless MAX_SKIPS_IN_A_ROW steps in a row are refused.
+
+The ids are kept in the smallest integer type that holds the vocabulary (uint8 up to 256
+symbols), without a copy when they come in that type, so a large corpus costs one byte a
+character; each chunk is widened to int32 for the kernels as it is taken.
+
 The loss minimised is the cross-entropy summed over the chunk's tokens (reduction="sum", as the
 gist) or averaged over them (reduction="mean": gradients scaled by 1/tokens before clipping).
 """
@@ -27,11 +37,46 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._progress import LN2, Reporter, SigintFlag
-from .model import as_ids, check_positive_int
+from .model import check_positive_int
 from .optim import Adagrad, Adam
 
 RESETS = ("wrap", "never", "every")
 REDUCTIONS = ("sum", "mean")
+NAN_POLICIES = ("raise", "skip")
+MAX_SKIPS_IN_A_ROW = 100  # "skip" gives up after this many refused steps in a row
+HASH_CHUNK = 1 << 22      # ids hashed this many at a time (as int32, the fingerprint's format)
+
+
+class DivergedError(FloatingPointError):
+    """Training diverged: `iteration` is the step not taken, `reason` why; the model and the
+    optimizer are as before that step."""
+
+    def __init__(self, message, iteration, reason):
+        super().__init__(message)
+        self.iteration, self.reason = iteration, reason
+
+
+def ids_dtype(vocab_size):
+    """The smallest integer type that holds ids 0..vocab_size-1 (int32 beyond uint16, as the
+    kernels take)."""
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+
+
+def compact_ids(a, vocab_size, name):
+    """A 1-D id array checked like model.as_ids, in ids_dtype(vocab_size) (no copy when it
+    already is, contiguous)."""
+    a = np.asarray(a)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an array of integer ids, got dtype {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must have 1 dimension(s), got shape {a.shape}")
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"{name} holds ids in [{lo}, {hi}]; ids must lie in [0, {vocab_size}) "
+                         f"for vocab_size={vocab_size}")
+    return np.ascontiguousarray(a, dtype=ids_dtype(vocab_size))
 
 
 @dataclass
@@ -45,6 +90,7 @@ class TrainResult:
     step_seconds: float = 0.0        # time spent in training iterations alone
     interrupted: bool = False        # stopped early by Ctrl-C (SIGINT)
     best_val_loss: float = math.inf  # best validation nats/char seen so far
+    skipped_steps: int = 0           # steps not taken (non-finite; nan_policy="skip") this call
 
 
 def default_optimizer(model, batch_size):
@@ -59,7 +105,8 @@ def metrics(total_nats, count, n_bytes=None):
     """Loss metrics of `count` predictions costing `total_nats`: nats/char, bits/char,
     perplexity, and bits/byte when the predicted characters' byte count is given."""
     nats = total_nats / count
-    out = {"nats_per_char": nats, "bits_per_char": nats / LN2, "perplexity": math.exp(nats),
+    perplexity = math.exp(nats) if nats < 709 else math.inf  # a diverged model's overflows
+    out = {"nats_per_char": nats, "bits_per_char": nats / LN2, "perplexity": perplexity,
            "chars": count}
     if n_bytes:
         out["bits_per_byte"] = total_nats / LN2 / n_bytes
@@ -71,10 +118,11 @@ class Trainer:
 
     optimizer: an optimizer of fastrnn.optim for this model (default: default_optimizer).
     val_ids: held-out ids for `fit(eval_every=...)` and the best checkpoint.
+    nan_policy: "raise" or "skip" a step that diverges (see the module docstring).
     """
 
     def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None,
-                 reset="wrap", reduction="sum", val_ids=None, seed=0):
+                 reset="wrap", reduction="sum", val_ids=None, seed=0, nan_policy="raise"):
         self.model = model
         self.seq_length = T = check_positive_int(seq_length, "seq_length")
         self.batch_size = B = check_positive_int(batch_size, "batch_size")
@@ -83,13 +131,16 @@ class Trainer:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, "
                              f"got {reduction!r}")
-        self.reset, self.reduction = reset, reduction
-        self.ids = as_ids(ids, model.vocab_size, "ids", ndims=(1,))
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}, "
+                             f"got {nan_policy!r}")
+        self.reset, self.reduction, self.nan_policy = reset, reduction, nan_policy
+        self.ids = compact_ids(ids, model.vocab_size, "ids")
         if len(self.ids) < B * T + 1:
             raise ValueError(f"the corpus has {len(self.ids)} ids; seq_length={T} with "
                              f"batch_size={B} needs at least {B * T + 1}")
-        self.val_ids = None if val_ids is None else as_ids(val_ids, model.vocab_size, "val_ids",
-                                                           ndims=(1,))
+        self.val_ids = None if val_ids is None else compact_ids(val_ids, model.vocab_size,
+                                                                "val_ids")
         if self.val_ids is not None and len(self.val_ids) < 2:
             raise ValueError("val_ids needs at least 2 ids")
         self.optimizer = optimizer if optimizer is not None else default_optimizer(model, B)
@@ -106,6 +157,9 @@ class Trainer:
             self.untrained_pairs = n_pairs - B * self.stream_length
         self.starts = np.arange(B, dtype=np.int64) * self.stream_length
         self.iteration = 0
+        self.skipped_steps = 0       # steps refused as non-finite and skipped, in all
+        self._skips_in_a_row = 0
+        self._fingerprint = None
         self.smooth_loss = -math.log(1.0 / model.vocab_size) * T * B
         self.h = np.zeros((B, model.hidden_size), dtype=model.dtype)
         self.position = 0            # offset of the next chunk inside every stream
@@ -134,7 +188,8 @@ class Trainer:
             if self.reset == "every":
                 self.h[...] = 0
             self.position = p + T
-            return ids[None, p:p + T], ids[None, p + 1:p + T + 1]
+            w = ids[p:p + T + 1].astype(np.int32)
+            return w[None, :-1], w[None, 1:]
         p = self.position
         if self.reset == "every" or (self.reset == "wrap" and p == 0):
             self.h[...] = 0
@@ -142,14 +197,21 @@ class Trainer:
         rows = (self.starts + p)[:, None] + np.arange(t + 1)
         window = ids[rows]
         self.position = (p + t) % self.stream_length
-        return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+        return (np.ascontiguousarray(window[:, :-1], dtype=np.int32),
+                np.ascontiguousarray(window[:, 1:], dtype=np.int32))
 
     def step(self):
-        """One training iteration; returns its summed loss."""
+        """One training iteration; returns its summed loss. A step that diverges is not taken
+        (see the module docstring): with nan_policy="raise" FloatingPointError, and the trainer
+        is as before the call; with "skip" the step counts in `skipped_steps`."""
+        position = self.position
         x, y = self.next_chunk()
         tokens = x.size
         scale = 1.0 if self.reduction == "sum" else 1.0 / tokens
-        loss = self._train_chunk(x, y, scale)
+        loss, taken = self._train_chunk(x, y, scale)
+        if not taken:
+            return self._refused(loss, position, tokens)
+        self._skips_in_a_row = 0
         full = self.seq_length * self.batch_size
         chunk = loss if tokens == full else loss * full / tokens  # a short chunk, made full
         self.smooth_loss = self.smooth_loss * 0.999 + chunk * 0.001
@@ -161,8 +223,32 @@ class Trainer:
 
     def _train_chunk(self, x, y, grad_scale):
         """One fused training iteration on the chunk (x, y) from the carried states self.h
-        (updated in place), gradients scaled by grad_scale; returns the summed loss."""
-        return self.model._backend.train_step(x, y, self.h, self.optimizer, grad_scale)
+        (updated in place), gradients scaled by grad_scale; returns (summed loss, taken): a step
+        with a non-finite loss or update is not taken (see nan_policy)."""
+        return self.model._backend.train_step_guarded(x, y, self.h, self.optimizer, grad_scale)
+
+    def _refused(self, loss, position, tokens):
+        """What follows a step the backend refused to take (non-finite)."""
+        what = (f"the loss became {loss}" if not math.isfinite(loss) else
+                "its update would have left NaN or infinite parameters")
+        hint = ("try a smaller learning rate or gradient clipping (clip, clip_norm), or "
+                "nan_policy='skip' to skip such steps")
+        if self.nan_policy == "raise":
+            self.position = position  # as before the call: the same chunk comes next
+            raise DivergedError(f"training diverged at iteration {self.iteration + 1}: {what}; "
+                                f"the parameters are kept from before that step ({hint})",
+                                self.iteration + 1, what)
+        self.h[...] = 0
+        self.iteration += 1
+        self.skipped_steps += 1
+        self._skips_in_a_row += 1
+        self._last_tokens = tokens
+        if self._skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+            what = f"{self._skips_in_a_row} steps in a row were skipped, the last as {what}"
+            raise DivergedError(f"training diverged at iteration {self.iteration}: {what}; the "
+                                f"parameters are kept from before them (try a smaller learning "
+                                f"rate or gradient clipping)", self.iteration, what)
+        return loss
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, ids=None, *, batch_size=None, chunk_length=None):
@@ -177,7 +263,8 @@ class Trainer:
                              chunk_length=chunk_length or max(self.seq_length, 64))
         n_bytes = None
         if m.vocab is not None:
-            n_bytes = int(m.vocab.byte_lengths()[np.asarray(ids)[1:]].sum())
+            counts = np.bincount(np.asarray(ids)[1:], minlength=len(m.vocab))
+            n_bytes = int(counts @ m.vocab.byte_lengths())
         return metrics(total, count, n_bytes)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -207,6 +294,7 @@ class Trainer:
         report = Reporter(self, iterations, progress, print_every, file, log)
         losses = np.empty(iterations, dtype=np.float64)
         t0, done, tokens, interrupted = time.perf_counter(), 0, 0, False
+        skipped = self.skipped_steps
         step_seconds = 0.0
         try:
             with SigintFlag() as sigint:
@@ -218,10 +306,6 @@ class Trainer:
                     step_seconds += t_step
                     done += 1
                     tokens += self._last_tokens
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(
-                            f"the loss became {loss} at iteration {self.iteration}: training "
-                            f"diverged (try a smaller learning rate or clipping)")
                     last = i == iterations - 1
                     report.iteration(loss)
                     if eval_every and (self.iteration % eval_every == 0 or last):
@@ -248,7 +332,8 @@ class Trainer:
                            losses=losses[:done], seconds=seconds,
                            chars_per_sec=tokens / seconds if seconds > 0 else float("inf"),
                            interrupted=interrupted, best_val_loss=self.best_val_loss,
-                           step_seconds=step_seconds)
+                           step_seconds=step_seconds,
+                           skipped_steps=self.skipped_steps - skipped)
 
     def _validate(self, report, checkpoint_dir):
         m = self.evaluate()
@@ -262,7 +347,14 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def data_fingerprint(self):
-        return hashlib.sha256(self.ids.tobytes()).hexdigest()
+        """sha256 of the training ids as int32 (whatever type they are kept in), computed once:
+        the trainer's ids must not be changed."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for i in range(0, len(self.ids), HASH_CHUNK):
+                digest.update(self.ids[i:i + HASH_CHUNK].astype(np.int32).data)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def state_dict(self):
         """Everything besides the model that continuing exactly needs, as plain values."""
@@ -278,6 +370,7 @@ class Trainer:
             "rng_state": json.dumps(rng), "data_length": len(self.ids),
             "data_sha256": self.data_fingerprint(),
             "loss_since": self._loss_since, "tokens_since": self._tokens_since,
+            "nan_policy": self.nan_policy, "skipped_steps": self.skipped_steps,
         }
 
     def load_state_dict(self, state):
@@ -304,6 +397,13 @@ class Trainer:
         self.rng.bit_generator.state = json.loads(str(state["rng_state"]))
         self._loss_since = float(state["loss_since"])
         self._tokens_since = int(state["tokens_since"])
+        if "nan_policy" in state:  # absent from checkpoints older than nan_policy
+            policy = str(state["nan_policy"])
+            if policy not in NAN_POLICIES:
+                raise ValueError(f"the checkpoint's nan_policy {policy!r} is not one of "
+                                 f"{', '.join(NAN_POLICIES)}")
+            self.nan_policy = policy
+            self.skipped_steps = int(state["skipped_steps"])
 
     def save(self, path):
         """Writes model, optimizer and trainer state to one .npz checkpoint, atomically."""

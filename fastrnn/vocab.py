@@ -1,7 +1,74 @@
 """Character vocabulary: the sorted set of characters (or bytes) of a text."""
+import codecs
+import os
+
 import numpy as np
 
 OOV_POLICIES = ("error", "skip", "replace")
+CHUNK = 1 << 20          # characters encoded (and read) at a time: bounds the temporaries
+MAX_CODE = 0x110000      # code points lie in [0, MAX_CODE)
+
+
+def _not_utf8_error(path):
+    """The ValueError for a file that does not decode as UTF-8, naming the first bad byte."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(CHUNK)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as exc:
+                return ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte "
+                                  f"{offset - pending + exc.start}); use --bytes (byte_level=True) "
+                                  f"to model it byte by byte")
+            if not raw:
+                return ValueError(f"{path} is not UTF-8 text; use --bytes (byte_level=True) to "
+                                  f"model it byte by byte")
+            offset += len(raw)
+
+
+def _chunks(path, byte_level):
+    """The code points of a file, CHUNK characters at a time: a uint8 array for bytes (byte
+    level) or ASCII text, else uint32. Text is read as open(path, encoding="utf-8") reads it
+    (universal newlines)."""
+    try:
+        if byte_level:
+            with open(path, "rb") as f:
+                while raw := f.read(CHUNK):
+                    yield np.frombuffer(raw, dtype=np.uint8)
+            return
+        with open(path, encoding="utf-8") as f:
+            while text := f.read(CHUNK):
+                yield (np.frombuffer(text.encode("ascii"), dtype=np.uint8) if text.isascii()
+                       else code_points(text))
+    except UnicodeDecodeError:
+        raise _not_utf8_error(path) from None
+
+
+def read_ids(path, byte_level=False, vocab=None, oov="error"):
+    """(vocab, ids) of a text file (or, with byte_level, any file), without ever holding its
+    text: read in chunks, and the ids in vocab.dtype (one byte a character for up to 256
+    symbols). vocab=None builds the vocabulary from the file (a first pass); else the file is
+    encoded with `vocab` and the `oov` policy."""
+    path = os.fspath(path)
+    if vocab is None:
+        present = np.zeros(256 if byte_level else MAX_CODE, dtype=bool)
+        for codes in _chunks(path, byte_level):
+            present[codes] = True
+        codes = np.flatnonzero(present)
+        if len(codes) == 0:
+            raise ValueError(f"{path} is empty: there is no text to build a vocabulary from")
+        vocab = Vocab(from_code_points(codes), byte_level=byte_level)
+    # at most one character a byte: untouched pages of the tail are never really allocated
+    out = np.empty(os.path.getsize(path), dtype=vocab.dtype)
+    n = 0
+    for codes in _chunks(path, byte_level):
+        ids = vocab.encode_codes(codes, oov)
+        out[n:n + len(ids)] = ids
+        n += len(ids)
+    return vocab, out[:n]
 
 
 def read_text(path, byte_level=False):
@@ -48,6 +115,7 @@ class Vocab:
         self.chars = chars
         self.byte_level = bool(byte_level)
         self._codes = code_points(chars)
+        self._byte_table = None
 
     @classmethod
     def from_text(cls, text, byte_level=False):
@@ -87,17 +155,43 @@ class Vocab:
                 return i
         return 0
 
-    def encode(self, text, oov="error"):
-        """Ids of the characters of `text` as an int32 array. Characters not in the vocabulary
-        raise (oov="error"), are dropped ("skip") or become replacement_id() ("replace")."""
+    def encode(self, text, oov="error", dtype=np.int32):
+        """Ids of the characters of `text` as an array of `dtype` (int32 by default; self.dtype
+        takes one byte a character up to 256 symbols). Characters not in the vocabulary raise
+        (oov="error"), are dropped ("skip") or become replacement_id() ("replace"). Long texts
+        are encoded in chunks, so the temporaries stay small."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         if oov not in OOV_POLICIES:
             raise ValueError(f"oov must be one of {', '.join(OOV_POLICIES)}, got {oov!r}")
-        codes = code_points(text)
-        ids = np.searchsorted(self._codes, codes)
-        ids[ids == len(self)] = 0
-        bad = self._codes[ids] != codes
+        if np.iinfo(dtype).max < len(self) - 1:
+            raise ValueError(f"dtype {np.dtype(dtype).name} cannot hold ids up to {len(self) - 1}")
+        if len(text) <= CHUNK:
+            return self.encode_codes(code_points(text), oov).astype(dtype)
+        out = np.empty(len(text), dtype=dtype)
+        n = 0
+        for i in range(0, len(text), CHUNK):
+            ids = self.encode_codes(code_points(text[i:i + CHUNK]), oov)
+            out[n:n + len(ids)] = ids
+            n += len(ids)
+        return out[:n]
+
+    def encode_codes(self, codes, oov="error"):
+        """Ids (an integer array) of an array of code points (see `encode`)."""
+        if oov not in OOV_POLICIES:
+            raise ValueError(f"oov must be one of {', '.join(OOV_POLICIES)}, got {oov!r}")
+        if codes.dtype == np.uint8:  # bytes or ASCII: one lookup
+            if self._byte_table is None:
+                table = np.full(256, -1, dtype=np.int16 if len(self) <= 32767 else np.int32)
+                small = self._codes[self._codes < 256]
+                table[small] = np.searchsorted(self._codes, small)
+                self._byte_table = table
+            ids = self._byte_table[codes]
+            bad = ids < 0
+        else:
+            ids = np.searchsorted(self._codes, codes)
+            ids[ids == len(self)] = 0
+            bad = self._codes[ids] != codes
         if bad.any():
             if oov == "skip":
                 ids = ids[~bad]
@@ -106,9 +200,9 @@ class Vocab:
             else:
                 missing = "".join(chr(c) for c in np.unique(codes[bad])[:20].tolist())
                 raise ValueError(f"text holds {int(bad.sum())} character(s) not in the "
-                                 f"vocabulary, among them {missing!r} (see the oov option: "
-                                 f"skip or replace them)")
-        return ids.astype(np.int32)
+                                 f"vocabulary, among them {missing!r} (see the oov option, "
+                                 f"--oov on the command line: skip or replace them)")
+        return ids
 
     def decode(self, ids):
         """The text of a sequence of ids."""

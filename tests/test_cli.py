@@ -154,7 +154,7 @@ def test_baseline_and_export(trained, tmp_path):
     (["baseline", "x.txt", "--order", "0"], "order"),
     (["train", "--resume", "x.npz", "--lr", "0.1", "--batch-size", "2"],
      "leave out --batch-size, --lr"),
-    (["train", "--data", "x.txt", "--hidden-size", "0"], "hidden_size"),
+    (["train", "--data", "x.txt", "--hidden-size", "0"], "--hidden-size must be at least 1"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, match):
     (tmp_path / "x.txt").write_text(TEXT)

@@ -68,6 +68,7 @@ class CythonBackend(NumpyBackend):
         super().__init__(vocab_size, hidden_size, dtype, device)
         self._work = {}
         self._grads = None  # gradient scratch of the fused train step
+        self._undo = None   # old values saved by the guarded train step
 
     def _workspace(self, B, T):
         """The scratch buffer for a (B,T) chunk, allocated on first use of that shape."""
@@ -119,6 +120,26 @@ class CythonBackend(NumpyBackend):
                                    opt.clip_norm, grad_scale)
         opt.steps += 1
         return loss
+
+    def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0):
+        """The fused step, guarded inside the kernel: it saves the old values it overwrites as
+        it updates, and puts them back if any new one is not finite (see _kernels.train_step)."""
+        code = _kernels.OPTIMIZERS.get(opt.name)
+        if code is None:
+            return super().train_step_guarded(inputs, targets, h, opt, grad_scale)
+        if self._grads is None:
+            self._grads = self.zeros()
+        size = _kernels.undo_size(self.flat.shape[0], code)
+        if self._undo is None or self._undo.shape[0] < size:
+            self._undo = np.empty(size, dtype=self.dtype)
+        mem, mem2 = self._states(opt)
+        loss, taken = _kernels.train_step(
+            self.flat, self._grads, mem, inputs, targets, h, self._workspace(*inputs.shape),
+            self.H, self.V, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2,
+            opt.steps + 1, opt.clip_norm, grad_scale, self._undo)
+        if taken:
+            opt.steps += 1
+        return loss, taken
 
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         out = np.empty(n, dtype=np.int32)

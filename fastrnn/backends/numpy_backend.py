@@ -14,6 +14,19 @@ import numpy as np
 from .._params import check_fits, num_params, pack, unflatten
 
 
+def _copy(buf):
+    """A copy of a numpy array or a torch tensor."""
+    clone = getattr(buf, "clone", None)
+    return clone() if clone is not None else buf.copy()
+
+
+def _all_finite(buf):
+    """Whether a numpy array or torch tensor holds no NaN or infinity (min and max propagate
+    NaN)."""
+    n = buf.numel() if hasattr(buf, "numel") else buf.size
+    return n == 0 or (math.isfinite(float(buf.min())) and math.isfinite(float(buf.max())))
+
+
 class NumpyBackend:
     name = "numpy"
 
@@ -168,6 +181,27 @@ class NumpyBackend:
         loss, grads, _ = self.loss_and_grads(inputs, targets, h)
         self.update(opt, grads, grad_scale)
         return loss
+
+    def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0):
+        """train_step that is only taken when its loss is finite and it leaves the parameters
+        and the optimizer state finite; otherwise parameters, optimizer state (step count
+        included) and h are left exactly as they were. Returns (loss, taken).
+
+        This generic version (any backend whose buffers are numpy arrays or torch tensors) saves
+        copies first and puts them back; the cython backend does it inside its fused step."""
+        bufs = [self.flat] + [opt.state[name] for name in opt.state_names]
+        saved = [_copy(b) for b in bufs]
+        steps = opt.steps
+        h_new = h.copy()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            loss = self.train_step(inputs, targets, h_new, opt, grad_scale)
+        if math.isfinite(loss) and all(_all_finite(b) for b in bufs):
+            h[...] = h_new
+            return loss, True
+        for b, s in zip(bufs, saved):
+            b[...] = s
+        opt.steps = steps
+        return loss, False
 
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         """n ids from state h (H,), updated in place. Each id: logits z = Why h + by, then the

@@ -406,17 +406,27 @@ cdef inline floating _clipped(floating g, bint do_clip, floating clip) noexcept 
     return g
 
 
-cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
-                   const UpdateConfig* cfg) noexcept nogil:
+cdef inline double _update_scale(const floating* G, Py_ssize_t n, const UpdateConfig* cfg,
+                                 double* norm) noexcept nogil:
+    # the factor every gradient element is multiplied by before clipping; norm: see `update`
     cdef Py_ssize_t i
-    cdef double norm = -1.0, acc = 0.0, gs, scale = cfg.grad_scale
+    cdef double acc = 0.0, gs, scale = cfg.grad_scale
+    norm[0] = -1.0
     if cfg.clip_norm > 0:
         for i in range(n):
             gs = G[i] * cfg.grad_scale
             acc += gs * gs
-        norm = sqrt(acc)
-        if cfg.clip_norm / (norm + 1e-6) < 1:  # the rescaling of torch.nn.utils.clip_grad_norm_
-            scale = cfg.grad_scale * (cfg.clip_norm / (norm + 1e-6))
+        norm[0] = sqrt(acc)
+        if cfg.clip_norm / (norm[0] + 1e-6) < 1:  # the rescaling of torch's clip_grad_norm_
+            scale = cfg.grad_scale * (cfg.clip_norm / (norm[0] + 1e-6))
+    return scale
+
+
+cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
+                   const UpdateConfig* cfg) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double norm
+    cdef double scale = _update_scale(G, n, cfg, &norm)
     cdef floating sc = <floating>scale, clip = <floating>cfg.clip
     cdef floating lr = <floating>cfg.lr, eps = <floating>cfg.eps
     cdef floating b1 = <floating>cfg.beta1, b2 = <floating>cfg.beta2
@@ -447,6 +457,79 @@ cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_
             S[i] = b2 * S[i] + c2 * (g * g)
             P[i] -= lr * (M[i] / bc1) / (_sqrt(S[i] / bc2) + eps)
     return norm
+
+
+cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n,
+                         const UpdateConfig* cfg, floating* U) noexcept nogil:
+    # `update` (the same operations in the same order, so the same results), kept only if every
+    # new value of P, M and S is finite, else undone exactly: as each element is updated its
+    # old value of P goes into G (whose gradient has just been used) and those of M and S into
+    # U[i] and U[n + i] (U: undo_size values). No extra pass over memory (but for Adam): the
+    # saves go to cache lines the loop touches anyway, or to one stream. Returns whether the
+    # update was kept. A finite x has x - x == 0; NaN and +-inf give NaN (no -ffast-math here,
+    # so the compiler keeps the test).
+    cdef Py_ssize_t i
+    cdef double norm
+    cdef double scale = _update_scale(G, n, cfg, &norm)
+    cdef floating sc = <floating>scale, clip = <floating>cfg.clip
+    cdef floating lr = <floating>cfg.lr, eps = <floating>cfg.eps
+    cdef floating b1 = <floating>cfg.beta1, b2 = <floating>cfg.beta2
+    cdef floating c1 = <floating>(1.0 - cfg.beta1), c2 = <floating>(1.0 - cfg.beta2)
+    cdef floating bc1 = <floating>(1.0 - cfg.beta1 ** cfg.step)
+    cdef floating bc2 = <floating>(1.0 - cfg.beta2 ** cfg.step)
+    cdef floating g, p, m, v
+    cdef bint do_clip = cfg.do_clip
+    cdef int bad = 0
+    cdef floating* US = U + n
+    if cfg.optimizer == OPT_ADAGRAD:
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            m = M[i] + g * g
+            p = P[i] - lr * g / _sqrt(m + eps)
+            bad |= ((p - p) != 0) | ((m - m) != 0)
+            G[i] = P[i]
+            U[i] = M[i]
+            M[i] = m
+            P[i] = p
+    elif cfg.optimizer == OPT_SGD:
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            p = P[i] - lr * g
+            bad |= (p - p) != 0
+            G[i] = P[i]
+            P[i] = p
+    elif cfg.optimizer == OPT_RMSPROP:
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            m = b2 * M[i] + c2 * (g * g)
+            p = P[i] - lr * g / (_sqrt(m) + eps)
+            bad |= ((p - p) != 0) | ((m - m) != 0)
+            G[i] = P[i]
+            U[i] = M[i]
+            M[i] = m
+            P[i] = p
+    elif cfg.optimizer == OPT_ADAM:
+        # saving M and S inside the loop too left it unvectorised (six buffers): copied first
+        memcpy(U, M, n * sizeof(floating))
+        memcpy(US, S, n * sizeof(floating))
+        for i in range(n):
+            g = _clipped(G[i] * sc, do_clip, clip)
+            m = b1 * M[i] + c1 * g
+            v = b2 * S[i] + c2 * (g * g)
+            p = P[i] - lr * (m / bc1) / (_sqrt(v / bc2) + eps)
+            bad |= ((p - p) != 0) | ((m - m) != 0) | ((v - v) != 0)
+            G[i] = P[i]
+            M[i] = m
+            S[i] = v
+            P[i] = p
+    if not bad:
+        return True
+    memcpy(P, G, n * sizeof(floating))  # put everything back as it was
+    if cfg.optimizer != OPT_SGD:
+        memcpy(M, U, n * sizeof(floating))
+    if cfg.optimizer == OPT_ADAM:
+        memcpy(S, US, n * sizeof(floating))
+    return False
 
 
 cdef inline bint _ranks_before(const floating* z, int a, int b) noexcept nogil:
@@ -867,23 +950,34 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
                floating[:, ::1] h not None, floating[::1] work not None, hidden_size,
                vocab_size, optimizer, double lr, double eps, clip,
                floating[::1] mem2=None, double beta1=0.9, double beta2=0.999, double step=1,
-               clip_norm=None, double grad_scale=1.0):
+               clip_norm=None, double grad_scale=1.0, floating[::1] undo=None):
     """One whole training iteration in one call: forward, BPTT, clipping and the optimizer
     update (the arguments after `optimizer` as in `optimizer_update`; mem and mem2 are its state
-    1 and 2). Replaces h by the last hidden state and returns the summed loss of the chunk."""
+    1 and 2). Replaces h by the last hidden state and returns the summed loss of the chunk.
+
+    With `undo` (scratch of undo_size(n, optimizer) values, possibly none) the step is
+    guarded: when the loss is not finite nothing is updated, and when the update leaves a
+    non-finite value in params or the optimizer state (a NaN or infinite gradient, an overflow)
+    it is undone exactly, from the old values it saved in `grads` and `undo` as it went (grads
+    then holds no gradient). A step not taken leaves params, mem, mem2 and h as they were.
+    Returns (loss, taken) then."""
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef UpdateConfig cfg
-    cdef const char* start[8]
-    cdef Py_ssize_t nbytes[8]
+    cdef const char* start[9]
+    cdef Py_ssize_t nbytes[9]
     cdef int opt = _as_int(optimizer, "optimizer")
+    cdef bint taken = True
     if targets is None:
         raise ValueError("targets is required")
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), opt, lr,
                  eps, clip, beta1, beta2, step, clip_norm, grad_scale)
     _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
+    if undo is not None and undo.shape[0] < undo_size(params.shape[0], opt):
+        raise ValueError(f"undo has {undo.shape[0]} elements; this optimizer needs "
+                         f"{undo_size(params.shape[0], opt)}")
     _span(start, nbytes, 0, &params[0], params.shape[0] * sizeof(floating))
     _span(start, nbytes, 1, &grads[0], grads.shape[0] * sizeof(floating))
     cdef floating* p_mem = _state_ptr(mem, opt != OPT_SGD)
@@ -892,21 +986,42 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     _span(start, nbytes, 3, p_mem2, params.shape[0] * sizeof(floating))
     _span(start, nbytes, 4, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
     _span(start, nbytes, 5, &work[0], work.shape[0] * sizeof(floating))
-    _span(start, nbytes, 6, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
-    _span(start, nbytes, 7, &targets[0, 0], targets.shape[0] * targets.shape[1] * sizeof(int))
-    _check_disjoint(start, nbytes, 8, 6,
-                    ("params", "grads", "mem", "mem2", "h", "work", "inputs", "targets"))
+    _span(start, nbytes, 6, _ptr(undo), _size(undo) * sizeof(floating))
+    _span(start, nbytes, 7, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
+    _span(start, nbytes, 8, &targets[0, 0], targets.shape[0] * targets.shape[1] * sizeof(int))
+    _check_disjoint(start, nbytes, 9, 7,
+                    ("params", "grads", "mem", "mem2", "h", "work", "undo", "inputs", "targets"))
     cdef floating* hs = &work[0]
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     cdef floating* dH = Z + <Py_ssize_t>T * B * V
     cdef floating* scratch = dH + (_block_steps(B, T, H, V) + 1) * B * <Py_ssize_t>H
+    cdef floating* p_undo = _ptr(undo)
+    cdef bint guarded = undo is not None
     with nogil:
         memcpy(hs, &h[0, 0], B * H * sizeof(floating))
         loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
-        backward(&params[0], H, V, B, T, &inputs[0, 0], hs, Z, dH, &grads[0], NULL, scratch)
-        memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
-        update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
+        if not guarded:
+            backward(&params[0], H, V, B, T, &inputs[0, 0], hs, Z, dH, &grads[0], NULL, scratch)
+            memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
+            update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
+        else:
+            taken = loss - loss == 0  # a finite loss
+            if taken:
+                backward(&params[0], H, V, B, T, &inputs[0, 0], hs, Z, dH, &grads[0], NULL,
+                         scratch)
+                taken = update_guarded(&params[0], &grads[0], p_mem, p_mem2, params.shape[0],
+                                       &cfg, p_undo)
+            if taken:
+                memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
+    if guarded:
+        return loss, taken
     return loss
+
+
+def undo_size(Py_ssize_t n_params, int optimizer):
+    """Length of the `undo` scratch of a guarded train_step: room for each buffer of the
+    optimizer's state (the old parameters go into `grads`)."""
+    return n_params * ((optimizer != OPT_SGD) + (optimizer == OPT_ADAM))
 
 
 def sample(const floating[::1] params not None, floating[::1] h not None,
