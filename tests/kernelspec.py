@@ -81,7 +81,8 @@ def work_size(B, T, H, V):
 
 def sample_work_size(H, V):
     """The three weight matrices transposed, then logits and a state, each with slack."""
-    return 2 * V * H + H * H + V + H + 2 * SCRATCH_SLACK
+    Hp, Vp = -(-H // 16) * 16, -(-V // 16) * 16  # rows padded to a multiple of 16
+    return V * Hp + H * Hp + H * Vp + Vp + Hp + 2 * SCRATCH_SLACK
 
 
 def optimizer_of(name, a):

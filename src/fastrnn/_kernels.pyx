@@ -147,7 +147,8 @@ cdef inline void _axpy_rows(Py_ssize_t M, Py_ssize_t N, const floating* A, const
         a3 = a2 + N
         x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
         for j in range(N):
-            y[j] = y[j] + x0 * a0[j] + x1 * a1[j] + x2 * a2[j] + x3 * a3[j]
+            # the four products are summed first: y's dependency chain is one add per pass
+            y[j] = y[j] + ((x0 * a0[j] + x1 * a1[j]) + (x2 * a2[j] + x3 * a3[j]))
         i += 4
     while i < M:
         a0 = A + i * N
@@ -207,6 +208,10 @@ cdef inline void _dot_rows(Py_ssize_t M, Py_ssize_t N, const floating* A, const 
         if i + 3 < M:
             y[i + 3] += t3
         i += 4
+
+
+cdef inline Py_ssize_t _padded(Py_ssize_t n) noexcept nogil:
+    return (n + 15) // 16 * 16
 
 
 cdef enum:
@@ -580,11 +585,13 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef const floating* Why = Whh + <Py_ssize_t>H * H
     cdef const floating* bh = Why + <Py_ssize_t>V * H
     cdef const floating* by = bh + H
-    cdef floating* WxhT = work                          # (V,H), with bh added to every row
-    cdef floating* WhhT = WxhT + <Py_ssize_t>V * H      # (H,H)
-    cdef floating* WhyT = WhhT + <Py_ssize_t>H * H      # (H,V)
-    cdef floating* z = _clear_of(WhyT + <Py_ssize_t>H * V, WhyT, V)
-    cdef floating* h_new = _clear_of(WhyT + <Py_ssize_t>H * V + V + SCRATCH_SLACK, WhhT, H)
+    # rows padded to a multiple of 16 values (zeros), so the row sums have no scalar tail
+    cdef Py_ssize_t Hp = _padded(H), Vp = _padded(V)
+    cdef floating* WxhT = work                          # (V,Hp), with bh added to every row
+    cdef floating* WhhT = WxhT + V * Hp                 # (H,Hp)
+    cdef floating* WhyT = WhhT + <Py_ssize_t>H * Hp     # (H,Vp)
+    cdef floating* z = _clear_of(WhyT + <Py_ssize_t>H * Vp, WhyT, Vp)
+    cdef floating* h_new = _clear_of(WhyT + <Py_ssize_t>H * Vp + Vp + SCRATCH_SLACK, WhhT, Hp)
     cdef const floating* col
     cdef Py_ssize_t k, v, i, r
     cdef floating m
@@ -592,15 +599,18 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef int idx, j, n_rank, n_keep
     cdef bint filtered = (0 < top_k < V) or top_p < 1
     n_rank = top_k if 0 < top_k < V else V
+    memset(work, 0, (V * Hp + <Py_ssize_t>H * Hp + <Py_ssize_t>H * Vp) * sizeof(floating))
+    memset(z, 0, Vp * sizeof(floating))
+    memset(h_new, 0, Hp * sizeof(floating))
     for i in range(H):
         for r in range(V):
-            WxhT[r * H + i] = Wxh[i * V + r] + bh[i]
-            WhyT[i * V + r] = Why[r * H + i]
+            WxhT[r * Hp + i] = Wxh[i * V + r] + bh[i]
+            WhyT[i * Vp + r] = Why[r * H + i]
         for r in range(H):
-            WhhT[r * H + i] = Whh[i * H + r]
+            WhhT[r * Hp + i] = Whh[i * H + r]
     for k in range(n):
         memcpy(z, by, V * sizeof(floating))
-        _axpy_rows(H, V, WhyT, h, z)
+        _axpy_rows(H, Vp, WhyT, h, z)
         idx = 0
         m = z[0]
         for v in range(1, V):
@@ -643,10 +653,10 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
                     if c > target:
                         break
         out[k] = idx
-        col = WxhT + idx * <Py_ssize_t>H
+        col = WxhT + idx * Hp
         for i in range(H):
             h_new[i] = col[i]
-        _axpy_rows(H, H, WhhT, h, h_new)
+        _axpy_rows(H, Hp, WhhT, h, h_new)
         for i in range(H):
             h[i] = _tanh(h_new[i])
 
@@ -672,7 +682,8 @@ def sample_work_size(int hidden_size, int vocab_size):
     """Length of the scratch buffer `sample` needs: the three weight matrices transposed, then
     logits and a state, each with room to be placed clear of the matrices (see _clear_of)."""
     H, V = hidden_size, vocab_size  # Python ints: no overflow
-    return 2 * V * H + H * H + V + H + 2 * SCRATCH_SLACK
+    Hp, Vp = -(-H // 16) * 16, -(-V // 16) * 16  # rows padded to a multiple of 16 (_padded)
+    return V * Hp + H * Hp + H * Vp + Vp + Hp + 2 * SCRATCH_SLACK
 
 
 cdef int _as_int(object value, str name) except? -1:
