@@ -94,7 +94,7 @@ def _split(ids, val_frac):
     return ids[:-n_val], ids[-n_val:]
 
 
-def _optimizer(args, model, name, base):
+def optimizer_from_args(args, model, name, base=()):
     """Optimizer `name` with hyperparameters `base`, overridden by those given on the line."""
     kwargs = dict(base)
     if args.lr is not None:
@@ -138,7 +138,7 @@ def _new_trainer(args, out):
     base = default[1] if name == default[0] else {}
     reduction = args.reduction or preset["reduction"]
     trainer = fastrnn.Trainer(model, train_ids, seq_length=T, batch_size=B,
-                              optimizer=_optimizer(args, model, name, base),
+                              optimizer=optimizer_from_args(args, model, name, base),
                               reset=args.reset or "wrap",
                               reduction=reduction, val_ids=val_ids, seed=args.seed,
                               nan_policy=args.nan_policy or "raise")

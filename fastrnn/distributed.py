@@ -19,7 +19,8 @@ import sys
 from ._optional import cuda_available, require_torch
 from .data import load_shakespeare
 from .model import CharRNN, check_positive_int
-from .optim import OPTIMIZERS, make_optimizer
+from .cli import optimizer_from_args
+from .optim import OPTIMIZERS
 from .trainer import Trainer
 from .vocab import Vocab
 
@@ -120,16 +121,10 @@ def train(args):
         vocab = Vocab.from_text(text)
         model = CharRNN(vocab, args.hidden_size, backend="torch", device=device,
                         dtype=args.dtype, seed=args.seed)
-        kwargs = {}
-        if args.lr is not None:
-            kwargs["lr"] = args.lr
-        for key in ("clip", "clip_norm"):  # 0 turns it off; absent keeps the optimizer's default
-            value = getattr(args, key)
-            if value is not None:
-                kwargs[key] = value if value > 0 else None
         trainer = DistributedTrainer(model, vocab.encode(text), seq_length=args.seq_length,
                                      batch_size=args.batch_size, reduction=args.reduction,
-                                     optimizer=make_optimizer(args.optimizer, model, **kwargs))
+                                     optimizer=optimizer_from_args(args, model,
+                                                                   args.optimizer))
 
         def save(trainer, loss):
             if args.checkpoint and args.checkpoint_every and \
