@@ -13,9 +13,15 @@ Environment switches (read at build time):
   FASTRNN_ASAN=1    compile and link the kernels with AddressSanitizer (-fsanitize=address), as
                     one module; it then only imports into a Python started with the ASan runtime
                     preloaded (see "Memory checks" in README.md)
+  FASTRNN_OPENMP=0  build without OpenMP (by default it is used when the compiler accepts
+                    -fopenmp); the kernels then run the parts of a split batch one after another
 """
 import os
 import platform
+import subprocess
+import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 from Cython.Build import cythonize
@@ -38,6 +44,31 @@ if asan:
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
     link_args += ["-fsanitize=address"]
 
+
+
+def openmp_flags():
+    """-fopenmp if the C compiler Python was built with compiles and links an OpenMP program."""
+    if os.environ.get("FASTRNN_OPENMP", "1") == "0":
+        return []
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "omp.c")
+        src.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        try:
+            ok = subprocess.run(cc + ["-fopenmp", str(src), "-o", str(Path(tmp, "omp"))],
+                                capture_output=True).returncode == 0
+        except OSError:
+            ok = False
+    if not ok:
+        print("fastrnn: the C compiler does not take -fopenmp; building without OpenMP "
+              "(batches then run on one thread)", file=sys.stderr)
+    return ["-fopenmp"] if ok else []
+
+
+openmp = openmp_flags()
+compile_args += openmp
+link_args += openmp
+
 macros = [("FASTRNN_BUILD_NATIVE", int(native)), ("FASTRNN_BUILD_DEBUG", int(debug)),
           ("FASTRNN_BUILD_ASAN", int(asan))]
 directives = {
@@ -48,7 +79,7 @@ directives = {
     "cdivision": True,
 }
 extensions = [Extension("fastrnn._kernels", sources=["src/fastrnn/_kernels.pyx"],
-                        include_dirs=["src"], extra_compile_args=compile_args,
+                        include_dirs=["src", "src/fastrnn"], extra_compile_args=compile_args,
                         extra_link_args=link_args, define_macros=macros)]
 
 # Instruction-set variants (x86-64 with gcc/clang only): the same .pyx/.pxd, copied under the
@@ -70,8 +101,8 @@ if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
                 dst.write_text(src)
         extensions.append(Extension(
             f"fastrnn._kernels_{isa}", sources=[str(generated / "fastrnn" / f"_kernels_{isa}.pyx")],
-            include_dirs=["src"], extra_compile_args=compile_args + flags,
-            define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
+            include_dirs=["src", "src/fastrnn"], extra_compile_args=compile_args + flags,
+            extra_link_args=link_args, define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
 
 extensions = cythonize(extensions, include_path=["src", str(Path("build", "fastrnn_variants"))],
                        compiler_directives=directives)

@@ -1,6 +1,7 @@
-"""Thread control. The compiled kernels parallelise through the BLAS they call (the OpenBLAS that
-scipy ships), never with a second thread pool of their own, so one number rules them all; the
-torch backend's CPU thread pool follows the same number."""
+"""Thread control. One number rules every backend: the compiled kernels split a large enough
+batch into that many groups of rows, each run on its own thread (OpenMP, inside the kernel call;
+they call no BLAS), while the numpy backend's BLAS and torch's CPU thread pool get the same
+number."""
 import numbers
 import os
 import warnings
@@ -20,9 +21,13 @@ def _default():
         raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}") from None
 
 
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def set_num_threads(n=None):
-    """Sets the threads used by the kernels' BLAS calls (numpy's and torch's too); returns the
-    number set.
+    """Sets the threads fastrnn uses (the compiled kernels' threads, numpy's BLAS and torch's CPU
+    pool); returns the number set.
 
     n=None takes $FASTRNN_NUM_THREADS if set, else the number of available cores. More threads
     than cores is allowed but warned about (it only slows things down).
@@ -31,16 +36,13 @@ def set_num_threads(n=None):
     from threadpoolctl import threadpool_limits
     if n is None:
         n = _default()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = _cores()
     if n is None:
         n = cores
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
     if n > cores:
         warnings.warn(f"threads={n} is more than the {cores} available cores", stacklevel=2)
-    # threadpoolctl sets the pools loaded now: load the kernels' BLAS (scipy's) first, or a
-    # setting made before the first model would miss it
-    import scipy.linalg.cython_blas  # noqa: F401
     threadpool_limits(limits=int(n), user_api="blas")
     _current = int(n)
     apply_to_torch()
@@ -55,7 +57,11 @@ def apply_to_torch():
 
 
 def get_num_threads():
-    """The number of BLAS threads the kernels use now."""
-    from threadpoolctl import threadpool_info
-    counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    return max(counts) if counts else 1
+    """The number of threads the compiled kernels use: the one last set, else
+    $FASTRNN_NUM_THREADS, else the number of available cores."""
+    if _current is not None:
+        return _current
+    env = _default()
+    if env is not None and env >= 1:
+        return env
+    return _cores()

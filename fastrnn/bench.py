@@ -5,12 +5,12 @@
 
 Every configuration is timed for every backend in the same run (the machine may be shared and
 noisy, so only ratios measured together mean much): warm-up first, then repeated timed runs, each
-at least --seconds long, and the median. Thread counts are pinned per row (BLAS pools through
-threadpoolctl, torch.set_num_threads) and printed. Rows:
+at least --seconds long, and the median. Thread counts are pinned per row (fastrnn's kernels and
+BLAS pools through fastrnn.set_num_threads, torch.set_num_threads) and printed. Rows:
 
   numpy          the reference backend (one Python step per time step), 1 thread
   cython/1t      compiled kernels, 1 thread; forward, backward and update timed separately too
-  cython/Nt      compiled kernels, N BLAS threads
+  cython/Nt      compiled kernels, the batch split over N threads (OpenMP)
   torch          fastrnn's own PyTorch backend (torch/cuda: on the GPU, when one is present)
   torch-eager    the same model as plain PyTorch code: a Python loop over time steps, autograd,
                  the gist's Adagrad with torch ops
@@ -19,7 +19,8 @@ threadpoolctl, torch.set_num_threads) and printed. Rows:
   torch-nn.RNN/cuda  torch-nn.RNN on the GPU (only when one is present)
 
 Useful FLOPs per token are 6H^2 + 6VH (forward, backward through the state, weight gradients of
-Whh and Why); GFLOP/s is reported against the sgemm peak measured here with the same threads.
+Whh and Why); GFLOP/s is reported against the sgemm peak measured here with the same threads
+(numpy's float32 matmul of 1024x1024 matrices, i.e. its OpenBLAS).
 """
 import argparse
 import json
@@ -241,7 +242,6 @@ def memory_row(B, T, H, V):
 # -- the run ------------------------------------------------------------------------------------
 
 def machine_header(threads):
-    import scipy
     from threadpoolctl import threadpool_info
     from fastrnn.backends.cython_backend import _kernels
     cpu = platform.processor()
@@ -256,10 +256,11 @@ def machine_header(threads):
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+        "python": platform.python_version(), "numpy": np.__version__,
         "torch": torch.__version__ if torch else None,
         "cuda": bool(torch and torch.cuda.is_available()),
-        "fastrnn": fastrnn.__version__, "kernels": _kernels.BUILD_ISA,
+        "fastrnn": fastrnn.__version__,
+        "kernels": _kernels.BUILD_ISA + (" + OpenMP" if _kernels.BUILD_OPENMP else ""),
         "blas": blas,
     }
 
@@ -312,7 +313,7 @@ def markdown(header, results, peaks, generation, memory):
     out = [f"fastrnn {header['fastrnn']} benchmark, {header['date']}",
            f"CPU: {header['cpu']}, {header['cores']} cores; kernels: {header['kernels']}; "
            f"BLAS: {'; '.join(header['blas'])}",
-           f"python {header['python']}, numpy {header['numpy']}, scipy {header['scipy']}, "
+           f"python {header['python']}, numpy {header['numpy']}, "
            f"torch {header['torch']}, CUDA {'yes' if header['cuda'] else 'no'}; "
            f"sgemm peak: " + ", ".join(f"{k} thread(s) {v:.0f} GFLOP/s" for k, v in peaks.items()),
            "", "| config | B | T | H | backend | threads | ms/iter | fwd | bwd | update | "

@@ -71,12 +71,32 @@ def block_steps(B, T, H, V):
     return max(1, min(T, budget // (B * H)))
 
 
-def work_size(B, T, H, V):
-    """hs (T+1,B,H), Z (T,B,V), dH (a block of steps plus a carried (B,H)), a scratch vector.
-    (The kernels take T steps per block where the block rule's products would pass 2**62; any
-    such chunk is refused for passing 2**31 anyway.)"""
-    steps = block_steps(B, T, H, V) if (B + H + V) * T * H < 2**62 else T
-    return (T + 1) * B * H + T * B * V + (steps + 1) * B * H + H + SCRATCH_SLACK
+def transposed_ld(n):
+    """Row length of a transposed weight copy: n rounded up to 16, plus 16 at multiples of 128."""
+    ld = -(-n // 16) * 16
+    return ld + 16 if ld % 128 == 0 else ld
+
+
+def chunk_parts(B, T, H, V, threads=1):
+    """Groups of rows a chunk is split into: at most `threads` (and 64), each at least one row
+    and 2**20 multiply-adds (T*H*(H+V) per row)."""
+    per_row = T * H * (H + V)
+    rows = max(1, (1 << 20) // per_row)
+    return max(1, min(threads, 64, B // rows))
+
+
+def work_size(B, T, H, V, threads=1):
+    """WhhT (H, ld(H)) and WhyT (H, ld(V)); then per part of Bp rows: hs (T+1,Bp,H) and 16
+    values of slack, Z (T,Bp,V), dH (a block of steps plus a carried (Bp,H)), dXT (V,H); then a
+    gradient buffer for every part but the first. (The kernels take T steps per block where the
+    block rule's products would pass 2**62; any such chunk is refused for passing 2**31.)"""
+    parts = chunk_parts(B, T, H, V, threads)
+    total = H * transposed_ld(H) + H * transposed_ld(V) + (parts - 1) * num_params(H, V)
+    for p in range(parts):
+        Bp = B // parts + (1 if p < B % parts else 0)
+        steps = block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
+        total += (T + 1) * Bp * H + 16 + T * Bp * V + (steps + 1) * Bp * H + V * H
+    return total
 
 
 def sample_work_size(H, V):

@@ -7,8 +7,11 @@ from conftest import random_params, rel_err
 
 TOL = {"float64": 1e-10, "float32": 1e-4}
 # (64, 16, 64, 10) runs the step-by-step backward of large batches (see _by_step)
+# (1, 5, 256, 20) and (1, 4, 300, 7): one sequence with H >= 256 takes dot products on Whh
+# (the second with a partial last vector); (2, 3, 5, 3) and (1, 6, 3, 2): so small that no row of
+# Whh or Why may be read past its end
 SHAPES = [(1, 1, 1, 1), (1, 25, 100, 77), (4, 10, 32, 20), (16, 7, 64, 65), (3, 40, 17, 128),
-          (64, 16, 64, 10)]
+          (64, 16, 64, 10), (1, 5, 256, 20), (1, 4, 300, 7), (2, 3, 5, 3), (1, 6, 3, 2)]
 
 
 def pair(V, H, dtype, params):
@@ -38,6 +41,56 @@ def test_loss_grads_state_match_numpy(dtype, B, T, H, V):
     # forward-only path gives the same loss and state
     l3, h3 = fast.loss(x, y, h0)
     assert abs(l3 - l2) <= tol * abs(l2) and rel_err(h3, h2) <= tol
+
+
+@pytest.mark.filterwarnings("ignore:threads=3 is more than")
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("B,T,H,V", [(16, 50, 64, 20), (7, 300, 48, 30), (5, 800, 33, 9)])
+def test_batch_split_over_threads_matches_numpy(threads, dtype, B, T, H, V):
+    """A batch split over threads (parts of consecutive rows, own gradients, summed after)."""
+    from fastrnn.backends.cython_backend import _kernels as CK
+    assert CK.chunk_parts(B, T, H, V, threads) == min(threads, B)  # the split is tested
+    rng = np.random.default_rng(B + T + H + V + threads)
+    ref, fast = pair(V, H, dtype, random_params(H, V, rng))
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    h0 = rng.normal(0, 0.5, (B, H))
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(threads)
+        l1, g1, h1 = ref.loss_and_grads(x, y, h0, return_dh0=True)
+        l2, g2, h2 = fast.loss_and_grads(x, y, h0, return_dh0=True)
+        l3, h3 = fast.loss(x, y, h0)
+    finally:
+        fastrnn.set_num_threads(before)
+    tol = TOL[dtype]
+    assert abs(l1 - l2) <= tol * abs(l1) and abs(l3 - l2) <= tol * abs(l2)
+    assert rel_err(h1, h2) <= tol and rel_err(h3, h2) <= tol
+    for k in g1:
+        assert rel_err(g1[k], g2[k]) <= tol, k
+
+
+def test_batched_trajectory_on_two_threads_matches_numpy(shakespeare):
+    """60 Adam steps with B=8 streams split over two threads, against numpy."""
+    vocab = fastrnn.Vocab.from_text(shakespeare)
+    ids = vocab.encode(shakespeare[:200_000])
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(2)
+        models = []
+        for backend in ("numpy", "cython"):
+            m = fastrnn.CharRNN(vocab, 48, backend=backend, dtype="float64", seed=4)
+            t = fastrnn.Trainer(m, ids, seq_length=40, batch_size=8,
+                                optimizer=fastrnn.Adam(m, lr=2e-3, clip_norm=5.0))
+            t.fit(60)
+            models.append(m)
+        from fastrnn.backends.cython_backend import _kernels as CK
+        assert CK.chunk_parts(8, 40, 48, len(vocab), 2) == 2
+    finally:
+        fastrnn.set_num_threads(before)
+    p1, p2 = (m.get_params() for m in models)
+    for k in p1:
+        assert rel_err(p1[k], p2[k]) <= 1e-10, k
 
 
 def test_zero_state_default_and_repeated_ids():

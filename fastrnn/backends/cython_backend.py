@@ -1,14 +1,15 @@
 """The cython backend: the numpy backend's math, run by the compiled kernels in fastrnn._kernels.
 
 A whole training iteration (forward over the chunk, BPTT, clipping, optimizer update) is one call
-into compiled code that releases the GIL. Scratch memory for a (B,T) chunk is allocated once and
-reused.
+into compiled code that releases the GIL (and splits a large enough batch over the threads set by
+fastrnn.set_num_threads). Scratch memory for a (B,T) chunk is allocated once and reused.
 """
 import importlib
 import os
 
 import numpy as np
 
+from .._threads import get_num_threads
 from .numpy_backend import NumpyBackend
 
 # Instruction-set variants of the kernels (see setup.py), best first, with the CPU features each
@@ -61,7 +62,7 @@ class CythonBackend(NumpyBackend):
             raise ImportError(
                 f"fastrnn's compiled kernels (fastrnn._kernels) could not be imported: "
                 f"{_IMPORT_ERROR}. Rebuild them with `pip install .` from the source tree (needs a "
-                f"C compiler, Cython>=3 and scipy), or `python setup.py build_ext --inplace` for "
+                f"C compiler and Cython>=3), or `python setup.py build_ext --inplace` for "
                 f"a development checkout. backend='numpy' works without them.")
 
     def __init__(self, vocab_size, hidden_size, dtype, device="cpu"):
@@ -70,25 +71,33 @@ class CythonBackend(NumpyBackend):
         self._grads = None  # gradient scratch of the fused train step
         self._undo = None   # old values saved by the guarded train step
 
-    def _workspace(self, B, T):
-        """The scratch buffer for a (B,T) chunk, allocated on first use of that shape."""
-        work = self._work.get((B, T))
+    def _workspace(self, B, T, threads):
+        """The scratch buffer for a (B,T) chunk on `threads` threads, allocated on first use."""
+        work = self._work.get((B, T, threads))
         if work is None:
             if len(self._work) > 8:  # shapes that change every call (evaluation tails): forget
                 self._work.clear()
-            work = np.empty(_kernels.work_size(B, T, self.H, self.V), dtype=self.dtype)
-            self._work[(B, T)] = work
+            work = np.empty(_kernels.work_size(B, T, self.H, self.V, threads), dtype=self.dtype)
+            self._work[(B, T, threads)] = work
         return work
 
+    def _chunk_args(self, inputs):
+        """work and threads for a chunk: the kernels split a large enough batch over the threads
+        set by fastrnn.set_num_threads (see _kernels.chunk_parts)."""
+        threads = get_num_threads()
+        return self._workspace(*inputs.shape, threads), threads
+
     def forward_loss(self, inputs, targets, h):
-        return _kernels.forward_loss(self.flat, inputs, targets, h,
-                                     self._workspace(*inputs.shape), self.H, self.V)
+        work, threads = self._chunk_args(inputs)
+        return _kernels.forward_loss(self.flat, inputs, targets, h, work, self.H, self.V,
+                                     threads=threads)
 
     def loss_and_grads(self, inputs, targets, h, want_dh0=False):
         grads = self.zeros()
         dh0 = np.empty_like(h) if want_dh0 else None
-        loss = _kernels.loss_and_grads(self.flat, grads, inputs, targets, h,
-                                       self._workspace(*inputs.shape), self.H, self.V, dh0)
+        work, threads = self._chunk_args(inputs)
+        loss = _kernels.loss_and_grads(self.flat, grads, inputs, targets, h, work, self.H,
+                                       self.V, dh0, threads=threads)
         return loss, grads, dh0
 
     @staticmethod
@@ -114,10 +123,11 @@ class CythonBackend(NumpyBackend):
         if self._grads is None:
             self._grads = self.zeros()
         mem, mem2 = self._states(opt)
-        loss = _kernels.train_step(self.flat, self._grads, mem, inputs, targets, h,
-                                   self._workspace(*inputs.shape), self.H, self.V, code, opt.lr,
-                                   opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
-                                   opt.clip_norm, grad_scale)
+        work, threads = self._chunk_args(inputs)
+        loss = _kernels.train_step(self.flat, self._grads, mem, inputs, targets, h, work, self.H,
+                                   self.V, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1,
+                                   opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale,
+                                   threads=threads)
         opt.steps += 1
         return loss
 
@@ -133,10 +143,11 @@ class CythonBackend(NumpyBackend):
         if self._undo is None or self._undo.shape[0] < size:
             self._undo = np.empty(size, dtype=self.dtype)
         mem, mem2 = self._states(opt)
+        work, threads = self._chunk_args(inputs)
         loss, taken = _kernels.train_step(
-            self.flat, self._grads, mem, inputs, targets, h, self._workspace(*inputs.shape),
-            self.H, self.V, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2,
-            opt.steps + 1, opt.clip_norm, grad_scale, self._undo)
+            self.flat, self._grads, mem, inputs, targets, h, work, self.H, self.V, code, opt.lr,
+            opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1, opt.clip_norm,
+            grad_scale, self._undo, threads=threads)
         if taken:
             opt.steps += 1
         return loss, taken

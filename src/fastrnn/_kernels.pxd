@@ -7,13 +7,17 @@
 # Parameters (and gradients, and optimizer state) live in ONE flat buffer, row-major:
 #     P = Wxh (H,V) | Whh (H,H) | Why (V,H) | bh (H,) | by (V,)
 # Ids are int32, laid out (B,T) row-major: X[b*T + t].
-# Activations are time-major so that each step's batch is one contiguous (B,H) block:
+# A chunk's work buffer starts with Wt, zero-padded copies of the recurrent and output weights
+# (WhhT, Whh, WhyT, Why: see _prepare in _kernels.pyx), then holds activations, time-major so
+# that each step's batch is one contiguous (B,H) block:
 #     hs (T+1,B,H)  hs[0] = h0, hs[t+1] = h_t
 #     Z  (T,B,V)    logits; turned into dZ = softmax - onehot when targets are given
 #     dH (S+1,B,H)  dL/dh_t for a block of S time steps (S = T unless that would take too much
 #                   memory: _block_steps), turned into dL/d(pre-activation) in place, and the
 #                   gradient carried from one block into the one before
-#     scratch       H + SCRATCH_SLACK values: one vector of the B=1 backward recurrence
+#     dXT (V,H)     the input weights' gradient, transposed
+# A chunk split over threads has hs, Z and dH per group of rows, and a gradient buffer for
+# every group but the first (see _chunk in _kernels.pyx).
 
 ctypedef fused floating:
     float
@@ -40,19 +44,18 @@ cdef struct UpdateConfig:
 
 # h_next (B,H) = tanh(Wxh[:, x] + Whh h_prev + bh): one time step for a batch of B rows.
 cdef void step(const floating* P, int H, int V, int B, const int* x, int x_stride,
-               const floating* h_prev, floating* h_next) noexcept nogil
+               const floating* Wt, const floating* h_prev, floating* h_next) noexcept nogil
 
 # Recurrence over T steps, then all T*B logits in one matrix product. With targets Y (not NULL)
 # returns the summed cross-entropy (natural log) and leaves dZ in Z; with Y NULL returns 0.
 cdef double forward(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
-                    floating* hs, floating* Z) noexcept nogil
+                    const floating* Wt, floating* hs, floating* Z) noexcept nogil
 
 # BPTT over the chunk; overwrites the gradient buffer G (same layout as P). dh0 (B,H), if not
 # NULL, receives dL/dh0. Weight gradients are one matrix product per tensor for the whole chunk.
-# scratch holds H + SCRATCH_SLACK values.
 cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
-                   const floating* hs, const floating* dZ, floating* dH, floating* G,
-                   floating* dh0, floating* scratch) noexcept nogil
+                   const floating* Wt, const floating* hs, const floating* dZ, floating* dH,
+                   floating* G, floating* dh0, floating* dXT) noexcept nogil
 
 # The optimizer step over n parameters, one pass after an optional norm pass. Each gradient
 # element becomes g = G[i] * grad_scale * (clip_norm / (norm + 1e-6) when that is < 1), then is

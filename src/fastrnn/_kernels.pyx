@@ -4,12 +4,12 @@ The `def` functions at the bottom are the only Python-visible entry points. Each
 shape, size and id range first, that no buffer it writes overlaps another one, and that the
 hyperparameters survive rounding to the buffers' float type, raising ValueError (TypeError for a
 wrong type or None) with a plain message, and only then releases the GIL for the whole chunk.
-Matrix products go to the OpenBLAS that scipy ships (through scipy.linalg.cython_blas);
-elementwise work is plain loops the compiler vectorises.
+Matrix products are register-tiled loops (_tiles.h); elementwise work is plain loops the
+compiler vectorises. A batch large enough is split over threads with OpenMP (see _chunk).
 """
 from libc.math cimport copysignf, exp, fabsf, log, sqrt, sqrtf, tanh
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from cython.parallel cimport prange
 
 from operator import index as _index
 
@@ -20,7 +20,13 @@ cdef extern from *:
     #ifndef FASTRNN_BUILD_ISA
     #define FASTRNN_BUILD_ISA "baseline"
     #endif
+    #ifdef _OPENMP
+    #define FASTRNN_BUILD_OPENMP 1
+    #else
+    #define FASTRNN_BUILD_OPENMP 0
+    #endif
     """
+    int FASTRNN_BUILD_OPENMP
     int FASTRNN_BUILD_NATIVE
     int FASTRNN_BUILD_DEBUG
     const char* FASTRNN_BUILD_ISA
@@ -29,6 +35,7 @@ cdef extern from *:
 BUILD_NATIVE = bool(FASTRNN_BUILD_NATIVE)
 BUILD_DEBUG = bool(FASTRNN_BUILD_DEBUG)
 BUILD_ASAN = bool(FASTRNN_BUILD_ASAN)
+BUILD_OPENMP = bool(FASTRNN_BUILD_OPENMP)  # False: threads > 1 runs the parts one after another
 BUILD_ISA = "native" if BUILD_NATIVE else FASTRNN_BUILD_ISA.decode()
 OPTIMIZERS = {"adagrad": OPT_ADAGRAD, "sgd": OPT_SGD, "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
 
@@ -108,106 +115,69 @@ cdef inline floating _sum(const floating* a, Py_ssize_t n) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
-# BLAS, row-major. BLAS is column-major: a row-major (M,N) matrix is its column-major transpose,
-# so C = op(A) op(B) is computed as C^T = op(B)^T op(A)^T. This is the only place that swaps.
+# Matrix products, C (M,N) += A (M,K) @ W (K,N), by the register-tiled loops of _tiles.h. They
+# replaced OpenBLAS (through scipy), measured here in float32 on one core: a step of the
+# recurrence, 64x256 @ 256x256, 120 us with sgemm (which packs W again on every call) and 72 us
+# tiled; 1x512 @ 512x512 (B=1) 27 us with sgemv and 11 us tiled; the chunk's output-layer and
+# weight-gradient products 1.2-1.5x faster. The recurrent and output weights are copied once per
+# chunk into zero-padded rows, plain and transposed (_prepare), so every product reads W
+# row-major with rows whole vectors long.
 
-cdef inline void _gemm(bint trans_a, bint trans_b, int M, int N, int K, floating alpha,
-                       const floating* A, int lda, const floating* B, int ldb, floating beta,
-                       floating* C, int ldc) noexcept nogil:
-    # C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C
-    cdef char ta = b'T' if trans_b else b'N'
-    cdef char tb = b'T' if trans_a else b'N'
-    if M <= 0 or N <= 0:
-        return
+cdef extern from "_tiles.h" nogil:
+    void fr_gemm_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t a_rs,
+                     Py_ssize_t a_ks, const float* W, Py_ssize_t ldw, int w_padded, float* C,
+                     Py_ssize_t ldc)
+    void fr_gemm_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t a_rs,
+                     Py_ssize_t a_ks, const double* W, Py_ssize_t ldw, int w_padded, double* C,
+                     Py_ssize_t ldc)
+    void fr_gemm_f32v(Py_ssize_t N, Py_ssize_t K, const float* W, Py_ssize_t ldw, int w_padded,
+                      const float* x, float* y)
+    void fr_gemm_f64v(Py_ssize_t N, Py_ssize_t K, const double* W, Py_ssize_t ldw, int w_padded,
+                      const double* x, double* y)
+
+cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_rs,
+                     Py_ssize_t a_ks, const floating* W, Py_ssize_t ldw, bint w_padded,
+                     floating* C, Py_ssize_t ldc) noexcept nogil:
+    # C (M,N) += A (M,K) @ W (K,N); A(r,k) = A[r*a_rs + k*a_ks]. w_padded: each row of W can be
+    # read 16 values past N (a padded copy, or rows followed by other values)
     if floating is float:
-        sgemm(&ta, &tb, &N, &M, &K, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
+        fr_gemm_f32(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
     else:
-        dgemm(&ta, &tb, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
+        fr_gemm_f64(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
 
-# ---------------------------------------------------------------------------------------------
-# Matrix-vector products for one sequence (B=1), where a BLAS call costs as much as the work and
-# streamed the matrix at half the speed (512x512 float32: sgemv 27 us, these about 15 us).
-# Neither reorders a sum behind the source's back, so both vectorise without -ffast-math:
-# _axpy_rows builds y += A^T x as a sum of scaled rows (an elementwise inner loop), _dot_rows
-# builds y += A x from dot products that keep 16 explicit lane sums.
+cdef inline void _mv(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
+                     bint w_padded, const floating* x, floating* y) noexcept nogil:
+    # y (N) += W (N,K) @ x; w_padded: each row of W can be read 16 values past K
+    if floating is float:
+        fr_gemm_f32v(N, K, W, ldw, w_padded, x, y)
+    else:
+        fr_gemm_f64v(N, K, W, ldw, w_padded, x, y)
 
-cdef inline void _axpy_rows(Py_ssize_t M, Py_ssize_t N, const floating* A, const floating* x,
-                            floating* y) noexcept nogil:
-    # y (N,) += A^T x  for A (M,N) row-major, x (M,)
-    cdef Py_ssize_t i = 0, j
-    cdef const floating* a0
-    cdef const floating* a1
-    cdef const floating* a2
-    cdef const floating* a3
-    cdef floating x0, x1, x2, x3
-    while i + 4 <= M:
-        a0 = A + i * N
-        a1 = a0 + N
-        a2 = a1 + N
-        a3 = a2 + N
-        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+
+cdef inline Py_ssize_t _transposed_ld(Py_ssize_t n) noexcept nogil:
+    # row length of a transposed copy: n rounded up to 16 values, plus 16 when rows would be a
+    # multiple of 128 values (512 or 1024 bytes) apart: a column's values would share few cache
+    # sets, and the transposition ran at half speed
+    cdef Py_ssize_t ld = (n + 15) // 16 * 16
+    if ld % 128 == 0:
+        ld += 16
+    return ld
+
+
+cdef void _transpose(Py_ssize_t M, Py_ssize_t N, const floating* src, floating* dst,
+                     Py_ssize_t ldd) noexcept nogil:
+    # dst (N, ldd) = src (M,N)^T, 16 source rows at a time so each write is a contiguous run
+    cdef Py_ssize_t i0 = 0, i, j, r
+    cdef floating* o
+    while i0 + 16 <= M:
         for j in range(N):
-            # the four products are summed first: y's dependency chain is one add per pass
-            y[j] = y[j] + ((x0 * a0[j] + x1 * a1[j]) + (x2 * a2[j] + x3 * a3[j]))
-        i += 4
-    while i < M:
-        a0 = A + i * N
-        x0 = x[i]
-        for j in range(N):
-            y[j] = y[j] + x0 * a0[j]
-        i += 1
-
-
-cdef inline floating _lanes(const floating* a) noexcept nogil:
-    # the 16 lane sums of a dot product, added in a fixed tree order
-    return (((a[0] + a[8]) + (a[4] + a[12])) + ((a[2] + a[10]) + (a[6] + a[14]))) + \
-           (((a[1] + a[9]) + (a[5] + a[13])) + ((a[3] + a[11]) + (a[7] + a[15])))
-
-
-cdef inline void _dot_rows(Py_ssize_t M, Py_ssize_t N, const floating* A, const floating* x,
-                           floating* y) noexcept nogil:
-    # y (M,) += A x  for A (M,N) row-major. Each dot product keeps 16 lane sums, so it
-    # vectorises without reordering a sum; four rows share each load of x.
-    cdef floating s0[16]
-    cdef floating s1[16]
-    cdef floating s2[16]
-    cdef floating s3[16]
-    cdef Py_ssize_t i = 0, j, k, n16 = N - N % 16
-    cdef const floating* r0
-    cdef const floating* r1
-    cdef const floating* r2
-    cdef const floating* r3
-    cdef floating t0, t1, t2, t3
-    while i < M:
-        r0 = A + i * N
-        r1 = r0 + N if i + 1 < M else r0  # short last group: repeat a row, drop its result
-        r2 = r0 + 2 * N if i + 2 < M else r0
-        r3 = r0 + 3 * N if i + 3 < M else r0
-        for k in range(16):
-            s0[k] = 0
-            s1[k] = 0
-            s2[k] = 0
-            s3[k] = 0
-        for j in range(0, n16, 16):
-            for k in range(16):
-                s0[k] += r0[j + k] * x[j + k]
-                s1[k] += r1[j + k] * x[j + k]
-                s2[k] += r2[j + k] * x[j + k]
-                s3[k] += r3[j + k] * x[j + k]
-        t0, t1, t2, t3 = _lanes(s0), _lanes(s1), _lanes(s2), _lanes(s3)
-        for j in range(n16, N):
-            t0 += r0[j] * x[j]
-            t1 += r1[j] * x[j]
-            t2 += r2[j] * x[j]
-            t3 += r3[j] * x[j]
-        y[i] += t0
-        if i + 1 < M:
-            y[i + 1] += t1
-        if i + 2 < M:
-            y[i + 2] += t2
-        if i + 3 < M:
-            y[i + 3] += t3
-        i += 4
+            o = dst + j * ldd + i0
+            for r in range(16):
+                o[r] = src[(i0 + r) * N + j]
+        i0 += 16
+    for j in range(N):
+        for i in range(i0, M):
+            dst[j * ldd + i] = src[i * N + j]
 
 
 cdef inline Py_ssize_t _padded(Py_ssize_t n) noexcept nogil:
@@ -219,10 +189,11 @@ cdef enum:
 
 cdef inline floating* _clear_of(floating* scratch, const floating* rows,
                                 Py_ssize_t row_len) noexcept nogil:
-    # A vector that _axpy_rows updates while it reads the matrix `rows` stalls when its address
-    # and a row's agree in the low 12 bits (4K aliasing: with H=512 every row did, and the
-    # product ran at a fifth of its speed). This returns a 64-byte aligned place inside scratch
-    # (which has SCRATCH_SLACK spare elements) halfway between the page offsets of the rows.
+    # A vector written while the matrix `rows` is read stalls the reads when its address and a
+    # row's agree in the low 12 bits (4K aliasing: with H=512 every row did, and a product that
+    # updated the vector row by row ran at a fifth of its speed). This returns a 64-byte aligned
+    # place inside scratch (which has SCRATCH_SLACK spare elements) halfway between the page
+    # offsets of the rows.
     cdef size_t page = 4096, row_bytes = row_len * sizeof(floating), g = page, r, tmp
     cdef size_t target, start = <size_t>scratch
     r = row_bytes % page
@@ -237,27 +208,66 @@ cdef inline floating* _clear_of(floating* scratch, const floating* rows,
 # ---------------------------------------------------------------------------------------------
 # Kernels (contract in _kernels.pxd)
 
+cdef enum:
+    WORK_SLACK = 16  # values after hs that the products may read past its last row (see _mm)
+
+
+cdef enum:
+    DOT_MIN_H = 256  # B=1 forward: from this H on, dot products on Whh beat transposing it
+
+
+cdef inline Py_ssize_t _ldh(Py_ssize_t H) noexcept nogil:
+    return _transposed_ld(H)
+
+
+cdef inline Py_ssize_t _prepared_size(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
+    # the transposed weights at the start of a chunk's work buffer (see _prepare)
+    return H * _ldh(H) + H * _transposed_ld(V)
+
+
+cdef inline bint _tail_whh(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
+    # whether a row of Whh (inside P) can be read 16 values past its end (see _mm)
+    return V * H + H + V >= 16
+
+
+cdef inline bint _tail_why(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
+    return H + V >= 16
+
+
+cdef void _prepare(const floating* P, int H, int V, int B, floating* Wt) noexcept nogil:
+    # Wt = WhhT (H, ldh) | WhyT (H, ldv): the recurrent and output weights transposed, in rows
+    # padded with zeros to whole vectors (ldh, ldv: _transposed_ld), so that the forward pass's
+    # products read them row-major (_mm). A chunk of one sequence with H >= DOT_MIN_H takes dot
+    # products on Whh itself instead (_mv), and WhhT is left alone.
+    cdef Py_ssize_t ldh = _ldh(H), ldv = _transposed_ld(V), i
+    cdef const floating* Whh = P + <Py_ssize_t>H * V
+    cdef floating* WhyT = Wt + H * ldh
+    if B > 1 or H < DOT_MIN_H:
+        _transpose(H, H, Whh, Wt, ldh)
+        for i in range(H):
+            memset(Wt + i * ldh + H, 0, (ldh - H) * sizeof(floating))
+    _transpose(V, H, Whh + <Py_ssize_t>H * H, WhyT, ldv)
+    for i in range(H):
+        memset(WhyT + i * ldv + V, 0, (ldv - V) * sizeof(floating))
+
+
 cdef void step(const floating* P, int H, int V, int B, const int* x, int x_stride,
-               const floating* h_prev, floating* h_next) noexcept nogil:
+               const floating* Wt, const floating* h_prev, floating* h_next) noexcept nogil:
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* bh = Whh + <Py_ssize_t>H * H + <Py_ssize_t>V * H
     cdef Py_ssize_t b, i
     cdef int xb
     cdef floating* row
-    if B == 1:
-        xb = x[0]
-        for i in range(H):  # the one-hot input is a column gather of Wxh
-            h_next[i] = Wxh[i * V + xb] + bh[i]
-        _dot_rows(H, H, Whh, h_prev, h_next)
-        _tanh_inplace(h_next, H)
-        return
     for b in range(B):
         xb = x[b * x_stride]
         row = h_next + b * H
-        for i in range(H):
+        for i in range(H):  # the one-hot input is a column gather of Wxh
             row[i] = Wxh[i * V + xb] + bh[i]
-    _gemm(False, True, B, H, H, <floating>1, h_prev, H, Whh, H, <floating>1, h_next, H)
+    if B == 1 and H >= DOT_MIN_H:
+        _mv(H, H, Whh, H, _tail_whh(H, V), h_prev, h_next)  # += Whh @ h_prev
+    else:
+        _mm(B, H, H, h_prev, H, 1, Wt, _ldh(H), True, h_next, H)  # += h_prev @ WhhT
     _tanh_inplace(h_next, <Py_ssize_t>B * H)
 
 
@@ -289,16 +299,17 @@ cdef double _softmax_xent(floating* Z, int V, int B, int T, const int* Y) noexce
 
 
 cdef double forward(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
-                    floating* hs, floating* Z) noexcept nogil:
-    cdef const floating* Why = P + <Py_ssize_t>H * V + <Py_ssize_t>H * H
-    cdef const floating* by = Why + <Py_ssize_t>V * H + H
+                    const floating* Wt, floating* hs, floating* Z) noexcept nogil:
+    cdef const floating* by = P + 2 * <Py_ssize_t>H * V + <Py_ssize_t>H * H + H
+    cdef const floating* WhyT = Wt + H * _ldh(H)
     cdef Py_ssize_t BH = <Py_ssize_t>B * H, t, r
+    memset(hs + (T + 1) * BH, 0, WORK_SLACK * sizeof(floating))
     for t in range(T):
-        step(P, H, V, B, X + t, T, hs + t * BH, hs + (t + 1) * BH)
+        step(P, H, V, B, X + t, T, Wt, hs + t * BH, hs + (t + 1) * BH)
     # logits for the whole chunk: Z (T*B, V) = hs[1:] (T*B, H) @ Why^T + by
     for r in range(<Py_ssize_t>T * B):
         memcpy(Z + r * V, by, V * sizeof(floating))
-    _gemm(False, True, T * B, V, H, <floating>1, hs + BH, H, Why, H, <floating>1, Z, V)
+    _mm(<Py_ssize_t>T * B, V, H, hs + BH, H, 1, WhyT, _transposed_ld(V), True, Z, V)
     if Y == NULL:
         return 0.0
     return _softmax_xent(Z, V, B, T, Y)
@@ -319,8 +330,8 @@ cdef inline Py_ssize_t _block_steps(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
 
 
 cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
-                   const floating* hs, const floating* dZ, floating* dH, floating* G,
-                   floating* dh0, floating* scratch) noexcept nogil:
+                   const floating* Wt, const floating* hs, const floating* dZ, floating* dH,
+                   floating* G, floating* dh0, floating* dXT) noexcept nogil:
     cdef Py_ssize_t HV = <Py_ssize_t>H * V, BH = <Py_ssize_t>B * H
     cdef Py_ssize_t TB = <Py_ssize_t>T * B, t, b, i, r, v, t0, t1
     cdef Py_ssize_t steps = _block_steps(B, T, H, V)
@@ -336,26 +347,22 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef const floating* h
     cdef const floating* row
     cdef floating* dst
-    cdef floating* acc
-    cdef floating beta
-    cdef int x
+    cdef floating* col
 
-    # output layer, whole chunk at once
-    _gemm(True, False, V, H, T * B, <floating>1, dZ, V, hs + BH, H, <floating>0, dWhy, H)
-    memset(dby, 0, V * sizeof(floating))
+    # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:]
+    memset(G, 0, (2 * HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
+    memset(dXT, 0, HV * sizeof(floating))
+    _mm(V, H, TB, dZ, 1, V, hs + BH, H, True, dWhy, H)  # hs has WORK_SLACK after it
     for r in range(TB):
         for v in range(V):
             dby[v] += dZ[r * V + v]
-    memset(dWhh, 0, <Py_ssize_t>H * H * sizeof(floating))
-    memset(dbh, 0, H * sizeof(floating))
-    memset(dWxh, 0, HV * sizeof(floating))
 
     t1 = T
     while t1 > 0:  # blocks of steps [t0, t1), newest first
         t0 = max(t1 - steps, 0)
         # dL/dh from the outputs, for the whole block at once; plus what the block after sent
-        _gemm(False, False, <int>((t1 - t0) * B), H, V, <floating>1, dZ + t0 * B * V, V, Why, H,
-              <floating>0, dH, H)
+        memset(dH, 0, (t1 - t0) * BH * sizeof(floating))
+        _mm((t1 - t0) * B, H, V, dZ + t0 * B * V, V, 1, Why, H, _tail_why(H, V), dH, H)
         if t1 < T:
             dh = dH + (t1 - 1 - t0) * BH
             for i in range(BH):
@@ -369,37 +376,137 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                 dh[i] = dh[i] * (1 - h[i] * h[i])
             if t > t0:
                 dst = dh - BH
-                beta = 1
             elif t > 0:
                 dst = carry
-                beta = 0
+                memset(dst, 0, BH * sizeof(floating))
             elif dh0 != NULL:
                 dst = dh0
-                beta = 0
+                memset(dst, 0, BH * sizeof(floating))
             else:
                 break
-            if B == 1:
-                acc = _clear_of(scratch, Whh, H)
-                if beta == 0:
-                    memset(acc, 0, H * sizeof(floating))
-                else:
-                    memcpy(acc, dst, H * sizeof(floating))
-                _axpy_rows(H, H, Whh, dh, acc)
-                memcpy(dst, acc, H * sizeof(floating))
-            else:
-                _gemm(False, False, B, H, H, <floating>1, dh, H, Whh, H, beta, dst, H)
-        # recurrent weights, the block at once: dWhh += sum_t dhraw_t h_{t-1}^T
-        _gemm(True, False, H, H, <int>((t1 - t0) * B), <floating>1, dH, H, hs + t0 * BH, H,
-              <floating>1, dWhh, H)
+            _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
+        # recurrent weights, the block at once: dWhh += dH^T @ hs[t0:t1]
+        _mm(H, H, (t1 - t0) * B, dH, 1, H, hs + t0 * BH, H, True, dWhh, H)
         for t in range(t0, t1):
             for b in range(B):
-                # the one-hot input's gradient is a scatter-add into one column of Wxh
-                x = X[b * T + t]
+                # the one-hot input's gradient: row x of Wxh^T (dXT, contiguous) gets dh
                 row = dH + ((t - t0) * B + b) * H
+                col = dXT + X[b * T + t] * <Py_ssize_t>H
                 for i in range(H):
                     dbh[i] += row[i]
-                    dWxh[i * V + x] += row[i]
+                    col[i] += row[i]
         t1 = t0
+    for i in range(H):
+        for v in range(V):
+            dWxh[i * V + v] = dXT[v * H + i]
+
+
+# ---------------------------------------------------------------------------------------------
+# A chunk split over threads. The B rows of a chunk are independent sequences until their
+# gradients are summed, so `parts` groups of consecutive rows run forward and BPTT on their own
+# threads (OpenMP), each with its own slice of the work buffer and, but for the first, its own
+# gradient buffer; the gradients are then summed in a fixed order. Nothing is shared while the
+# parts run: no locks, and the same parts give the same result whichever thread runs them.
+
+cdef enum:
+    MAX_PARTS = 64
+    MIN_PART_WORK = 1 << 20  # multiply-adds of a part's step below which splitting costs more
+
+cdef inline Py_ssize_t _n_params(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
+    return 2 * H * V + H * H + H + V
+
+
+cdef inline Py_ssize_t _chunk_work(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
+                                   Py_ssize_t V) noexcept nogil:
+    # work of one part, B rows of a chunk: hs and slack, Z, dH (a block of steps plus a carried
+    # (B,H)), and the input weights' gradient transposed (V,H)
+    return (T + 1) * B * H + WORK_SLACK + T * B * V + (_block_steps(B, T, H, V) + 1) * B * H + \
+        V * H
+
+
+cdef inline int _n_parts(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H, Py_ssize_t V,
+                         int threads) noexcept nogil:
+    # as many parts as threads, each at least one row and MIN_PART_WORK multiply-adds
+    cdef Py_ssize_t per_row = T * H * (H + V), rows = B
+    if per_row > 0:
+        rows = max(<Py_ssize_t>1, MIN_PART_WORK // per_row)
+    return <int>max(<Py_ssize_t>1, min(<Py_ssize_t>min(threads, MAX_PARTS), B // rows))
+
+
+cdef inline int _part_start(int B, int parts, int p) noexcept nogil:
+    # part p holds rows [_part_start(p), _part_start(p + 1)): consecutive, sizes differing by
+    # at most one
+    return p * (B // parts) + min(p, B % parts)
+
+
+cdef inline floating* _part_work(floating* work, int B, int T, int H, int V, int parts,
+                                 int p) noexcept nogil:
+    # the work buffer: the padded weight copies (_prepare), shared by all parts; each part's
+    # slice; the gradients of parts 1, 2, ...
+    cdef Py_ssize_t off = _prepared_size(H, V)
+    cdef int q
+    for q in range(p):
+        off += _chunk_work(_part_start(B, parts, q + 1) - _part_start(B, parts, q), T, H, V)
+    return work + off
+
+
+cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
+                   const floating* h, floating* work, floating* G, floating* dh0,
+                   int parts) noexcept nogil:
+    # Forward over a (B,T) chunk from state h, and BPTT into G (not NULL) too; each part's
+    # states, logits and gradients stay in its slice of work (_part_work), and G ends as their
+    # sum. Returns the summed loss (0 without Y).
+    cdef double losses[MAX_PARTS]
+    cdef double loss = 0.0
+    cdef Py_ssize_t n = _n_params(H, V), i, i0, i1, blk, n_blk
+    cdef int p, q, b0, bp
+    cdef floating* w
+    cdef floating* hs
+    cdef floating* Z
+    cdef floating* dH
+    cdef floating* Gp
+    cdef floating* extra = _part_work(work, B, T, H, V, parts, parts)
+    _prepare(P, H, V, _part_start(B, parts, 1), work)
+    for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+        b0 = _part_start(B, parts, p)
+        bp = _part_start(B, parts, p + 1) - b0
+        w = _part_work(work, B, T, H, V, parts, p)
+        hs = w
+        Z = hs + (T + 1) * <Py_ssize_t>bp * H + WORK_SLACK
+        dH = Z + <Py_ssize_t>T * bp * V
+        memcpy(hs, h + <Py_ssize_t>b0 * H, <Py_ssize_t>bp * H * sizeof(floating))
+        losses[p] = forward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T,
+                            Y + <Py_ssize_t>b0 * T if Y != NULL else NULL, work, hs, Z)
+        if G != NULL:
+            Gp = G if p == 0 else extra + (p - 1) * n
+            backward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T, work, hs, Z, dH, Gp,
+                     dh0 + <Py_ssize_t>b0 * H if dh0 != NULL else NULL,
+                     dH + (_block_steps(bp, T, H, V) + 1) * <Py_ssize_t>bp * H)
+    for p in range(parts):
+        loss += losses[p]
+    if G != NULL and parts > 1:
+        n_blk = (n + 4095) // 4096
+        for blk in prange(n_blk, num_threads=parts, schedule="static"):
+            i0 = blk * 4096
+            i1 = min(i0 + 4096, n)
+            for q in range(1, parts):
+                Gp = extra + (q - 1) * n
+                for i in range(i0, i1):
+                    G[i] += Gp[i]
+    return loss
+
+
+cdef void _last_state(const floating* work, int H, int V, int B, int T, int parts,
+                      floating* h) noexcept nogil:
+    # copies each part's state after the chunk's last step into its rows of h (B,H)
+    cdef int p, b0, bp
+    cdef const floating* hs
+    for p in range(parts):
+        b0 = _part_start(B, parts, p)
+        bp = _part_start(B, parts, p + 1) - b0
+        hs = _part_work(<floating*>work, B, T, H, V, parts, p)
+        memcpy(h + <Py_ssize_t>b0 * H, hs + <Py_ssize_t>T * bp * H,
+               <Py_ssize_t>bp * H * sizeof(floating))
 
 
 cdef inline floating _clipped(floating g, bint do_clip, floating clip) noexcept nogil:
@@ -577,9 +684,8 @@ cdef void _rank_top(const floating* z, int V, int k, int* order) noexcept nogil:
 cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
                    floating temperature, bint greedy, int top_k, double top_p, int* out,
                    floating* work, int* order) noexcept nogil:
-    # One character is two small matrix-vector products, so the 16-lane reductions of _dot_rows
-    # would cost as much as the products: transpose the three matrices once per call instead and
-    # build every product as a sum of rows (_axpy_rows).
+    # One character is two small matrix-vector products: transpose the three matrices once per
+    # call into zero-padded rows, so that each product is a one-row register tile (_mm).
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* Why = Whh + <Py_ssize_t>H * H
@@ -610,7 +716,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
             WhhT[r * Hp + i] = Whh[i * H + r]
     for k in range(n):
         memcpy(z, by, V * sizeof(floating))
-        _axpy_rows(H, Vp, WhyT, h, z)
+        _mm(1, V, H, h, H, 1, WhyT, Vp, True, z, Vp)
         idx = 0
         m = z[0]
         for v in range(1, V):
@@ -656,7 +762,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         col = WxhT + idx * Hp
         for i in range(H):
             h_new[i] = col[i]
-        _axpy_rows(H, Hp, WhhT, h, h_new)
+        _mm(1, H, H, h, H, 1, WhhT, Hp, True, h_new, Hp)
         for i in range(H):
             h[i] = _tanh(h_new[i])
 
@@ -670,12 +776,36 @@ def num_params(int hidden_size, int vocab_size):
     return 2 * H * V + H * H + H + V
 
 
-def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size):
-    """Length of the scratch buffer a chunk of (B,T) needs: hs, Z, dH and one vector
-    (dH holds a block of time steps and a carried (B,H) gradient: see _block_steps)."""
+def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size, threads=1):
+    """Length of the scratch buffer a chunk of (B,T) needs: the recurrent and output weights
+    transposed (rows of H or V values padded to a multiple of 16, plus 16 when that is a multiple
+    of 128), then hs with 16 values of slack, Z, dH (which holds a
+    block of time steps and a carried (B,H) gradient: see _block_steps) and a (V,H) gradient.
+    With `threads` > 1 a large enough chunk is split into parts (see chunk_parts): hs, Z, dH and
+    the (V,H) gradient for each part's rows, then a gradient buffer for every part but the
+    first."""
     B, T, H, V = batch_size, seq_length, hidden_size, vocab_size  # Python ints: no overflow
-    steps = _block_steps(B, T, H, V) if (B + H + V) * T * H < 2**62 else T
-    return (T + 1) * B * H + T * B * V + (steps + 1) * B * H + H + SCRATCH_SLACK
+    parts = chunk_parts(B, T, H, V, threads)
+    total = H * _transposed_ld(H) + H * _transposed_ld(V) + (parts - 1) * num_params(H, V)
+    for p in range(parts):
+        Bp = B // parts + (1 if p < B % parts else 0)
+        steps = _block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
+        total += (T + 1) * Bp * H + WORK_SLACK + T * Bp * V + (steps + 1) * Bp * H + V * H
+    return total
+
+
+def chunk_parts(int batch_size, int seq_length, int hidden_size, int vocab_size, threads=1):
+    """Into how many groups of rows, each on its own thread, a (B,T) chunk is split when the
+    kernels may use `threads` threads: at most `threads` (and 64), each part at least one row and
+    about 2**20 multiply-adds of work (a smaller part costs more to hand to a thread than it
+    saves). Rows are split in order into parts whose sizes differ by at most one."""
+    cdef int n = _as_int(threads, "threads")
+    if n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n}")
+    B, T, H, V = batch_size, seq_length, hidden_size, vocab_size
+    if B <= 0 or T <= 0 or H <= 0 or V < 0 or T * H * (H + V) >= 2**62:
+        return 1
+    return _n_parts(B, T, H, V, n)
 
 
 def sample_work_size(int hidden_size, int vocab_size):
@@ -758,7 +888,7 @@ cdef int _check_ids(const int[:, ::1] ids, int V, str name) except -1:
 
 cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:, ::1] targets,
                       Py_ssize_t h_rows, Py_ssize_t h_cols, Py_ssize_t n_work, int H,
-                      int V) except -1:
+                      int V, int threads) except -1:
     _check_dims(n_params, H, V)
     _check_ids(inputs, V, "inputs")
     if targets is not None:
@@ -769,7 +899,7 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
     B, T = inputs.shape[0], inputs.shape[1]
     if h_rows != B or h_cols != H:
         raise ValueError(f"h has shape ({h_rows}, {h_cols}); expected (batch, hidden) = ({B}, {H})")
-    need = work_size(B, T, H, V)
+    need = work_size(B, T, H, V, threads)
     if n_work < need:
         raise ValueError(f"work has {n_work} elements; a ({B}, {T}) chunk needs {need}")
     if need >= 2**31:
@@ -780,11 +910,12 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
 def loss_and_grads(const floating[::1] params not None, floating[::1] grads not None,
                    const int[:, ::1] inputs not None, const int[:, ::1] targets,
                    floating[:, ::1] h not None, floating[::1] work not None,
-                   hidden_size, vocab_size, floating[:, ::1] dh0=None):
+                   hidden_size, vocab_size, floating[:, ::1] dh0=None, threads=1):
     """Forward and BPTT over one (B,T) chunk.
 
     Overwrites `grads` (unclipped), replaces h (B,H) by the last hidden state, writes dL/dh0 into
-    `dh0` if given, and returns the summed cross-entropy.
+    `dh0` if given, and returns the summed cross-entropy. `threads`: see chunk_parts (the BLAS
+    the kernels call should then run one thread: set by the caller).
     """
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
@@ -794,7 +925,9 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     cdef Py_ssize_t nbytes[7]
     if targets is None:
         raise ValueError("targets is required")
-    _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
+    cdef int parts = chunk_parts(B, T, H, V, threads)
+    _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
+                 parts)
     if grads.shape[0] != params.shape[0]:
         raise ValueError(f"grads has {grads.shape[0]} elements; expected {params.shape[0]}")
     if dh0 is not None:
@@ -810,30 +943,27 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     _span(start, nbytes, 6, &targets[0, 0], targets.shape[0] * targets.shape[1] * sizeof(int))
     _check_disjoint(start, nbytes, 7, 4,
                     ("grads", "h", "work", "dh0", "params", "inputs", "targets"))
-    cdef floating* hs = &work[0]
-    cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
-    cdef floating* dH = Z + <Py_ssize_t>T * B * V
-    cdef floating* scratch = dH + (_block_steps(B, T, H, V) + 1) * B * <Py_ssize_t>H
     with nogil:
-        memcpy(hs, &h[0, 0], B * H * sizeof(floating))
-        loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
-        backward(&params[0], H, V, B, T, &inputs[0, 0], hs, Z, dH, &grads[0], p_dh0, scratch)
-        memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
+        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
+                      &grads[0], p_dh0, parts)
+        _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
 
 def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs not None,
                  const int[:, ::1] targets, floating[:, ::1] h not None,
-                 floating[::1] work not None, hidden_size, vocab_size):
+                 floating[::1] work not None, hidden_size, vocab_size, threads=1):
     """Forward only: returns the summed cross-entropy (0.0 if targets is None) and replaces h
-    by the last hidden state. Logits (or dZ) stay in work[(T+1)*B*H : (T+1)*B*H + T*B*V]."""
+    by the last hidden state."""
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
     cdef const int* p_targets = NULL
     cdef const char* start[5]
     cdef Py_ssize_t nbytes[5]
-    _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
+    cdef int parts = chunk_parts(B, T, H, V, threads)
+    _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
+                 parts)
     if targets is not None:
         p_targets = &targets[0, 0]
     _span(start, nbytes, 0, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
@@ -842,12 +972,10 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     _span(start, nbytes, 3, &inputs[0, 0], inputs.shape[0] * inputs.shape[1] * sizeof(int))
     _span(start, nbytes, 4, p_targets, B * T * sizeof(int))
     _check_disjoint(start, nbytes, 5, 2, ("h", "work", "params", "inputs", "targets"))
-    cdef floating* hs = &work[0]
-    cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
     with nogil:
-        memcpy(hs, &h[0, 0], B * H * sizeof(floating))
-        loss = forward(&params[0], H, V, B, T, &inputs[0, 0], p_targets, hs, Z)
-        memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
+        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], p_targets, &h[0, 0], &work[0],
+                      NULL, NULL, parts)
+        _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
 
@@ -961,7 +1089,7 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
                floating[:, ::1] h not None, floating[::1] work not None, hidden_size,
                vocab_size, optimizer, double lr, double eps, clip,
                floating[::1] mem2=None, double beta1=0.9, double beta2=0.999, double step=1,
-               clip_norm=None, double grad_scale=1.0, floating[::1] undo=None):
+               clip_norm=None, double grad_scale=1.0, floating[::1] undo=None, threads=1):
     """One whole training iteration in one call: forward, BPTT, clipping and the optimizer
     update (the arguments after `optimizer` as in `optimizer_update`; mem and mem2 are its state
     1 and 2). Replaces h by the last hidden state and returns the summed loss of the chunk.
@@ -971,7 +1099,7 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     non-finite value in params or the optimizer state (a NaN or infinite gradient, an overflow)
     it is undone exactly, from the old values it saved in `grads` and `undo` as it went (grads
     then holds no gradient). A step not taken leaves params, mem, mem2 and h as they were.
-    Returns (loss, taken) then."""
+    Returns (loss, taken) then. `threads`: as in loss_and_grads."""
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
@@ -982,7 +1110,9 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     cdef bint taken = True
     if targets is None:
         raise ValueError("targets is required")
-    _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V)
+    cdef int parts = chunk_parts(B, T, H, V, threads)
+    _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
+                 parts)
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), opt, lr,
                  eps, clip, beta1, beta2, step, clip_norm, grad_scale)
     _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
@@ -1002,28 +1132,21 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     _span(start, nbytes, 8, &targets[0, 0], targets.shape[0] * targets.shape[1] * sizeof(int))
     _check_disjoint(start, nbytes, 9, 7,
                     ("params", "grads", "mem", "mem2", "h", "work", "undo", "inputs", "targets"))
-    cdef floating* hs = &work[0]
-    cdef floating* Z = hs + (T + 1) * <Py_ssize_t>B * H
-    cdef floating* dH = Z + <Py_ssize_t>T * B * V
-    cdef floating* scratch = dH + (_block_steps(B, T, H, V) + 1) * B * <Py_ssize_t>H
     cdef floating* p_undo = _ptr(undo)
     cdef bint guarded = undo is not None
     with nogil:
-        memcpy(hs, &h[0, 0], B * H * sizeof(floating))
-        loss = forward(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], hs, Z)
+        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
+                      &grads[0], NULL, parts)
         if not guarded:
-            backward(&params[0], H, V, B, T, &inputs[0, 0], hs, Z, dH, &grads[0], NULL, scratch)
-            memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
+            _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
             update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
         else:
-            taken = loss - loss == 0  # a finite loss
+            # a non-finite loss (x - x is NaN for NaN and +-inf) takes no step; nor does an
+            # update that leaves a non-finite value
+            taken = loss - loss == 0 and update_guarded(&params[0], &grads[0], p_mem, p_mem2,
+                                                        params.shape[0], &cfg, p_undo)
             if taken:
-                backward(&params[0], H, V, B, T, &inputs[0, 0], hs, Z, dH, &grads[0], NULL,
-                         scratch)
-                taken = update_guarded(&params[0], &grads[0], p_mem, p_mem2, params.shape[0],
-                                       &cfg, p_undo)
-            if taken:
-                memcpy(&h[0, 0], hs + T * <Py_ssize_t>B * H, B * H * sizeof(floating))
+                _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     if guarded:
         return loss, taken
     return loss

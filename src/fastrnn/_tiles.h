@@ -1,0 +1,279 @@
+/* Register-tiled matrix products for fastrnn's kernels (see _kernels.pyx):
+ *
+ *     C (M,N) += A (M,K) @ W (K,N)
+ *
+ * C and W row-major (rows ldc / ldw values apart), A strided: A(r,k) = A[r*a_rs + k*a_ks], so
+ * A may be a transposed view (the weight gradients are dZ^T @ hs and dH^T @ hs).
+ *
+ * C is built in tiles of up to 6 rows by four 64-byte vectors (64 floats, 32 doubles): for each
+ * k, every row's A(r,k) times W's row k is added to the tile, so each C[r,j] is summed over k
+ * in order and no -ffast-math is needed (but for one- and two-row tiles, which sum even and odd
+ * k apart and add the two at the end: one chain of dependent adds per vector would run at half
+ * speed). K is cut into blocks whose rows of W stay in the L2 cache while every tile of C
+ * passes over them. If w_padded is set, each row of W can be read up to the next whole vector
+ * past N (a zero-padded copy), and the last columns go through a one-vector tile on a copy of
+ * them instead of one at a time.
+ *
+ * This is C rather than Cython only because the tile must stay in registers: GCC's vector
+ * extension (vector_size) makes it an array of vectors, which gcc and clang map to whatever
+ * vector registers the target has (one AVX-512 register, two AVX2 or four SSE ones each).
+ */
+#ifndef FASTRNN_TILES_H
+#define FASTRNN_TILES_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+/* the vectors never cross a function boundary (always_inline), so the ABI note about passing
+ * 64-byte vectors without AVX-512 does not apply */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+#define FR_KC_BYTES (256 * 1024) /* W rows per block of K: at most this many bytes of them */
+
+typedef float fr_vf __attribute__((vector_size(64)));
+typedef double fr_vd __attribute__((vector_size(64)));
+typedef int fr_vi __attribute__((vector_size(64)));
+typedef long long fr_vl __attribute__((vector_size(64)));
+
+#if defined(__clang__)
+#define FR_SHUF_F(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define FR_SHUF_D(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define FR_SHUF_F(a, b, ...) __builtin_shuffle(a, b, (fr_vi){__VA_ARGS__})
+#define FR_SHUF_D(a, b, ...) __builtin_shuffle(a, b, (fr_vl){__VA_ARGS__})
+#endif
+
+/* Horizontal sums of a whole vector's worth of vectors: lane i of the result is the sum of the
+ * lanes of a[BITREV(i)], added pairwise in a fixed order (halves, then quarters, ...). */
+static inline __attribute__((always_inline)) fr_vf fr_hsums_f32(const fr_vf *a)
+{
+    fr_vf u[8], v[4], w[2];
+    for (int i = 0; i < 8; i++)
+        u[i] = FR_SHUF_F(a[2*i], a[2*i+1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+             + FR_SHUF_F(a[2*i], a[2*i+1], 8, 9, 10, 11, 12, 13, 14, 15,
+                         24, 25, 26, 27, 28, 29, 30, 31);
+    for (int i = 0; i < 4; i++)
+        v[i] = FR_SHUF_F(u[2*i], u[2*i+1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27)
+             + FR_SHUF_F(u[2*i], u[2*i+1], 4, 5, 6, 7, 20, 21, 22, 23,
+                         12, 13, 14, 15, 28, 29, 30, 31);
+    for (int i = 0; i < 2; i++)
+        w[i] = FR_SHUF_F(v[2*i], v[2*i+1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)
+             + FR_SHUF_F(v[2*i], v[2*i+1], 2, 3, 18, 19, 6, 7, 22, 23,
+                         10, 11, 26, 27, 14, 15, 30, 31);
+    return FR_SHUF_F(w[0], w[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30)
+         + FR_SHUF_F(w[0], w[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+}
+
+static inline __attribute__((always_inline)) fr_vd fr_hsums_f64(const fr_vd *a)
+{
+    fr_vd u[4], v[2];
+    for (int i = 0; i < 4; i++)
+        u[i] = FR_SHUF_D(a[2*i], a[2*i+1], 0, 1, 2, 3, 8, 9, 10, 11)
+             + FR_SHUF_D(a[2*i], a[2*i+1], 4, 5, 6, 7, 12, 13, 14, 15);
+    for (int i = 0; i < 2; i++)
+        v[i] = FR_SHUF_D(u[2*i], u[2*i+1], 0, 1, 8, 9, 4, 5, 12, 13)
+             + FR_SHUF_D(u[2*i], u[2*i+1], 2, 3, 10, 11, 6, 7, 14, 15);
+    return FR_SHUF_D(v[0], v[1], 0, 8, 2, 10, 4, 12, 6, 14)
+         + FR_SHUF_D(v[0], v[1], 1, 9, 3, 11, 5, 13, 7, 15);
+}
+
+static const int fr_bitrev16[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+static const int fr_bitrev8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+
+/* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS): void NAME(M, N, K, A, a_rs, a_ks, W, ldw,
+ * w_padded, C, ldc) and void NAME##v(N, K, W, ldw, w_padded, x, y) for element type T, vector
+ * type V and the integer vector type IV of the same lanes. */
+#define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS)                                          \
+enum { NAME##_LANES = (int)(sizeof(V) / sizeof(T)) };                                          \
+                                                                                               \
+static inline __attribute__((always_inline)) V NAME##_load(const T *p)                         \
+{                                                                                              \
+    V v;                                                                                       \
+    memcpy(&v, p, sizeof(V)); /* an unaligned vector load */                                   \
+    return v;                                                                                  \
+}                                                                                              \
+                                                                                               \
+/* C[:R, :NV vectors] += A[:R, :K] @ W[:K, :NV vectors] */                                     \
+static inline __attribute__((always_inline)) void NAME##_tile(                                 \
+    const int R, const int NV, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,        \
+    const T *W, ptrdiff_t ldw, T *C, ptrdiff_t ldc)                                            \
+{                                                                                              \
+    V acc[6][4], odd[2][4];                                                                    \
+    const int L = NAME##_LANES;                                                                \
+    ptrdiff_t k = 0;                                                                           \
+    for (int r = 0; r < R; r++)                                                                \
+        for (int v = 0; v < NV; v++)                                                           \
+            acc[r][v] = NAME##_load(C + r * ldc + v * L);                                      \
+    if (R <= 2) {                                                                              \
+        for (int r = 0; r < R; r++)                                                            \
+            for (int v = 0; v < NV; v++)                                                       \
+                odd[r][v] = (V){0};                                                            \
+        for (; k + 2 <= K; k += 2) {                                                           \
+            const T *w0 = W + k * ldw, *w1 = w0 + ldw;                                         \
+            V b0[4], b1[4];                                                                    \
+            for (int v = 0; v < NV; v++) {                                                     \
+                b0[v] = NAME##_load(w0 + v * L);                                               \
+                b1[v] = NAME##_load(w1 + v * L);                                               \
+            }                                                                                  \
+            for (int r = 0; r < (R <= 2 ? R : 2); r++) {                                       \
+                const T x0 = A[r * a_rs + k * a_ks], x1 = A[r * a_rs + (k + 1) * a_ks];        \
+                for (int v = 0; v < NV; v++) {                                                 \
+                    acc[r][v] += x0 * b0[v];                                                   \
+                    odd[r][v] += x1 * b1[v];                                                   \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    for (; k < K; k++) {                                                                       \
+        const T *w = W + k * ldw;                                                              \
+        V b[4];                                                                                \
+        for (int v = 0; v < NV; v++)                                                           \
+            b[v] = NAME##_load(w + v * L);                                                     \
+        for (int r = 0; r < R; r++) {                                                          \
+            const T x = A[r * a_rs + k * a_ks];                                                \
+            for (int v = 0; v < NV; v++)                                                       \
+                acc[r][v] += x * b[v];                                                         \
+        }                                                                                      \
+    }                                                                                          \
+    for (int r = 0; r < R; r++)                                                                \
+        for (int v = 0; v < NV; v++) {                                                         \
+            V out = acc[r][v];                                                                 \
+            if (R <= 2)                                                                        \
+                out += odd[r < 2 ? r : 0][v];                                                  \
+            memcpy(C + r * ldc + v * L, &out, sizeof(V));                                      \
+        }                                                                                      \
+}                                                                                              \
+                                                                                               \
+/* C[:R, :nv] += A[:R, :K] @ W[:K, :nv] for nv < one vector, by a one-vector tile on a copy */ \
+static inline __attribute__((always_inline)) void NAME##_edge(                                 \
+    const int R, int nv, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks, const T *W,  \
+    ptrdiff_t ldw, T *C, ptrdiff_t ldc)                                                        \
+{                                                                                              \
+    T buf[6][NAME##_LANES];                                                                    \
+    memset(buf, 0, sizeof(buf));                                                               \
+    for (int r = 0; r < R; r++)                                                                \
+        memcpy(buf[r], C + r * ldc, nv * sizeof(T));                                           \
+    NAME##_tile(R, 1, K, A, a_rs, a_ks, W, ldw, &buf[0][0], NAME##_LANES);                     \
+    for (int r = 0; r < R; r++)                                                                \
+        memcpy(C + r * ldc, buf[r], nv * sizeof(T));                                           \
+}                                                                                              \
+                                                                                               \
+/* all N columns of R rows: tiles of 4, 2 and 1 vectors, then the rest: a one-vector tile on   \
+ * a copy if W is padded, else column by column */                                            \
+static inline __attribute__((always_inline)) void NAME##_rows(                                 \
+    const int R, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,         \
+    const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc)                              \
+{                                                                                              \
+    const int L = NAME##_LANES;                                                                \
+    ptrdiff_t j = 0;                                                                           \
+    for (; j + 4 * L <= N; j += 4 * L)                                                         \
+        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                           \
+    if (j + 2 * L <= N) {                                                                      \
+        NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                           \
+        j += 2 * L;                                                                            \
+    }                                                                                          \
+    if (j + L <= N) {                                                                          \
+        NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                           \
+        j += L;                                                                                \
+    }                                                                                          \
+    if (j < N && w_padded) {                                                                   \
+        NAME##_edge(R, (int)(N - j), K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                \
+        j = N;                                                                                 \
+    }                                                                                          \
+    for (; j < N; j++)                                                                         \
+        for (int r = 0; r < R; r++) {                                                          \
+            T s = C[r * ldc + j];                                                              \
+            for (ptrdiff_t k = 0; k < K; k++)                                                  \
+                s += A[r * a_rs + k * a_ks] * W[k * ldw + j];                                  \
+            C[r * ldc + j] = s;                                                                \
+        }                                                                                      \
+}                                                                                              \
+                                                                                               \
+static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,           \
+                 ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc) \
+{                                                                                              \
+    ptrdiff_t kc = FR_KC_BYTES / (ptrdiff_t)sizeof(T) / (ldw > 0 ? ldw : 1);                   \
+    if (kc < 16)                                                                               \
+        kc = 16;                                                                               \
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += kc) {                                                 \
+        const ptrdiff_t kk = K - k0 < kc ? K - k0 : kc;                                        \
+        const T *a = A + k0 * a_ks, *w = W + k0 * ldw;                                         \
+        ptrdiff_t i = 0;                                                                       \
+        for (; i + 6 <= M; i += 6)                                                             \
+            NAME##_rows(6, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
+                        ldc);                                                                  \
+        if (i + 4 <= M) {                                                                      \
+            NAME##_rows(4, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
+                        ldc);                                                                  \
+            i += 4;                                                                            \
+        }                                                                                      \
+        if (i + 2 <= M) {                                                                      \
+            NAME##_rows(2, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
+                        ldc);                                                                  \
+            i += 2;                                                                            \
+        }                                                                                      \
+        if (i < M)                                                                             \
+            NAME##_rows(1, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
+                        ldc);                                                                  \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+/* y (N) += W (N,K) @ x (K), W row-major: one row of A against W untransposed (the forward     \
+ * step of one sequence, where transposing Whh each chunk would cost as much as it saves).     \
+ * Rows go a whole vector's worth at a time; each row's dot product keeps one partial sum per  \
+ * lane, and the lanes are added by HSUMS, in the same order for every row. The last K % LANES \
+ * values of each row are read as a whole vector whose lanes past K are masked to zero, so    \
+ * each row can be read up to a whole vector past K (w_padded: rows followed by more values); \
+ * otherwise they are copied out first. */                                                     \
+static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_padded,        \
+                    const T *x, T *y)                                                          \
+{                                                                                              \
+    enum { L = NAME##_LANES };                                                                 \
+    const ptrdiff_t Kv = K - K % L;                                                            \
+    T xt[L], wt[L], out[L];                                                                    \
+    V xtail;                                                                                   \
+    IV keep = (IV){0};                                                                         \
+    memset(xt, 0, sizeof(xt));                                                                 \
+    memcpy(xt, x + Kv, (K - Kv) * sizeof(T));                                                  \
+    memcpy(&xtail, xt, sizeof(V));                                                             \
+    for (int j = 0; j < L; j++)                                                                \
+        keep[j] = j < K - Kv ? -1 : 0;                                                         \
+    for (ptrdiff_t i0 = 0; i0 < N; i0 += L) {                                                  \
+        const T *rows[L];                                                                      \
+        V acc[L];                                                                              \
+        for (int j = 0; j < L; j++) {                                                          \
+            ptrdiff_t r = i0 + BITREV[j];                                                      \
+            rows[j] = W + (r < N ? r : N - 1) * ldw; /* past the last row: repeat it */        \
+            acc[j] = (V){0};                                                                   \
+        }                                                                                      \
+        for (ptrdiff_t k = 0; k < Kv; k += L) {                                                \
+            const V xv = NAME##_load(x + k);                                                   \
+            for (int j = 0; j < L; j++)                                                        \
+                acc[j] += NAME##_load(rows[j] + k) * xv;                                       \
+        }                                                                                      \
+        if (Kv < K && w_padded)                                                                \
+            for (int j = 0; j < L; j++) {                                                      \
+                IV w; /* lanes past K: zero, whatever they held */                             \
+                memcpy(&w, rows[j] + Kv, sizeof(V));                                           \
+                w &= keep;                                                                     \
+                acc[j] += (V)w * xtail;                                                        \
+            }                                                                                  \
+        else if (Kv < K)                                                                       \
+            for (int j = 0; j < L; j++) {                                                      \
+                memset(wt, 0, sizeof(wt));                                                     \
+                memcpy(wt, rows[j] + Kv, (K - Kv) * sizeof(T));                                \
+                acc[j] += NAME##_load(wt) * xtail;                                             \
+            }                                                                                  \
+        const V s = HSUMS(acc);                                                                \
+        memcpy(out, &s, sizeof(V));                                                            \
+        for (int j = 0; j < L && i0 + j < N; j++)                                              \
+            y[i0 + j] += out[j];                                                               \
+    }                                                                                          \
+}
+
+FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32)
+FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64)
+
+#endif
