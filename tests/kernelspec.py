@@ -87,7 +87,8 @@ def chunk_parts(B, T, H, V, threads=1):
 
 def work_size(B, T, H, V, threads=1):
     """WhhT (H, ld(H)) and WhyT (H, ld(V)); then per part of Bp rows: hs (T+1,Bp,H) and 16
-    values of slack, Z (T,Bp,V), dH (a block of steps plus a carried (Bp,H)), dXT (V,H); then a
+    values of slack, Z (T,Bp,V), dH (a block of steps plus a carried (Bp,H)), dXT (V,H), a
+    vector with SCRATCH_SLACK spare values; then a
     gradient buffer for every part but the first. (The kernels take T steps per block where the
     block rule's products would pass 2**62; any such chunk is refused for passing 2**31.)"""
     parts = chunk_parts(B, T, H, V, threads)
@@ -95,7 +96,8 @@ def work_size(B, T, H, V, threads=1):
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
-        total += (T + 1) * Bp * H + 16 + T * Bp * V + (steps + 1) * Bp * H + V * H
+        total += (T + 1) * Bp * H + 16 + T * Bp * V + (steps + 1) * Bp * H + V * H + H + \
+            SCRATCH_SLACK
     return total
 
 

@@ -16,6 +16,7 @@
 #                   memory: _block_steps), turned into dL/d(pre-activation) in place, and the
 #                   gradient carried from one block into the one before
 #     dXT (V,H)     the input weights' gradient, transposed
+#     scratch       H + SCRATCH_SLACK values: one vector of the backward step of one sequence
 # A chunk split over threads has hs, Z and dH per group of rows, and a gradient buffer for
 # every group but the first (see _chunk in _kernels.pyx).
 

@@ -115,6 +115,40 @@ cdef inline floating _sum(const floating* a, Py_ssize_t n) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
+# y += A^T x for one sequence as a sum of scaled rows of A (an elementwise inner loop that
+# vectorises without reordering a sum): the backward step of one sequence with H >= DOT_MIN_H
+# (it streams a large Whh row by row, where the column tiles of _mm streamed it at two thirds of
+# the speed).
+
+cdef inline void _axpy_rows(Py_ssize_t M, Py_ssize_t N, const floating* A, const floating* x,
+                            floating* y) noexcept nogil:
+    # y (N,) += A^T x  for A (M,N) row-major, x (M,)
+    cdef Py_ssize_t i = 0, j
+    cdef const floating* a0
+    cdef const floating* a1
+    cdef const floating* a2
+    cdef const floating* a3
+    cdef floating x0, x1, x2, x3
+    while i + 4 <= M:
+        a0 = A + i * N
+        a1 = a0 + N
+        a2 = a1 + N
+        a3 = a2 + N
+        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        for j in range(N):
+            # the four products are summed first: y's dependency chain is one add per pass
+            y[j] = y[j] + ((x0 * a0[j] + x1 * a1[j]) + (x2 * a2[j] + x3 * a3[j]))
+        i += 4
+    while i < M:
+        a0 = A + i * N
+        x0 = x[i]
+        for j in range(N):
+            y[j] = y[j] + x0 * a0[j]
+        i += 1
+
+
+
+# ---------------------------------------------------------------------------------------------
 # Matrix products, C (M,N) += A (M,K) @ W (K,N), by the register-tiled loops of _tiles.h. They
 # replaced OpenBLAS (through scipy), measured here in float32 on one core: a step of the
 # recurrence, 64x256 @ 256x256, 120 us with sgemm (which packs W again on every call) and 72 us
@@ -134,6 +168,10 @@ cdef extern from "_tiles.h" nogil:
                       const float* x, float* y)
     void fr_gemm_f64v(Py_ssize_t N, Py_ssize_t K, const double* W, Py_ssize_t ldw, int w_padded,
                       const double* x, double* y)
+    void fr_rowsum_f32(Py_ssize_t N, Py_ssize_t K, const float* W, Py_ssize_t ldw,
+                       const float* x, float* y)
+    void fr_rowsum_f64(Py_ssize_t N, Py_ssize_t K, const double* W, Py_ssize_t ldw,
+                       const double* x, double* y)
 
 cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_rs,
                      Py_ssize_t a_ks, const floating* W, Py_ssize_t ldw, bint w_padded,
@@ -144,6 +182,14 @@ cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A
         fr_gemm_f32(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
     else:
         fr_gemm_f64(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
+
+cdef inline void _rowsum(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
+                         const floating* x, floating* y) noexcept nogil:
+    # y (N) += x (K) @ W (K,N); N a multiple of 16, W's rows zero-padded to it (sampling)
+    if floating is float:
+        fr_rowsum_f32(N, K, W, ldw, x, y)
+    else:
+        fr_rowsum_f64(N, K, W, ldw, x, y)
 
 cdef inline void _mv(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                      bint w_padded, const floating* x, floating* y) noexcept nogil:
@@ -348,6 +394,8 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef const floating* row
     cdef floating* dst
     cdef floating* col
+    cdef floating* acc
+    cdef floating* scratch = dXT + HV  # H + SCRATCH_SLACK values
 
     # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:]
     memset(G, 0, (2 * HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
@@ -384,7 +432,13 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                 memset(dst, 0, BH * sizeof(floating))
             else:
                 break
-            _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
+            if B == 1 and H >= DOT_MIN_H:
+                acc = _clear_of(scratch, Whh, H)
+                memcpy(acc, dst, H * sizeof(floating))
+                _axpy_rows(H, H, Whh, dh, acc)
+                memcpy(dst, acc, H * sizeof(floating))
+            else:
+                _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
         # recurrent weights, the block at once: dWhh += dH^T @ hs[t0:t1]
         _mm(H, H, (t1 - t0) * B, dH, 1, H, hs + t0 * BH, H, True, dWhh, H)
         for t in range(t0, t1):
@@ -419,9 +473,9 @@ cdef inline Py_ssize_t _n_params(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
 cdef inline Py_ssize_t _chunk_work(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
                                    Py_ssize_t V) noexcept nogil:
     # work of one part, B rows of a chunk: hs and slack, Z, dH (a block of steps plus a carried
-    # (B,H)), and the input weights' gradient transposed (V,H)
+    # (B,H)), the input weights' gradient transposed (V,H) and a vector (see backward)
     return (T + 1) * B * H + WORK_SLACK + T * B * V + (_block_steps(B, T, H, V) + 1) * B * H + \
-        V * H
+        V * H + H + SCRATCH_SLACK
 
 
 cdef inline int _n_parts(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H, Py_ssize_t V,
@@ -684,8 +738,12 @@ cdef void _rank_top(const floating* z, int V, int k, int* order) noexcept nogil:
 cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
                    floating temperature, bint greedy, int top_k, double top_p, int* out,
                    floating* work, int* order) noexcept nogil:
-    # One character is two small matrix-vector products: transpose the three matrices once per
-    # call into zero-padded rows, so that each product is a one-row register tile (_mm).
+    # One character is two small matrix-vector products on the same state h: Why h and Whh h.
+    # Both matrices are transposed once per call, side by side, into WT: row k holds column k of
+    # Why and then column k of Whh, each zero-padded to whole vectors, so one pass of _rowsum
+    # over WT builds both products in registers as sums of rows (where _axpy_rows read and wrote
+    # them in memory once per four rows, at a third of the speed). At H=100 the matrices do not
+    # fit the L1 cache together: a character costs about one pass over them from L2.
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* Why = Whh + <Py_ssize_t>H * H
@@ -693,36 +751,50 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef const floating* by = bh + H
     # rows padded to a multiple of 16 values (zeros), so the row sums have no scalar tail
     cdef Py_ssize_t Hp = _padded(H), Vp = _padded(V)
+    cdef Py_ssize_t ld = Vp + Hp
     cdef floating* WxhT = work                          # (V,Hp), with bh added to every row
-    cdef floating* WhhT = WxhT + V * Hp                 # (H,Hp)
-    cdef floating* WhyT = WhhT + <Py_ssize_t>H * Hp     # (H,Vp)
-    cdef floating* z = _clear_of(WhyT + <Py_ssize_t>H * Vp, WhyT, Vp)
-    cdef floating* h_new = _clear_of(WhyT + <Py_ssize_t>H * Vp + Vp + SCRATCH_SLACK, WhhT, Hp)
+    cdef floating* WT = WxhT + V * Hp                   # (H, Vp + Hp): Why^T | Whh^T
+    cdef floating* z = _clear_of(WT + <Py_ssize_t>H * ld, WT, ld)  # logits, then Whh h
+    cdef floating* hh = z + Vp
     cdef const floating* col
     cdef Py_ssize_t k, v, i, r
     cdef floating m
+    cdef floating lane_max[16]
     cdef double total, target, c, kept
     cdef int idx, j, n_rank, n_keep
     cdef bint filtered = (0 < top_k < V) or top_p < 1
     n_rank = top_k if 0 < top_k < V else V
-    memset(work, 0, (V * Hp + <Py_ssize_t>H * Hp + <Py_ssize_t>H * Vp) * sizeof(floating))
-    memset(z, 0, Vp * sizeof(floating))
-    memset(h_new, 0, Hp * sizeof(floating))
+    memset(work, 0, (V * Hp + <Py_ssize_t>H * ld) * sizeof(floating))
+    memset(z, 0, ld * sizeof(floating))
     for i in range(H):
         for r in range(V):
             WxhT[r * Hp + i] = Wxh[i * V + r] + bh[i]
-            WhyT[i * Vp + r] = Why[r * H + i]
+            WT[i * ld + r] = Why[r * H + i]
         for r in range(H):
-            WhhT[r * Hp + i] = Whh[i * H + r]
+            WT[i * ld + Vp + r] = Whh[r * H + i]
     for k in range(n):
         memcpy(z, by, V * sizeof(floating))
-        _mm(1, V, H, h, H, 1, WhyT, Vp, True, z, Vp)
+        memset(hh, 0, Hp * sizeof(floating))
+        _rowsum(ld, H, WT, ld, h, z)
+        # the first id of the highest logit: the highest per lane of 16, then the first equal
+        for j in range(16):
+            lane_max[j] = z[0]
+        v = 0
+        while v + 16 <= V:
+            for j in range(16):
+                lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
+            v += 16
+        for j in range(V - v):
+            lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
+        m = lane_max[0]
+        for j in range(1, 16):
+            if lane_max[j] > m:
+                m = lane_max[j]
         idx = 0
-        m = z[0]
-        for v in range(1, V):
-            if z[v] > m:
-                m = z[v]
+        for v in range(V):
+            if z[v] == m:
                 idx = <int>v
+                break
         if not greedy:
             if filtered:
                 _rank_top(z, V, n_rank, order)
@@ -761,10 +833,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         out[k] = idx
         col = WxhT + idx * Hp
         for i in range(H):
-            h_new[i] = col[i]
-        _mm(1, H, H, h, H, 1, WhhT, Hp, True, h_new, Hp)
-        for i in range(H):
-            h[i] = _tanh(h_new[i])
+            h[i] = _tanh(col[i] + hh[i])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -790,7 +859,8 @@ def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size, t
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = _block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
-        total += (T + 1) * Bp * H + WORK_SLACK + T * Bp * V + (steps + 1) * Bp * H + V * H
+        total += (T + 1) * Bp * H + WORK_SLACK + T * Bp * V + (steps + 1) * Bp * H + V * H + \
+            H + SCRATCH_SLACK
     return total
 
 
