@@ -35,6 +35,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--reduction", default="mean", choices=["sum", "mean"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--decay-to", type=float, default=1.0,
+                   help="lower the learning rate linearly over the budget, to this fraction of "
+                        "--lr at the end (1: constant)")
     p.add_argument("--json", help="write the summary here")
     args = p.parse_args(argv)
 
@@ -57,9 +60,11 @@ def main(argv=None):
     history, start = [], time.perf_counter()
     next_eval = args.eval_every
     best = float("inf")
+    base_lr = opt.lr
     while True:
         trainer.step()
         elapsed = time.perf_counter() - start
+        opt.lr = base_lr * (1 - (1 - args.decay_to) * min(elapsed / args.seconds, 1.0))
         if elapsed >= next_eval or elapsed >= args.seconds:
             val = trainer.evaluate()["nats_per_char"]
             elapsed = time.perf_counter() - start
@@ -72,6 +77,7 @@ def main(argv=None):
             if elapsed >= args.seconds:
                 break
     summary = {"best_val_nats_per_char": round(best, 4), "iterations": trainer.iteration,
+               "lr": base_lr, "decay_to": args.decay_to, "reduction": args.reduction,
                "seconds": round(time.perf_counter() - start, 1), "optimizer": repr(opt),
                "backend": args.backend, "threads": args.threads, "history": history}
     print(f"best validation loss {best:.4f} nats/char after {trainer.iteration} iterations "

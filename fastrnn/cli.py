@@ -19,7 +19,7 @@ PRESETS = {
     "min-char-rnn": dict(hidden_size=100, seq_length=25, batch_size=1, optimizer="adagrad",
                          optim=dict(lr=0.1, clip=5.0), reduction="sum", iterations=5000),
     "lab": dict(hidden_size=256, seq_length=128, batch_size=64, optimizer="adam",
-                optim=dict(lr=4e-3, clip_norm=5.0), reduction="sum", iterations=2000),
+                optim=dict(lr=4e-3, clip_norm=5.0), reduction="mean", iterations=2000),
 }
 
 
@@ -433,8 +433,9 @@ def build_parser():
                    help="a step whose loss or update is not finite is never taken; raise (the "
                         "default): stop with an error; skip: go on without it")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, help="BLAS threads (default: $FASTRNN_NUM_THREADS "
-                                               "or all cores)")
+    t.add_argument("--threads", type=int, help="threads: the compiled kernels split a batch over "
+                                               "them; numpy's BLAS and torch use as many "
+                                               "(default: $FASTRNN_NUM_THREADS or all cores)")
     t.add_argument("--log", metavar="FILE.jsonl", help="append every metric as a JSON line")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss curves (matplotlib)")
     t.set_defaults(func=cmd_train)

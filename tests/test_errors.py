@@ -581,3 +581,27 @@ def test_kernel_size_helpers_do_not_overflow():
         assert K.sample_work_size(H, V) == S.sample_work_size(H, V)
     for B, T, H, V in [(1, 1, 1, 1), (16, 25, 100, 77), (2**31 - 1,) * 4, (1, 2**31 - 1, 1, 1)]:
         assert K.work_size(B, T, H, V) == S.work_size(B, T, H, V)
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-3, ValueError), (1.5, TypeError),
+                                     ("2", TypeError), (None, TypeError),
+                                     (10**12, OverflowError)])
+def test_kernel_threads_argument_is_checked(bad, exc):
+    """threads= of the chunk wrappers: a positive C int, checked before any work."""
+    B, T, H, V = 2, 3, 4, 5
+    rng = np.random.default_rng(0)
+    P = rng.normal(0, 0.1, K.num_params(H, V))
+    x = rng.integers(0, V, (B, T)).astype(np.intc)
+    h = np.zeros((B, H))
+    work = np.zeros(K.work_size(B, T, H, V))
+    before = P.copy()
+    with pytest.raises(exc, match="threads"):
+        K.loss_and_grads(P, np.zeros_like(P), x, x, h, work, H, V, threads=bad)
+    with pytest.raises(exc, match="threads"):
+        K.forward_loss(P, x, x, h, work, H, V, threads=bad)
+    with pytest.raises(exc, match="threads"):
+        K.train_step(P, np.zeros_like(P), np.zeros_like(P), x, x, h, work, H, V, 0, 0.1, 1e-8,
+                     5.0, threads=bad)
+    with pytest.raises(exc, match="threads"):
+        K.work_size(B, T, H, V, bad)
+    assert np.array_equal(P, before) and not h.any()
