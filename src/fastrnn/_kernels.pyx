@@ -185,7 +185,9 @@ cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A
 
 cdef inline void _rowsum(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                          const floating* x, floating* y) noexcept nogil:
-    # y (N) += x (K) @ W (K,N); N a multiple of 16, W's rows zero-padded to it (sampling)
+    # y (N) += x (K) @ W (K,N); N a multiple of 16 and each row of W readable that far (a
+    # zero-padded copy, or rows followed by other values, whose products land in y past the
+    # values that matter)
     if floating is float:
         fr_rowsum_f32(N, K, W, ldw, x, y)
     else:
@@ -302,9 +304,22 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* bh = Whh + <Py_ssize_t>H * H + <Py_ssize_t>V * H
-    cdef Py_ssize_t b, i
+    cdef Py_ssize_t b, i, Hp = _padded(H)
     cdef int xb
     cdef floating* row
+    cdef floating pre[DOT_MIN_H]
+    if B == 1 and H < DOT_MIN_H:
+        # one sequence, small H: the pre-activation in a padded vector on the stack, built in
+        # registers as a sum of rows of WhhT (_rowsum: one pass where a one-row _mm makes three)
+        xb = x[0]
+        for i in range(H):
+            pre[i] = Wxh[i * V + xb] + bh[i]
+        for i in range(H, Hp):
+            pre[i] = 0
+        _rowsum(Hp, H, Wt, _ldh(H), h_prev, pre)
+        for i in range(H):
+            h_next[i] = _tanh(pre[i])
+        return
     for b in range(B):
         xb = x[b * x_stride]
         row = h_next + b * H
@@ -396,6 +411,8 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef floating* col
     cdef floating* acc
     cdef floating* scratch = dXT + HV  # H + SCRATCH_SLACK values
+    cdef floating row_acc[DOT_MIN_H]
+    cdef Py_ssize_t Hp = _padded(H)
 
     # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:]
     memset(G, 0, (2 * HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
@@ -437,6 +454,13 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                 memcpy(acc, dst, H * sizeof(floating))
                 _axpy_rows(H, H, Whh, dh, acc)
                 memcpy(dst, acc, H * sizeof(floating))
+            elif B == 1 and _tail_whh(H, V):
+                # small H: as in step, a padded vector built in registers; the rows of Whh are
+                # read a whole vector wide, and what lands past H is dropped
+                memcpy(row_acc, dst, H * sizeof(floating))
+                memset(row_acc + H, 0, (Hp - H) * sizeof(floating))
+                _rowsum(Hp, H, Whh, H, dh, row_acc)
+                memcpy(dst, row_acc, H * sizeof(floating))
             else:
                 _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
         # recurrent weights, the block at once: dWhh += dH^T @ hs[t0:t1]
