@@ -152,10 +152,10 @@ cdef inline void _axpy_rows(Py_ssize_t M, Py_ssize_t N, const floating* A, const
 # Matrix products, C (M,N) += A (M,K) @ W (K,N), by the register-tiled loops of _tiles.h. They
 # replaced OpenBLAS (through scipy), measured here in float32 on one core: a step of the
 # recurrence, 64x256 @ 256x256, 120 us with sgemm (which packs W again on every call) and 72 us
-# tiled; 1x512 @ 512x512 (B=1) 27 us with sgemv and 11 us tiled; the chunk's output-layer and
-# weight-gradient products 1.2-1.5x faster. The recurrent and output weights are copied once per
-# chunk into zero-padded rows, plain and transposed (_prepare), so every product reads W
-# row-major with rows whole vectors long.
+# tiled; 1x512 @ 512x512 (B=1) 27 us with sgemv and 11-15 us as dot products (_mv); the
+# weight gradients of a B=1 chunk, 512x25 @ 25x512, 231 us with sgemm and 115 us tiled. The
+# forward pass reads Whh and Why transposed once per chunk into zero-padded rows (_prepare);
+# the other products read their operands in place.
 
 cdef extern from "_tiles.h" nogil:
     void fr_gemm_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t a_rs,
@@ -997,7 +997,8 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
     if n_work < need:
         raise ValueError(f"work has {n_work} elements; a ({B}, {T}) chunk needs {need}")
     if need >= 2**31:
-        raise ValueError(f"chunk too large: {need} scratch elements exceed the 2**31 BLAS limit")
+        raise ValueError(f"chunk too large: {need} scratch elements exceed the kernels' 2**31 "
+                         f"limit")
     return 0
 
 
@@ -1008,8 +1009,8 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     """Forward and BPTT over one (B,T) chunk.
 
     Overwrites `grads` (unclipped), replaces h (B,H) by the last hidden state, writes dL/dh0 into
-    `dh0` if given, and returns the summed cross-entropy. `threads`: see chunk_parts (the BLAS
-    the kernels call should then run one thread: set by the caller).
+    `dh0` if given, and returns the summed cross-entropy. `threads`: the most threads the
+    chunk may be split over (see chunk_parts).
     """
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
