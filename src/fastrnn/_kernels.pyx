@@ -264,13 +264,9 @@ cdef enum:
     DOT_MIN_H = 256  # B=1 forward: from this H on, dot products on Whh beat transposing it
 
 
-cdef inline Py_ssize_t _ldh(Py_ssize_t H) noexcept nogil:
-    return _transposed_ld(H)
-
-
 cdef inline Py_ssize_t _prepared_size(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
     # the transposed weights at the start of a chunk's work buffer (see _prepare)
-    return H * _ldh(H) + H * _transposed_ld(V)
+    return H * _transposed_ld(H) + H * _transposed_ld(V)
 
 
 cdef inline bint _tail_whh(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
@@ -287,7 +283,7 @@ cdef void _prepare(const floating* P, int H, int V, int B, floating* Wt) noexcep
     # padded with zeros to whole vectors (ldh, ldv: _transposed_ld), so that the forward pass's
     # products read them row-major (_mm). A chunk of one sequence with H >= DOT_MIN_H takes dot
     # products on Whh itself instead (_mv), and WhhT is left alone.
-    cdef Py_ssize_t ldh = _ldh(H), ldv = _transposed_ld(V), i
+    cdef Py_ssize_t ldh = _transposed_ld(H), ldv = _transposed_ld(V), i
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef floating* WhyT = Wt + H * ldh
     if B > 1 or H < DOT_MIN_H:
@@ -304,22 +300,9 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* bh = Whh + <Py_ssize_t>H * H + <Py_ssize_t>V * H
-    cdef Py_ssize_t b, i, Hp = _padded(H)
+    cdef Py_ssize_t b, i
     cdef int xb
     cdef floating* row
-    cdef floating pre[DOT_MIN_H]
-    if B == 1 and H < DOT_MIN_H:
-        # one sequence, small H: the pre-activation in a padded vector on the stack, built in
-        # registers as a sum of rows of WhhT (_rowsum: one pass where a one-row _mm makes three)
-        xb = x[0]
-        for i in range(H):
-            pre[i] = Wxh[i * V + xb] + bh[i]
-        for i in range(H, Hp):
-            pre[i] = 0
-        _rowsum(Hp, H, Wt, _ldh(H), h_prev, pre)
-        for i in range(H):
-            h_next[i] = _tanh(pre[i])
-        return
     for b in range(B):
         xb = x[b * x_stride]
         row = h_next + b * H
@@ -328,7 +311,7 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
     if B == 1 and H >= DOT_MIN_H:
         _mv(H, H, Whh, H, _tail_whh(H, V), h_prev, h_next)  # += Whh @ h_prev
     else:
-        _mm(B, H, H, h_prev, H, 1, Wt, _ldh(H), True, h_next, H)  # += h_prev @ WhhT
+        _mm(B, H, H, h_prev, H, 1, Wt, _transposed_ld(H), True, h_next, H)  # += h_prev @ WhhT
     _tanh_inplace(h_next, <Py_ssize_t>B * H)
 
 
@@ -362,7 +345,7 @@ cdef double _softmax_xent(floating* Z, int V, int B, int T, const int* Y) noexce
 cdef double forward(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
                     const floating* Wt, floating* hs, floating* Z) noexcept nogil:
     cdef const floating* by = P + 2 * <Py_ssize_t>H * V + <Py_ssize_t>H * H + H
-    cdef const floating* WhyT = Wt + H * _ldh(H)
+    cdef const floating* WhyT = Wt + H * _transposed_ld(H)
     cdef Py_ssize_t BH = <Py_ssize_t>B * H, t, r
     memset(hs + (T + 1) * BH, 0, WORK_SLACK * sizeof(floating))
     for t in range(T):
@@ -411,8 +394,6 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef floating* col
     cdef floating* acc
     cdef floating* scratch = dXT + HV  # H + SCRATCH_SLACK values
-    cdef floating row_acc[DOT_MIN_H]
-    cdef Py_ssize_t Hp = _padded(H)
 
     # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:]
     memset(G, 0, (2 * HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
@@ -454,13 +435,6 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                 memcpy(acc, dst, H * sizeof(floating))
                 _axpy_rows(H, H, Whh, dh, acc)
                 memcpy(dst, acc, H * sizeof(floating))
-            elif B == 1 and _tail_whh(H, V):
-                # small H: as in step, a padded vector built in registers; the rows of Whh are
-                # read a whole vector wide, and what lands past H is dropped
-                memcpy(row_acc, dst, H * sizeof(floating))
-                memset(row_acc + H, 0, (Hp - H) * sizeof(floating))
-                _rowsum(Hp, H, Whh, H, dh, row_acc)
-                memcpy(dst, row_acc, H * sizeof(floating))
             else:
                 _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
         # recurrent weights, the block at once: dWhh += dH^T @ hs[t0:t1]

@@ -31,6 +31,7 @@
 #endif
 
 #define FR_KC_BYTES (256 * 1024) /* W rows per block of K: at most this many bytes of them */
+#define FR_ONE_ROW_MAX 256       /* a one-row product up to this wide goes through ROWSUM */
 
 typedef float fr_vf __attribute__((vector_size(64)));
 typedef double fr_vd __attribute__((vector_size(64)));
@@ -82,10 +83,76 @@ static inline __attribute__((always_inline)) fr_vd fr_hsums_f64(const fr_vd *a)
 static const int fr_bitrev16[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
 static const int fr_bitrev8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
 
-/* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS): void NAME(M, N, K, A, a_rs, a_ks, W, ldw,
+/* FR_DEFINE_ROWSUM(T, V, NAME): void NAME(N, K, W, ldw, x, y): y (N) += x (K) @ W (K,N), for
+ * one vector x (sampling, and the one-row products of FR_DEFINE_GEMM: the recurrence of one
+ * sequence). N must be a whole number of vectors and each row of W readable that far (a
+ * zero-padded copy, or rows followed by other values), rows ldw >= N apart. Up to FR_ROWSUM_NV vectors of y
+ * stay in registers, twice (even and odd k, added at the end), while K rows of W go by: with
+ * AVX-512's 32 registers 12 (a whole 192-value row of W read at once), else 4. */
+#if defined(__AVX512F__)
+#define FR_ROWSUM_NV 12
+#else
+#define FR_ROWSUM_NV 4
+#endif
+#define FR_DEFINE_ROWSUM(T, V, NAME)                                                           \
+static inline __attribute__((always_inline)) void NAME##_block(                                \
+    const int NV, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y)                   \
+{                                                                                              \
+    enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
+    V a[12], b[12];                                                                            \
+    ptrdiff_t k = 0;                                                                           \
+    for (int v = 0; v < NV; v++) {                                                             \
+        memcpy(&a[v], y + v * L, sizeof(V));                                                   \
+        b[v] = (V){0};                                                                         \
+    }                                                                                          \
+    for (; k + 2 <= K; k += 2) {                                                               \
+        const T x0 = x[k], x1 = x[k + 1];                                                      \
+        const T *w0 = W + k * ldw, *w1 = w0 + ldw;                                             \
+        for (int v = 0; v < NV; v++) {                                                         \
+            V c, d;                                                                            \
+            memcpy(&c, w0 + v * L, sizeof(V));                                                 \
+            memcpy(&d, w1 + v * L, sizeof(V));                                                 \
+            a[v] += x0 * c;                                                                    \
+            b[v] += x1 * d;                                                                    \
+        }                                                                                      \
+    }                                                                                          \
+    for (; k < K; k++)                                                                         \
+        for (int v = 0; v < NV; v++) {                                                         \
+            V c;                                                                               \
+            memcpy(&c, W + k * ldw + v * L, sizeof(V));                                        \
+            a[v] += x[k] * c;                                                                  \
+        }                                                                                      \
+    for (int v = 0; v < NV; v++) {                                                             \
+        a[v] += b[v];                                                                          \
+        memcpy(y + v * L, &a[v], sizeof(V));                                                   \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+static void NAME(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y)       \
+{                                                                                              \
+    enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
+    for (ptrdiff_t j = 0; j < N; j += FR_ROWSUM_NV * L) {                                      \
+        switch ((N - j) / L < FR_ROWSUM_NV ? (int)((N - j) / L) : FR_ROWSUM_NV) {              \
+        case 12: NAME##_block(12, K, W + j, ldw, x, y + j); break;                             \
+        case 11: NAME##_block(11, K, W + j, ldw, x, y + j); break;                             \
+        case 10: NAME##_block(10, K, W + j, ldw, x, y + j); break;                             \
+        case 9: NAME##_block(9, K, W + j, ldw, x, y + j); break;                               \
+        case 8: NAME##_block(8, K, W + j, ldw, x, y + j); break;                               \
+        case 7: NAME##_block(7, K, W + j, ldw, x, y + j); break;                               \
+        case 6: NAME##_block(6, K, W + j, ldw, x, y + j); break;                               \
+        case 5: NAME##_block(5, K, W + j, ldw, x, y + j); break;                               \
+        case 4: NAME##_block(4, K, W + j, ldw, x, y + j); break;                               \
+        case 3: NAME##_block(3, K, W + j, ldw, x, y + j); break;                               \
+        case 2: NAME##_block(2, K, W + j, ldw, x, y + j); break;                               \
+        default: NAME##_block(1, K, W + j, ldw, x, y + j); break;                              \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+/* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM): void NAME(M, N, K, A, a_rs, a_ks, W, ldw,
  * w_padded, C, ldc) and void NAME##v(N, K, W, ldw, w_padded, x, y) for element type T, vector
  * type V and the integer vector type IV of the same lanes. */
-#define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS)                                          \
+#define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM)                                  \
 enum { NAME##_LANES = (int)(sizeof(V) / sizeof(T)) };                                          \
                                                                                                \
 static inline __attribute__((always_inline)) V NAME##_load(const T *p)                         \
@@ -194,6 +261,18 @@ static inline __attribute__((always_inline)) void NAME##_rows(                  
 static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,           \
                  ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc) \
 {                                                                                              \
+    enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
+    if (M == 1 && a_ks == 1 && w_padded && N <= FR_ONE_ROW_MAX) {                              \
+        /* one row: the whole padded row of C in registers, one pass over W (ROWSUM), where    \
+         * the column tiles make a pass per tile, two of them latency-bound */                 \
+        const ptrdiff_t Np = (N + L - 1) / L * L;                                              \
+        T row[FR_ONE_ROW_MAX];                                                                 \
+        memcpy(row, C, N * sizeof(T));                                                         \
+        memset(row + N, 0, (Np - N) * sizeof(T));                                              \
+        ROWSUM(Np, K, W, ldw, A, row);                                                         \
+        memcpy(C, row, N * sizeof(T));                                                         \
+        return;                                                                                \
+    }                                                                                          \
     ptrdiff_t kc = FR_KC_BYTES / (ptrdiff_t)sizeof(T) / (ldw > 0 ? ldw : 1);                   \
     if (kc < 16)                                                                               \
         kc = 16;                                                                               \
@@ -273,74 +352,9 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
     }                                                                                          \
 }
 
-/* FR_DEFINE_ROWSUM(T, V, NAME): void NAME(N, K, W, ldw, x, y): y (N) += x (K) @ W (K,N), for
- * one vector x (sampling: two such products per character). N must be a whole number of vectors
- * and W's rows ldw >= N apart (a zero-padded transposed copy). Up to FR_ROWSUM_NV vectors of y
- * stay in registers, twice (even and odd k, added at the end), while K rows of W go by: with
- * AVX-512's 32 registers 12 (a whole 192-value row of W read at once), else 4. */
-#if defined(__AVX512F__)
-#define FR_ROWSUM_NV 12
-#else
-#define FR_ROWSUM_NV 4
-#endif
-#define FR_DEFINE_ROWSUM(T, V, NAME)                                                           \
-static inline __attribute__((always_inline)) void NAME##_block(                                \
-    const int NV, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y)                   \
-{                                                                                              \
-    enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
-    V a[12], b[12];                                                                            \
-    ptrdiff_t k = 0;                                                                           \
-    for (int v = 0; v < NV; v++) {                                                             \
-        memcpy(&a[v], y + v * L, sizeof(V));                                                   \
-        b[v] = (V){0};                                                                         \
-    }                                                                                          \
-    for (; k + 2 <= K; k += 2) {                                                               \
-        const T x0 = x[k], x1 = x[k + 1];                                                      \
-        const T *w0 = W + k * ldw, *w1 = w0 + ldw;                                             \
-        for (int v = 0; v < NV; v++) {                                                         \
-            V c, d;                                                                            \
-            memcpy(&c, w0 + v * L, sizeof(V));                                                 \
-            memcpy(&d, w1 + v * L, sizeof(V));                                                 \
-            a[v] += x0 * c;                                                                    \
-            b[v] += x1 * d;                                                                    \
-        }                                                                                      \
-    }                                                                                          \
-    for (; k < K; k++)                                                                         \
-        for (int v = 0; v < NV; v++) {                                                         \
-            V c;                                                                               \
-            memcpy(&c, W + k * ldw + v * L, sizeof(V));                                        \
-            a[v] += x[k] * c;                                                                  \
-        }                                                                                      \
-    for (int v = 0; v < NV; v++) {                                                             \
-        a[v] += b[v];                                                                          \
-        memcpy(y + v * L, &a[v], sizeof(V));                                                   \
-    }                                                                                          \
-}                                                                                              \
-                                                                                               \
-static void NAME(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y)       \
-{                                                                                              \
-    enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
-    for (ptrdiff_t j = 0; j < N; j += FR_ROWSUM_NV * L) {                                      \
-        switch ((N - j) / L < FR_ROWSUM_NV ? (int)((N - j) / L) : FR_ROWSUM_NV) {              \
-        case 12: NAME##_block(12, K, W + j, ldw, x, y + j); break;                             \
-        case 11: NAME##_block(11, K, W + j, ldw, x, y + j); break;                             \
-        case 10: NAME##_block(10, K, W + j, ldw, x, y + j); break;                             \
-        case 9: NAME##_block(9, K, W + j, ldw, x, y + j); break;                               \
-        case 8: NAME##_block(8, K, W + j, ldw, x, y + j); break;                               \
-        case 7: NAME##_block(7, K, W + j, ldw, x, y + j); break;                               \
-        case 6: NAME##_block(6, K, W + j, ldw, x, y + j); break;                               \
-        case 5: NAME##_block(5, K, W + j, ldw, x, y + j); break;                               \
-        case 4: NAME##_block(4, K, W + j, ldw, x, y + j); break;                               \
-        case 3: NAME##_block(3, K, W + j, ldw, x, y + j); break;                               \
-        case 2: NAME##_block(2, K, W + j, ldw, x, y + j); break;                               \
-        default: NAME##_block(1, K, W + j, ldw, x, y + j); break;                              \
-        }                                                                                      \
-    }                                                                                          \
-}
-
-FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32)
-FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64)
 FR_DEFINE_ROWSUM(float, fr_vf, fr_rowsum_f32)
 FR_DEFINE_ROWSUM(double, fr_vd, fr_rowsum_f64)
+FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32, fr_rowsum_f32)
+FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64, fr_rowsum_f64)
 
 #endif
