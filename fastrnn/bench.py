@@ -10,7 +10,8 @@ BLAS pools through fastrnn.set_num_threads, torch.set_num_threads) and printed. 
 
   numpy          the reference backend (one Python step per time step), 1 thread
   cython/1t      compiled kernels, 1 thread; forward, backward and update timed separately too
-  cython/Nt      compiled kernels, the batch split over N threads (OpenMP)
+  cython/Nt      compiled kernels on N threads (OpenMP): the batch split into groups of rows, or
+                 one sequence (B=1, H >= 256) into slices of its hidden units
   torch          fastrnn's own PyTorch backend (torch/cuda: on the GPU, when one is present)
   torch-eager    the same model as plain PyTorch code: a Python loop over time steps, autograd,
                  the gist's Adagrad with torch ops

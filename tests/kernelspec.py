@@ -79,7 +79,10 @@ def transposed_ld(n):
 
 def chunk_parts(B, T, H, V, threads=1):
     """Groups of rows a chunk is split into: at most `threads` (and 64), each at least one row
-    and 2**20 multiply-adds (T*H*(H+V) per row)."""
+    and 2**20 multiply-adds (T*H*(H+V) per row). One sequence: slices of the hidden units, none
+    below H=512, at most `threads` (and 64), each at least 256 units."""
+    if B == 1:
+        return 1 if H < 512 else max(1, min(threads, 64, H // 256))
     per_row = T * H * (H + V)
     rows = max(1, (1 << 20) // per_row)
     return max(1, min(threads, 64, B // rows))
@@ -92,7 +95,11 @@ def work_size(B, T, H, V, threads=1):
     gradient buffer for every part but the first. (The kernels take T steps per block where the
     block rule's products would pass 2**62; any such chunk is refused for passing 2**31.)"""
     parts = chunk_parts(B, T, H, V, threads)
-    total = H * transposed_ld(H) + H * transposed_ld(V) + (parts - 1) * num_params(H, V)
+    slices = 1
+    if B == 1:  # slices of one sequence: one part's buffers, a vector more per slice
+        slices, parts = parts, 1
+    total = H * transposed_ld(H) + H * transposed_ld(V) + (parts - 1) * num_params(H, V) + \
+        (slices - 1) * (H + SCRATCH_SLACK)
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T

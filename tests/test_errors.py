@@ -554,7 +554,8 @@ def test_kernel_wrappers_sizes_and_codes(name):
 def test_kernel_work_sizes_follow_the_block_rule():
     """work is exactly enough at the size the spec restates (one element less is refused), for
     chunks taken whole and chunks split into blocks of time steps."""
-    for B, T, H, V in [(1, 1, 1, 1), (2, 3, 4, 5), (8, 40, 6, 3), (32, 64, 8, 2), (3, 50, 2, 2)]:
+    for B, T, H, V in [(1, 1, 1, 1), (2, 3, 4, 5), (8, 40, 6, 3), (32, 64, 8, 2), (3, 50, 2, 2),
+                       (1, 3, 512, 2), (1, 2, 800, 3)]:
         assert K.work_size(B, T, H, V) == S.work_size(B, T, H, V)
         for threads in (1, 2, 3, 100):
             assert K.chunk_parts(B, T, H, V, threads) == S.chunk_parts(B, T, H, V, threads)
@@ -568,6 +569,7 @@ def test_kernel_work_sizes_follow_the_block_rule():
                 exc = S.run_and_check("train_step", a)
                 assert (exc is None) == (extra == 0), (B, T, H, V, extra, exc)
     assert any(S.block_steps(B, T, H, V) < T for B, T, H, V in [(32, 64, 8, 2), (3, 50, 2, 2)])
+    assert S.chunk_parts(1, 2, 800, 3, 3) == 3 and S.chunk_parts(1, 2, 511, 3, 3) == 1
     for H, V in [(1, 1), (4, 5), (100, 77)]:
         assert K.sample_work_size(H, V) == S.sample_work_size(H, V)
         a = S.make_call("sample", "float64", 1, 1, H, V, 4, seed=11)

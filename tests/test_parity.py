@@ -70,6 +70,36 @@ def test_batch_split_over_threads_matches_numpy(threads, dtype, B, T, H, V):
         assert rel_err(g1[k], g2[k]) <= tol, k
 
 
+@pytest.mark.filterwarnings("ignore:threads=3 is more than")
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("T,H,V", [(5, 512, 20), (30, 512, 65), (4, 600, 7), (3, 800, 129)])
+def test_one_sequence_split_over_threads_matches_numpy(threads, dtype, T, H, V):
+    """One sequence (B=1) with H >= 512: its hidden units split into slices whose threads take
+    every step together (forward rows of Whh, BPTT columns); 600 and 800 leave a partial
+    vector in a slice; the state matches the one-thread path exactly (same sums)."""
+    from fastrnn.backends.cython_backend import _kernels as CK
+    assert CK.chunk_parts(1, T, H, V, threads) == min(threads, H // 256) > 1  # split tested
+    rng = np.random.default_rng(T + H + V + threads)
+    ref, fast = pair(V, H, dtype, random_params(H, V, rng))
+    x, y = rng.integers(0, V, T), rng.integers(0, V, T)
+    h0 = rng.normal(0, 0.5, H)
+    before = fastrnn.get_num_threads()
+    try:
+        l0, g0, h0_1 = fast.loss_and_grads(x, y, h0, return_dh0=True)  # threads as before: 1
+        fastrnn.set_num_threads(threads)
+        l1, g1, h1 = ref.loss_and_grads(x, y, h0, return_dh0=True)
+        l2, g2, h2 = fast.loss_and_grads(x, y, h0, return_dh0=True)
+        l3, h3 = fast.loss(x, y, h0)
+    finally:
+        fastrnn.set_num_threads(before)
+    tol = TOL[dtype]
+    assert abs(l1 - l2) <= tol * abs(l1) and abs(l3 - l2) <= tol * abs(l2)
+    assert rel_err(h1, h2) <= tol and np.array_equal(h2, h3) and np.array_equal(h2, h0_1)
+    for k in g1:
+        assert rel_err(g1[k], g2[k]) <= tol, k
+
+
 def test_batched_trajectory_on_two_threads_matches_numpy(shakespeare):
     """60 Adam steps with B=8 streams split over two threads, against numpy."""
     vocab = fastrnn.Vocab.from_text(shakespeare)

@@ -18,7 +18,8 @@
 #     dXT (V,H)     the input weights' gradient, transposed
 #     scratch       H + SCRATCH_SLACK values: one vector of the backward step of one sequence
 # A chunk split over threads has hs, Z and dH per group of rows, and a gradient buffer for
-# every group but the first (see _chunk in _kernels.pyx).
+# every group but the first (see _chunk in _kernels.pyx); one sequence split into slices of its
+# hidden units keeps these buffers once, and a scratch vector per slice (_one_sequence).
 
 ctypedef fused floating:
     float

@@ -9,7 +9,7 @@ compiler vectorises. A batch large enough is split over threads with OpenMP (see
 """
 from libc.math cimport copysignf, exp, fabsf, log, sqrt, sqrtf, tanh
 from libc.string cimport memcpy, memset
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 
 from operator import index as _index
 
@@ -115,40 +115,6 @@ cdef inline floating _sum(const floating* a, Py_ssize_t n) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
-# y += A^T x for one sequence as a sum of scaled rows of A (an elementwise inner loop that
-# vectorises without reordering a sum): the backward step of one sequence with H >= DOT_MIN_H
-# (it streams a large Whh row by row, where the column tiles of _mm streamed it at two thirds of
-# the speed).
-
-cdef inline void _axpy_rows(Py_ssize_t M, Py_ssize_t N, const floating* A, const floating* x,
-                            floating* y) noexcept nogil:
-    # y (N,) += A^T x  for A (M,N) row-major, x (M,)
-    cdef Py_ssize_t i = 0, j
-    cdef const floating* a0
-    cdef const floating* a1
-    cdef const floating* a2
-    cdef const floating* a3
-    cdef floating x0, x1, x2, x3
-    while i + 4 <= M:
-        a0 = A + i * N
-        a1 = a0 + N
-        a2 = a1 + N
-        a3 = a2 + N
-        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
-        for j in range(N):
-            # the four products are summed first: y's dependency chain is one add per pass
-            y[j] = y[j] + ((x0 * a0[j] + x1 * a1[j]) + (x2 * a2[j] + x3 * a3[j]))
-        i += 4
-    while i < M:
-        a0 = A + i * N
-        x0 = x[i]
-        for j in range(N):
-            y[j] = y[j] + x0 * a0[j]
-        i += 1
-
-
-
-# ---------------------------------------------------------------------------------------------
 # Matrix products, C (M,N) += A (M,K) @ W (K,N), by the register-tiled loops of _tiles.h. They
 # replaced OpenBLAS (through scipy), measured here in float32 on one core: a step of the
 # recurrence, 64x256 @ 256x256, 120 us with sgemm (which packs W again on every call) and 72 us
@@ -192,6 +158,20 @@ cdef inline void _rowsum(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize
         fr_rowsum_f32(N, K, W, ldw, x, y)
     else:
         fr_rowsum_f64(N, K, W, ldw, x, y)
+
+cdef inline void _rowsum_into(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
+                              const floating* x, floating* y, floating* pad) noexcept nogil:
+    # y (N) += x (K) @ W (K, :N) for any N, by _rowsum on a copy of y padded to whole vectors in
+    # pad (N + 16 values); each row of W must be readable that far. The backward step of one
+    # sequence with H >= DOT_MIN_H: the sums of a whole row of W stay in registers while Whh
+    # streams by (where a loop that added four scaled rows of W into y in memory ran at 3/4 of
+    # the speed, and column tiles at 2/3)
+    cdef Py_ssize_t Np = _padded(N)
+    memcpy(pad, y, N * sizeof(floating))
+    memset(pad + N, 0, (Np - N) * sizeof(floating))
+    _rowsum(Np, K, W, ldw, x, pad)
+    memcpy(y, pad, N * sizeof(floating))
+
 
 cdef inline void _mv(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                      bint w_padded, const floating* x, floating* y) noexcept nogil:
@@ -392,7 +372,6 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef const floating* row
     cdef floating* dst
     cdef floating* col
-    cdef floating* acc
     cdef floating* scratch = dXT + HV  # H + SCRATCH_SLACK values
 
     # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:]
@@ -431,10 +410,7 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
             else:
                 break
             if B == 1 and H >= DOT_MIN_H:
-                acc = _clear_of(scratch, Whh, H)
-                memcpy(acc, dst, H * sizeof(floating))
-                _axpy_rows(H, H, Whh, dh, acc)
-                memcpy(dst, acc, H * sizeof(floating))
+                _rowsum_into(H, H, Whh, H, dh, dst, scratch)  # Whh is followed by Why
             else:
                 _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
         # recurrent weights, the block at once: dWhh += dH^T @ hs[t0:t1]
@@ -463,6 +439,8 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
 cdef enum:
     MAX_PARTS = 64
     MIN_PART_WORK = 1 << 20  # multiply-adds of a part's step below which splitting costs more
+    SPLIT_MIN_H = 512        # one sequence is split over threads from this H on (_one_sequence)
+    SLICE_MIN_H = 256        # into slices of at least this many hidden units
 
 cdef inline Py_ssize_t _n_params(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
     return 2 * H * V + H * H + H + V
@@ -478,8 +456,14 @@ cdef inline Py_ssize_t _chunk_work(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
 
 cdef inline int _n_parts(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H, Py_ssize_t V,
                          int threads) noexcept nogil:
-    # as many parts as threads, each at least one row and MIN_PART_WORK multiply-adds
+    # as many parts as threads, each at least one row and MIN_PART_WORK multiply-adds; one
+    # sequence: as many slices of the hidden units as threads, each SLICE_MIN_H or more (and none
+    # below SPLIT_MIN_H)
     cdef Py_ssize_t per_row = T * H * (H + V), rows = B
+    if B == 1:
+        if H < SPLIT_MIN_H:
+            return 1
+        return <int>max(<Py_ssize_t>1, min(<Py_ssize_t>min(threads, MAX_PARTS), H // SLICE_MIN_H))
     if per_row > 0:
         rows = max(<Py_ssize_t>1, MIN_PART_WORK // per_row)
     return <int>max(<Py_ssize_t>1, min(<Py_ssize_t>min(threads, MAX_PARTS), B // rows))
@@ -502,6 +486,166 @@ cdef inline floating* _part_work(floating* work, int B, int T, int H, int V, int
     return work + off
 
 
+# One sequence (B=1) split over threads. Its time steps depend on each other, so a team of
+# threads takes each step together, every thread (rank) working on `parts` slices of the hidden
+# units, and all meet at a barrier (fr_barrier) before the next step: forward, thread s computes
+# h_t[slice s] from its rows of Whh; BPTT, it computes its columns of Whh^T dh. Each thread then
+# reads only its share of Whh on every step (half of it on two threads), which stays in its
+# core's own L2 cache: one thread streamed all of Whh once per step from L2 at H=512. The
+# products of a slice are those of the one-thread path restricted to its rows or columns (and
+# slices start at multiples of 16, so the forward products are the same sums); the output layer
+# and the weight gradients are split into row blocks, which sum in a different order than one
+# product does, so results depend on `parts` (not on how many threads run them).
+
+cdef extern from "_team.h" nogil:
+    int fr_team_size()
+    int fr_team_rank()
+    void fr_barrier()
+
+
+cdef inline Py_ssize_t _slice(Py_ssize_t n, int parts, int s) noexcept nogil:
+    # slice s of range(n) in `parts` slices starts here: at a multiple of 16 (n for s == parts)
+    return min(n, (n * s // parts + 15) // 16 * 16)
+
+
+cdef inline int _mine(int parts, int rank, int nt) noexcept nogil:
+    # how many of the slices rank, rank + nt, rank + 2*nt, ... below parts a thread takes
+    return (parts - rank + nt - 1) // nt if rank < parts else 0
+
+
+cdef inline Py_ssize_t _share(Py_ssize_t n, int parts, int s) noexcept nogil:
+    # share s of range(n) in `parts` nearly equal shares starts here
+    return n * s // parts
+
+
+cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, const int* Y,
+                        floating* work, floating* G, floating* dh0, int parts,
+                        double* losses) noexcept nogil:
+    # Run by every thread of a team: the forward pass of a (1,T) chunk whose state h0 is in
+    # hs[0], then (G not NULL) BPTT into G, as forward and backward do for B=1. Buffers as for
+    # one part (_chunk_work), then a scratch vector per slice; Why is already transposed
+    # (_prepare). losses[s]: the loss of slice s's share of the time steps.
+    cdef int nt = fr_team_size(), rank = fr_team_rank(), s, j
+    cdef Py_ssize_t HV = <Py_ssize_t>H * V, n = _n_params(H, V), i0, i1, r0, r1, t, t0, t1, i, v
+    cdef Py_ssize_t steps = _block_steps(1, T, H, V), ldv = _transposed_ld(V)
+    cdef const floating* Wxh = P
+    cdef const floating* Whh = P + HV
+    cdef const floating* Why = Whh + <Py_ssize_t>H * H
+    cdef const floating* bh = Why + HV
+    cdef const floating* by = bh + H
+    cdef const floating* WhyT = work + H * _transposed_ld(H)
+    cdef floating* hs = work + _prepared_size(H, V)
+    cdef floating* Z = hs + (T + 1) * <Py_ssize_t>H + WORK_SLACK
+    cdef floating* dH = Z + <Py_ssize_t>T * V
+    cdef floating* carry = dH + steps * H
+    cdef floating* dXT = carry + H
+    cdef floating* scratch = dXT + HV  # slice s: H + SCRATCH_SLACK values from s * that
+    cdef floating* dWhh = G + HV
+    cdef floating* dWhy = dWhh + <Py_ssize_t>H * H
+    cdef floating* dbh = dWhy + HV
+    cdef floating* dby = dbh + H
+    cdef floating* row
+    cdef floating* col
+    cdef floating* dh
+    cdef floating* dst
+    cdef const floating* h
+    cdef bint tail = _tail_whh(H, V)
+    if G != NULL:  # zeroed here: the forward pass's barriers come before any use
+        for j in range(_mine(parts, rank, nt)):
+            s = rank + j * nt
+            i0 = _slice(n, parts, s)
+            memset(G + i0, 0, (_slice(n, parts, s + 1) - i0) * sizeof(floating))
+            i0 = _slice(HV, parts, s)
+            memset(dXT + i0, 0, (_slice(HV, parts, s + 1) - i0) * sizeof(floating))
+
+    # forward: h_t[slice] = tanh(Wxh[slice, x_t] + bh[slice] + Whh[slice, :] @ h_(t-1))
+    for t in range(T):
+        row = hs + (t + 1) * H
+        for j in range(_mine(parts, rank, nt)):
+            s = rank + j * nt
+            i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+            for i in range(i0, i1):
+                row[i] = Wxh[i * V + X[t]] + bh[i]
+            _mv(i1 - i0, H, Whh + i0 * H, H, tail, hs + t * H, row + i0)
+            _tanh_inplace(row + i0, i1 - i0)
+        fr_barrier()
+    # logits and loss, a share of the time steps each
+    for j in range(_mine(parts, rank, nt)):
+        s = rank + j * nt
+        r0, r1 = _share(T, parts, s), _share(T, parts, s + 1)
+        for t in range(r0, r1):
+            memcpy(Z + t * V, by, V * sizeof(floating))
+        _mm(r1 - r0, V, H, hs + (r0 + 1) * H, H, 1, WhyT, ldv, True, Z + r0 * V, V)
+        losses[s] = _softmax_xent(Z + r0 * V, V, 1, <int>(r1 - r0), Y + r0) if Y != NULL else 0.0
+    if G == NULL:
+        return
+    fr_barrier()
+
+    # output layer: dWhy (V,H) = dZ^T @ hs[1:], dby; a share of the V rows each
+    for j in range(_mine(parts, rank, nt)):
+        s = rank + j * nt
+        r0, r1 = _share(V, parts, s), _share(V, parts, s + 1)
+        _mm(r1 - r0, H, T, Z + r0, 1, V, hs + H, H, True, dWhy + r0 * H, H)
+        for v in range(r0, r1):
+            for t in range(T):
+                dby[v] += Z[t * V + v]
+    t1 = T
+    while t1 > 0:  # blocks of steps [t0, t1), newest first (see backward)
+        t0 = max(t1 - steps, 0)
+        for j in range(_mine(parts, rank, nt)):  # dL/dh from the outputs: a share of the steps each
+            s = rank + j * nt
+            r0, r1 = t0 + _share(t1 - t0, parts, s), t0 + _share(t1 - t0, parts, s + 1)
+            memset(dH + (r0 - t0) * H, 0, (r1 - r0) * H * sizeof(floating))
+            _mm(r1 - r0, H, V, Z + r0 * V, V, 1, Why, H, _tail_why(H, V), dH + (r0 - t0) * H, H)
+        fr_barrier()
+        for t in range(t1 - 1, t0 - 1, -1):
+            dh = dH + (t - t0) * H
+            h = hs + (t + 1) * H
+            for j in range(_mine(parts, rank, nt)):  # this step's dL/d(pre-activation), by slice
+                s = rank + j * nt
+                i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+                if t == t1 - 1 and t1 < T:
+                    for i in range(i0, i1):
+                        dh[i] += carry[i]
+                for i in range(i0, i1):
+                    dh[i] = dh[i] * (1 - h[i] * h[i])
+            fr_barrier()
+            if t > t0:
+                dst = dh - H
+            elif t > 0:
+                dst = carry
+            elif dh0 != NULL:
+                dst = dh0
+            else:
+                break
+            for j in range(_mine(parts, rank, nt)):  # its pull through Whh: columns of the slice
+                s = rank + j * nt
+                i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+                if t == t0:
+                    memset(dst + i0, 0, (i1 - i0) * sizeof(floating))
+                _rowsum_into(i1 - i0, H, Whh + i0, H, dh, dst + i0,
+                             scratch + s * <Py_ssize_t>(H + SCRATCH_SLACK))
+        # the block's weight gradients, by slice: its rows of dWhh, its columns of dbh and dXT
+        # (each reads only the slice's columns of dH, written by this thread)
+        for j in range(_mine(parts, rank, nt)):
+            s = rank + j * nt
+            i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+            _mm(i1 - i0, H, t1 - t0, dH + i0, 1, H, hs + t0 * H, H, True, dWhh + i0 * H, H)
+            for t in range(t0, t1):
+                row = dH + (t - t0) * H
+                col = dXT + X[t] * <Py_ssize_t>H
+                for i in range(i0, i1):
+                    dbh[i] += row[i]
+                    col[i] += row[i]
+        fr_barrier()  # before the next block writes dH
+        t1 = t0
+    for j in range(_mine(parts, rank, nt)):
+        s = rank + j * nt
+        for i in range(_slice(H, parts, s), _slice(H, parts, s + 1)):
+            for v in range(V):
+                G[i * V + v] = dXT[v * H + i]
+
+
 cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
                    const floating* h, floating* work, floating* G, floating* dh0,
                    int parts) noexcept nogil:
@@ -517,7 +661,18 @@ cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, 
     cdef floating* Z
     cdef floating* dH
     cdef floating* Gp
-    cdef floating* extra = _part_work(work, B, T, H, V, parts, parts)
+    cdef floating* extra
+    if B == 1 and parts > 1:  # one sequence: its hidden units split over a team
+        hs = work + _prepared_size(H, V)
+        memcpy(hs, h, H * sizeof(floating))
+        memset(hs + (T + 1) * <Py_ssize_t>H, 0, WORK_SLACK * sizeof(floating))
+        _prepare(P, H, V, 1, work)
+        with parallel(num_threads=parts):
+            _one_sequence(P, H, V, T, X, Y, work, G, dh0, parts, losses)
+        for p in range(parts):
+            loss += losses[p]
+        return loss
+    extra = _part_work(work, B, T, H, V, parts, parts)
     _prepare(P, H, V, _part_start(B, parts, 1), work)
     for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
         b0 = _part_start(B, parts, p)
@@ -553,6 +708,8 @@ cdef void _last_state(const floating* work, int H, int V, int B, int T, int part
     # copies each part's state after the chunk's last step into its rows of h (B,H)
     cdef int p, b0, bp
     cdef const floating* hs
+    if B == 1:
+        parts = 1  # (one sequence split over threads keeps one part's buffers)
     for p in range(parts):
         b0 = _part_start(B, parts, p)
         bp = _part_start(B, parts, p + 1) - b0
@@ -739,8 +896,8 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     # One character is two small matrix-vector products on the same state h: Why h and Whh h.
     # Both matrices are transposed once per call, side by side, into WT: row k holds column k of
     # Why and then column k of Whh, each zero-padded to whole vectors, so one pass of _rowsum
-    # over WT builds both products in registers as sums of rows (where _axpy_rows read and wrote
-    # them in memory once per four rows, at a third of the speed). At H=100 the matrices do not
+    # over WT builds both products in registers as sums of rows (where a loop adding scaled
+    # rows into them in memory, four rows at a time, ran at a third of the speed). At H=100 the matrices do not
     # fit the L1 cache together: a character costs about one pass over them from L2.
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
@@ -850,10 +1007,15 @@ def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size, t
     block of time steps and a carried (B,H) gradient: see _block_steps) and a (V,H) gradient.
     With `threads` > 1 a large enough chunk is split into parts (see chunk_parts): hs, Z, dH and
     the (V,H) gradient for each part's rows, then a gradient buffer for every part but the
-    first."""
+    first. One sequence split into slices of its hidden units keeps one part's buffers, and a
+    vector (H plus slack) more for each slice but the first."""
     B, T, H, V = batch_size, seq_length, hidden_size, vocab_size  # Python ints: no overflow
     parts = chunk_parts(B, T, H, V, threads)
-    total = H * _transposed_ld(H) + H * _transposed_ld(V) + (parts - 1) * num_params(H, V)
+    slices = 1
+    if B == 1:  # slices of one sequence (see _one_sequence)
+        slices, parts = parts, 1
+    total = H * _transposed_ld(H) + H * _transposed_ld(V) + (parts - 1) * num_params(H, V) + \
+        (slices - 1) * (H + SCRATCH_SLACK)
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = _block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
@@ -866,7 +1028,10 @@ def chunk_parts(int batch_size, int seq_length, int hidden_size, int vocab_size,
     """Into how many groups of rows, each on its own thread, a (B,T) chunk is split when the
     kernels may use `threads` threads: at most `threads` (and 64), each part at least one row and
     about 2**20 multiply-adds of work (a smaller part costs more to hand to a thread than it
-    saves). Rows are split in order into parts whose sizes differ by at most one."""
+    saves). Rows are split in order into parts whose sizes differ by at most one.
+
+    One sequence (B=1) with H >= 512 is split instead into slices of its hidden units, at most
+    `threads` and each at least 256 units, whose threads take every time step together."""
     cdef int n = _as_int(threads, "threads")
     if n < 1:
         raise ValueError(f"threads must be a positive integer, got {n}")
