@@ -17,9 +17,11 @@ from fastrnn.vocab import OOV_POLICIES, read_ids
 # Model, walk and optimizer settings of each preset; the optimizer's own defaults complete them.
 PRESETS = {
     "min-char-rnn": dict(hidden_size=100, seq_length=25, batch_size=1, optimizer="adagrad",
-                         optim=dict(lr=0.1, clip=5.0), reduction="sum", iterations=5000),
+                         optim=dict(lr=0.1, clip=5.0), reduction="sum", iterations=5000,
+                         init="gist"),
     "lab": dict(hidden_size=256, seq_length=128, batch_size=64, optimizer="adam",
-                optim=dict(lr=4e-3, clip_norm=5.0), reduction="mean", iterations=2000),
+                optim=dict(lr=4e-3, clip_norm=5.0), reduction="mean", iterations=2000,
+                init="uniform"),
 }
 
 
@@ -111,6 +113,9 @@ def _new_trainer(args, out):
     preset = PRESETS[args.preset or "min-char-rnn"]
     H, T, B = (preset[k] if getattr(args, k) is None else getattr(args, k)
                for k in ("hidden_size", "seq_length", "batch_size"))
+    if args.init_from and args.init:
+        raise ValueError("--init sets up a new model's weights; --init-from loads them: leave "
+                         "out one")
     if args.init_from:
         model = fastrnn.CharRNN.load(args.init_from, backend=args.backend, device=args.device,
                                      dtype=args.dtype)
@@ -126,7 +131,8 @@ def _new_trainer(args, out):
     else:
         vocab, ids, source = _load_ids(args.data, args.bytes)
         model = fastrnn.CharRNN(vocab, H, backend=args.backend, device=args.device,
-                                dtype=args.dtype or "float32", seed=args.seed)
+                                dtype=args.dtype or "float32", seed=args.seed,
+                                init=args.init or preset["init"])
     train_ids, val_ids = _split(ids, args.val_frac)
     _check_length(train_ids, val_ids, T, B, source)
     if args.preset:  # the preset's optimizer and settings
@@ -161,7 +167,7 @@ def _total_iterations(args, trainer, preset):
 
 
 FIXED_BY_RESUME = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
-                   "clip_norm", "reduction", "reset", "init_from", "dtype")
+                   "clip_norm", "reduction", "reset", "init_from", "dtype", "init")
 
 
 def _resumed_trainer(args, out):
@@ -390,10 +396,14 @@ def build_parser():
     t.add_argument("--bytes", action="store_true", help="model the file byte by byte")
     t.add_argument("--preset", choices=list(PRESETS),
                    help="min-char-rnn: H=100 T=25 B=1 Adagrad lr 0.1 clip 5, 5000 iterations; "
-                        "lab: H=256 T=128 B=64 Adam lr 4e-3 clip-norm 5, 2000 iterations")
+                        "lab: H=256 T=128 B=64 Adam lr 4e-3 clip-norm 5, mean loss, uniform "
+                        "init, 2000 iterations")
     _add_model_location(t)
     t.add_argument("--dtype", choices=["float32", "float64"],
                    help="default float32 (with --init-from: the checkpoint's)")
+    t.add_argument("--init", choices=list(fastrnn.model.INITS),
+                   help="a new model's weights: gist, N(0,1)*0.01 as min-char-rnn; uniform, "
+                        "U(+-1/sqrt(H)) as PyTorch's nn.RNN (default: the preset's)")
     t.add_argument("--hidden-size", type=int)
     t.add_argument("--seq-length", type=int)
     t.add_argument("--batch-size", type=int)

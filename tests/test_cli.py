@@ -112,6 +112,24 @@ def test_fine_tune_keeps_the_vocabulary(trained, tmp_path):
     assert tuned.hidden_size == 24
 
 
+def test_init_option_and_the_lab_preset_set_up_the_weights(tmp_path):
+    """--init uniform (the lab preset's) starts from PyTorch's U(+-1/sqrt(H)); the default from
+    min-char-rnn's N(0,1)*0.01: the weights after 0 iterations are the initial ones."""
+    (tmp_path / "x.txt").write_text(TEXT)
+    common = ("--data", "x.txt", "--hidden-size", "16", "--seq-length", "8", "--batch-size",
+              "2", "--iterations", "0", "--sample-length", "0", "--threads", "1")
+    seen = {}
+    for name, extra in [("gist", ()), ("uniform", ("--init", "uniform")),
+                        ("lab", ("--preset", "lab"))]:
+        cli("train", *common, *extra, "--checkpoint-dir", name, cwd=tmp_path)
+        seen[name] = fastrnn.CharRNN.load(tmp_path / name / "latest.npz").get_params()
+    vocab = fastrnn.Vocab.from_text(TEXT)
+    for name, init in [("gist", "gist"), ("uniform", "uniform"), ("lab", "uniform")]:
+        want = fastrnn.CharRNN(vocab, 16, init=init, seed=0).get_params()
+        assert all(np.array_equal(seen[name][k], want[k]) for k in want), name
+    assert np.abs(seen["uniform"]["Whh"]).max() > 0.2  # 1/sqrt(16) = 0.25; gist's: about 0.03
+
+
 def test_bytes_mode_models_any_file(tmp_path):
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 8 + b"\xff\xfe\x00" * 100)
     cli("train", "--data", "blob.bin", "--bytes", "--hidden-size", "8", "--iterations", "20",
@@ -155,6 +173,8 @@ def test_baseline_and_export(trained, tmp_path):
     (["train", "--resume", "x.npz", "--lr", "0.1", "--batch-size", "2"],
      "leave out --batch-size, --lr"),
     (["train", "--data", "x.txt", "--hidden-size", "0"], "--hidden-size must be at least 1"),
+    (["train", "--init-from", "x.npz", "--init", "uniform"], "leave out one"),
+    (["train", "--resume", "x.npz", "--init", "gist"], "leave out --init"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, match):
     (tmp_path / "x.txt").write_text(TEXT)

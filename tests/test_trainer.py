@@ -259,3 +259,20 @@ def test_progress_bar_and_ctrl_c_flag_in_process(capsys):
     err = capsys.readouterr().err
     assert "7/50" in err  # the tqdm bar, on stderr, stopped where training did
     assert not tr.fit(3).interrupted and tr.iteration == 10
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_initialisations(backend):
+    """init="gist": N(0,1)*0.01, min-char-rnn's; "uniform": U(+-1/sqrt(H)), PyTorch's nn.RNN
+    scale. Weights drawn in the order Wxh, Whh, Why from default_rng(seed); biases zero."""
+    V, H = 30, 64
+    for init in ("gist", "uniform"):
+        p = fastrnn.CharRNN(V, H, init=init, seed=7, backend=backend, dtype="float64").get_params()
+        rng = np.random.default_rng(7)
+        for k, shape in [("Wxh", (H, V)), ("Whh", (H, H)), ("Why", (V, H))]:
+            want = (rng.standard_normal(shape) * 0.01 if init == "gist"
+                    else rng.uniform(-H ** -0.5, H ** -0.5, shape))
+            assert np.array_equal(p[k], want), (init, k)
+        assert not p["bh"].any() and not p["by"].any()
+    with pytest.raises(ValueError, match="init must be one of 'gist', 'uniform'"):
+        fastrnn.CharRNN(V, H, init="orthogonal", backend=backend)
