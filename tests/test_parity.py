@@ -43,6 +43,30 @@ def test_loss_grads_state_match_numpy(dtype, B, T, H, V):
     assert abs(l3 - l2) <= tol * abs(l2) and rel_err(h3, h2) <= tol
 
 
+def on_threads(threads, fn):
+    """fn() with fastrnn's thread count set to `threads`, then set back."""
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(threads)
+        return fn()
+    finally:
+        fastrnn.set_num_threads(before)
+
+
+def assert_threaded_matches_numpy(dtype, ref, fast, x, y, h0, threads):
+    """The cython backend on `threads` threads against numpy: loss (also forward only), state,
+    dL/dh0 and gradients; returns the states of loss_and_grads and of the forward pass."""
+    l1, g1, h1 = ref.loss_and_grads(x, y, h0, return_dh0=True)
+    (l2, g2, h2), (l3, h3) = on_threads(threads, lambda: (
+        fast.loss_and_grads(x, y, h0, return_dh0=True), fast.loss(x, y, h0)))
+    tol = TOL[dtype]
+    assert abs(l1 - l2) <= tol * abs(l1) and abs(l3 - l2) <= tol * abs(l2)
+    assert rel_err(h1, h2) <= tol and rel_err(h3, h2) <= tol
+    for k in g1:
+        assert rel_err(g1[k], g2[k]) <= tol, k
+    return h2, h3
+
+
 @pytest.mark.filterwarnings("ignore:threads=3 is more than")
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -54,20 +78,7 @@ def test_batch_split_over_threads_matches_numpy(threads, dtype, B, T, H, V):
     rng = np.random.default_rng(B + T + H + V + threads)
     ref, fast = pair(V, H, dtype, random_params(H, V, rng))
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    h0 = rng.normal(0, 0.5, (B, H))
-    before = fastrnn.get_num_threads()
-    try:
-        fastrnn.set_num_threads(threads)
-        l1, g1, h1 = ref.loss_and_grads(x, y, h0, return_dh0=True)
-        l2, g2, h2 = fast.loss_and_grads(x, y, h0, return_dh0=True)
-        l3, h3 = fast.loss(x, y, h0)
-    finally:
-        fastrnn.set_num_threads(before)
-    tol = TOL[dtype]
-    assert abs(l1 - l2) <= tol * abs(l1) and abs(l3 - l2) <= tol * abs(l2)
-    assert rel_err(h1, h2) <= tol and rel_err(h3, h2) <= tol
-    for k in g1:
-        assert rel_err(g1[k], g2[k]) <= tol, k
+    assert_threaded_matches_numpy(dtype, ref, fast, x, y, rng.normal(0, 0.5, (B, H)), threads)
 
 
 @pytest.mark.filterwarnings("ignore:threads=3 is more than")
@@ -77,27 +88,16 @@ def test_batch_split_over_threads_matches_numpy(threads, dtype, B, T, H, V):
 def test_one_sequence_split_over_threads_matches_numpy(threads, dtype, T, H, V):
     """One sequence (B=1) with H >= 512: its hidden units split into slices whose threads take
     every step together (forward rows of Whh, BPTT columns); 600 and 800 leave a partial
-    vector in a slice; the state matches the one-thread path exactly (same sums)."""
+    vector in a slice; the state matches the one-thread path exactly (the same sums)."""
     from fastrnn.backends.cython_backend import _kernels as CK
     assert CK.chunk_parts(1, T, H, V, threads) == min(threads, H // 256) > 1  # split tested
+    assert CK.chunk_parts(1, T, H, V, 1) == 1
     rng = np.random.default_rng(T + H + V + threads)
     ref, fast = pair(V, H, dtype, random_params(H, V, rng))
-    x, y = rng.integers(0, V, T), rng.integers(0, V, T)
-    h0 = rng.normal(0, 0.5, H)
-    before = fastrnn.get_num_threads()
-    try:
-        l0, g0, h0_1 = fast.loss_and_grads(x, y, h0, return_dh0=True)  # threads as before: 1
-        fastrnn.set_num_threads(threads)
-        l1, g1, h1 = ref.loss_and_grads(x, y, h0, return_dh0=True)
-        l2, g2, h2 = fast.loss_and_grads(x, y, h0, return_dh0=True)
-        l3, h3 = fast.loss(x, y, h0)
-    finally:
-        fastrnn.set_num_threads(before)
-    tol = TOL[dtype]
-    assert abs(l1 - l2) <= tol * abs(l1) and abs(l3 - l2) <= tol * abs(l2)
-    assert rel_err(h1, h2) <= tol and np.array_equal(h2, h3) and np.array_equal(h2, h0_1)
-    for k in g1:
-        assert rel_err(g1[k], g2[k]) <= tol, k
+    x, y, h0 = rng.integers(0, V, T), rng.integers(0, V, T), rng.normal(0, 0.5, H)
+    h2, h3 = assert_threaded_matches_numpy(dtype, ref, fast, x, y, h0, threads)
+    h_one = on_threads(1, lambda: fast.loss_and_grads(x, y, h0)[2])
+    assert np.array_equal(h2, h_one) and np.array_equal(h3, h_one)
 
 
 def test_batched_trajectory_on_two_threads_matches_numpy(shakespeare):
