@@ -18,10 +18,10 @@ from fastrnn.vocab import OOV_POLICIES, read_ids
 PRESETS = {
     "min-char-rnn": dict(hidden_size=100, seq_length=25, batch_size=1, optimizer="adagrad",
                          optim=dict(lr=0.1, clip=5.0), reduction="sum", iterations=5000,
-                         init="gist"),
+                         init="gist", lr_decay=None),
     "lab": dict(hidden_size=256, seq_length=128, batch_size=64, optimizer="adam",
-                optim=dict(lr=4e-3, clip_norm=5.0), reduction="mean", iterations=2000,
-                init="uniform"),
+                optim=dict(lr=6e-3, betas=(0.9, 0.99), clip_norm=5.0), reduction="mean",
+                iterations=2000, init="uniform", lr_decay=0.5),
 }
 
 
@@ -34,6 +34,7 @@ OPTION_CHECKS = {
     "clip": (lambda v: v >= 0, "positive (0 turns it off; inf: no clipping)"),
     "temperature": (lambda v: v >= 0 and _FINITE(v), "a finite number >= 0 (0: greedy)"),
     "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "start": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 OPTIONS = {"hidden_size": "positive integer", "seq_length": "positive integer",
            "batch_size": "positive integer", "threads": "positive integer",
@@ -41,7 +42,8 @@ OPTIONS = {"hidden_size": "positive integer", "seq_length": "positive integer",
            "print_every": "count", "sample_every": "count", "sample_length": "count",
            "checkpoint_every": "count", "length": "count", "seed": "count", "lr": "positive",
            "epochs": "positive", "clip": "clip", "clip_norm": "clip",
-           "temperature": "temperature", "top_p": "fraction"}
+           "temperature": "temperature", "top_p": "fraction", "lr_decay": "start",
+           "lr_decay_to": "fraction"}
 
 
 def check_options(args):
@@ -151,6 +153,13 @@ def _new_trainer(args, out):
     trainer.meta = {"data": os.path.abspath(args.data) if args.data else "",
                     "val_frac": args.val_frac,
                     "iterations": _total_iterations(args, trainer, preset)}
+    decay = args.lr_decay if args.lr_decay is not None else preset["lr_decay"]
+    if decay is not None:
+        total = trainer.meta["iterations"]
+        if total >= 2:
+            trainer.lr_schedule = fastrnn.LinearDecay(
+                min(int(decay * total), total - 1), total,
+                args.lr_decay_to if args.lr_decay_to is not None else 0.01)
     print(f"fastrnn {fastrnn.__version__}: training on {source}: {len(train_ids):,} chars"
           f"{f' + {len(val_ids):,} held out' if val_ids is not None else ''}, vocab "
           f"{len(model.vocab)}{' (bytes)' if model.vocab.byte_level else ''}; {model}",
@@ -167,7 +176,8 @@ def _total_iterations(args, trainer, preset):
 
 
 FIXED_BY_RESUME = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
-                   "clip_norm", "reduction", "reset", "init_from", "dtype", "init")
+                   "clip_norm", "reduction", "reset", "init_from", "dtype", "init", "lr_decay",
+                   "lr_decay_to")
 
 
 def _resumed_trainer(args, out):
@@ -396,8 +406,9 @@ def build_parser():
     t.add_argument("--bytes", action="store_true", help="model the file byte by byte")
     t.add_argument("--preset", choices=list(PRESETS),
                    help="min-char-rnn: H=100 T=25 B=1 Adagrad lr 0.1 clip 5, 5000 iterations; "
-                        "lab: H=256 T=128 B=64 Adam lr 4e-3 clip-norm 5, mean loss, uniform "
-                        "init, 2000 iterations")
+                        "lab: H=256 T=128 B=64 Adam lr 6e-3 betas (0.9, 0.99) clip-norm 5, "
+                        "mean loss, uniform init, lr lowered over the second half, 2000 "
+                        "iterations")
     _add_model_location(t)
     t.add_argument("--dtype", choices=["float32", "float64"],
                    help="default float32 (with --init-from: the checkpoint's)")
@@ -413,6 +424,12 @@ def build_parser():
                    help="default: the preset's; else adagrad for B=1, adam (lr 4e-3, "
                         "clip-norm 5) for B>1")
     t.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    t.add_argument("--lr-decay", type=float, metavar="F",
+                   help="hold the lr for the first fraction F of the run's iterations, then "
+                        "lower it linearly to --lr-decay-to times it at the end (default: the "
+                        "preset's; lab: 0.5; else constant)")
+    t.add_argument("--lr-decay-to", type=float, metavar="R",
+                   help="the lr's final fraction with --lr-decay (default 0.01)")
     t.add_argument("--clip", type=float, help="elementwise gradient clip (0: off)")
     t.add_argument("--clip-norm", type=float, help="global gradient-norm clip (0: off)")
     t.add_argument("--reduction", choices=["sum", "mean"],

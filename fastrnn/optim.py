@@ -168,3 +168,34 @@ def make_optimizer(name, model, **kwargs):
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](model, **kwargs)
+
+
+class LinearDecay:
+    """A learning-rate schedule for Trainer(lr_schedule=...): the optimizer's lr as given (the
+    base) for the updates up to iteration `start`, then lowered linearly so that the update that
+    completes iteration `end` uses `to` times the base, and held there after.
+
+    factor(i) is the multiplier of the update that makes iteration i + 1. bench/quality.py
+    trains the lab setting best with Adam's lr held for half the run, then lowered to ~0.
+    """
+
+    def __init__(self, start, end, to=0.01):
+        for name, v in (("start", start), ("end", end)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"LinearDecay {name} must be an integer >= 0, got {v!r}")
+        if end <= start:
+            raise ValueError(f"LinearDecay needs end > start, got start={start}, end={end}")
+        if not (isinstance(to, numbers.Real) and 0 < to <= 1):
+            raise ValueError(f"LinearDecay to must lie in (0, 1] (a zero learning rate is "
+                             f"refused by the optimizers), got {to!r}")
+        self.start, self.end, self.to = int(start), int(end), float(to)
+
+    def factor(self, iteration):
+        done = min(max(iteration + 1 - self.start, 0), self.end - self.start)
+        return 1.0 - (1.0 - self.to) * done / (self.end - self.start)
+
+    def state_dict(self):
+        return {"start": self.start, "end": self.end, "to": self.to}
+
+    def __repr__(self):
+        return f"LinearDecay(start={self.start}, end={self.end}, to={self.to})"

@@ -38,7 +38,7 @@ import numpy as np
 
 from ._progress import LN2, Reporter, SigintFlag
 from .model import check_positive_int
-from .optim import Adagrad, Adam
+from .optim import Adagrad, Adam, LinearDecay
 
 RESETS = ("wrap", "never", "every")
 REDUCTIONS = ("sum", "mean")
@@ -119,10 +119,14 @@ class Trainer:
     optimizer: an optimizer of fastrnn.optim for this model (default: default_optimizer).
     val_ids: held-out ids for `fit(eval_every=...)` and the best checkpoint.
     nan_policy: "raise" or "skip" a step that diverges (see the module docstring).
+    lr_schedule: None (the optimizer's lr throughout) or a fastrnn.optim.LinearDecay; before
+    each update the optimizer's lr is set to the lr it had when the trainer was made times the
+    schedule's factor for the iteration. Checkpoints keep both, so a resumed run goes on alike.
     """
 
     def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None,
-                 reset="wrap", reduction="sum", val_ids=None, seed=0, nan_policy="raise"):
+                 reset="wrap", reduction="sum", val_ids=None, seed=0, nan_policy="raise",
+                 lr_schedule=None):
         self.model = model
         self.seq_length = T = check_positive_int(seq_length, "seq_length")
         self.batch_size = B = check_positive_int(batch_size, "batch_size")
@@ -146,6 +150,10 @@ class Trainer:
         self.optimizer = optimizer if optimizer is not None else default_optimizer(model, B)
         if self.optimizer.model is not model:
             raise ValueError("the optimizer was made for another model")
+        if lr_schedule is not None and not isinstance(lr_schedule, LinearDecay):
+            raise TypeError(f"lr_schedule must be None or a fastrnn.optim.LinearDecay, got "
+                            f"{lr_schedule!r}")
+        self.lr_schedule, self.base_lr = lr_schedule, self.optimizer.lr
         n_pairs = len(self.ids) - 1
         if B == 1:
             self.stream_length = n_pairs
@@ -208,6 +216,8 @@ class Trainer:
         x, y = self.next_chunk()
         tokens = x.size
         scale = 1.0 if self.reduction == "sum" else 1.0 / tokens
+        if self.lr_schedule is not None:
+            self.optimizer.lr = self.base_lr * self.lr_schedule.factor(self.iteration)
         loss, taken = self._train_chunk(x, y, scale)
         if not taken:
             return self._refused(loss, position, tokens)
@@ -371,6 +381,8 @@ class Trainer:
             "data_sha256": self.data_fingerprint(),
             "loss_since": self._loss_since, "tokens_since": self._tokens_since,
             "nan_policy": self.nan_policy, "skipped_steps": self.skipped_steps,
+            "lr_schedule": "" if self.lr_schedule is None else json.dumps(
+                dict(self.lr_schedule.state_dict(), base_lr=self.base_lr)),
         }
 
     def load_state_dict(self, state):
@@ -404,6 +416,11 @@ class Trainer:
                                  f"{', '.join(NAN_POLICIES)}")
             self.nan_policy = policy
             self.skipped_steps = int(state["skipped_steps"])
+        schedule = str(state["lr_schedule"]) if "lr_schedule" in state else ""  # absent: older
+        if schedule:
+            d = json.loads(schedule)
+            self.lr_schedule = LinearDecay(d["start"], d["end"], d["to"])
+            self.base_lr = float(d["base_lr"])
 
     def save(self, path):
         """Writes model, optimizer and trainer state to one .npz checkpoint, atomically."""

@@ -130,6 +130,25 @@ def test_init_option_and_the_lab_preset_set_up_the_weights(tmp_path):
     assert np.abs(seen["uniform"]["Whh"]).max() > 0.2  # 1/sqrt(16) = 0.25; gist's: about 0.03
 
 
+def test_lr_decay_schedule_through_the_cli(tmp_path):
+    """--lr-decay F holds the lr for the first F of the run's iterations, then lowers it to
+    --lr-decay-to of it (the lab preset: half, to 1% of 6e-3); the checkpoint keeps the plan."""
+    (tmp_path / "x.txt").write_text(TEXT)
+    common = ("--data", "x.txt", "--hidden-size", "8", "--seq-length", "8", "--batch-size", "2",
+              "--iterations", "10", "--sample-length", "0", "--threads", "1")
+    for name, extra, plan, lr in [
+            ("lab", ("--preset", "lab"), {"start": 5, "end": 10, "to": 0.01, "base_lr": 6e-3},
+             6e-5),
+            ("mine", ("--optimizer", "sgd", "--lr", "0.1", "--lr-decay", "0.2", "--lr-decay-to",
+                      "0.5"), {"start": 2, "end": 10, "to": 0.5, "base_lr": 0.1}, 0.05),
+            ("none", (), None, 4e-3)]:  # B > 1 without a preset: Adam, lr 4e-3
+        cli("train", *common, *extra, "--checkpoint-dir", name, cwd=tmp_path)
+        a = read_npz(tmp_path / name / "latest.npz")
+        got = str(a["trainer/lr_schedule"])
+        assert (json.loads(got) if got else None) == plan, name
+        assert float(a["optimizer/hyper/lr"]) == pytest.approx(lr, rel=1e-12), name
+
+
 def test_bytes_mode_models_any_file(tmp_path):
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 8 + b"\xff\xfe\x00" * 100)
     cli("train", "--data", "blob.bin", "--bytes", "--hidden-size", "8", "--iterations", "20",
@@ -174,6 +193,9 @@ def test_baseline_and_export(trained, tmp_path):
      "leave out --batch-size, --lr"),
     (["train", "--data", "x.txt", "--hidden-size", "0"], "--hidden-size must be at least 1"),
     (["train", "--init-from", "x.npz", "--init", "uniform"], "leave out one"),
+    (["train", "--data", "x.txt", "--lr-decay", "1"], "--lr-decay must be in [0, 1)"),
+    (["train", "--data", "x.txt", "--lr-decay-to", "0"], "--lr-decay-to must be in (0, 1]"),
+    (["train", "--resume", "x.npz", "--lr-decay", "0.5"], "leave out --lr-decay"),
     (["train", "--resume", "x.npz", "--init", "gist"], "leave out --init"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, match):

@@ -20,11 +20,12 @@ vocab = fastrnn.Vocab.from_text(text)
 ids = vocab.encode(text)
 train, val = ids[:-3000], ids[-3000:]
 
-def make(name, B):
+def make(name, B, decay=False):
     m = fastrnn.CharRNN(vocab, 24, backend="cython", dtype="float32", seed=5)
     opt = fastrnn.make_optimizer(name, m)
     return fastrnn.Trainer(m, train, seq_length=16, batch_size=B, optimizer=opt,
-                           reduction="mean" if B > 1 else "sum", val_ids=val, seed=1)
+                           reduction="mean" if B > 1 else "sum", val_ids=val, seed=1,
+                           lr_schedule=fastrnn.LinearDecay(20, 65, 0.05) if decay else None)
 
 def fit(tr, n, ckdir):
     return tr.fit(n, eval_every=20, sample_every=15, sample_length=20, file=sys.stderr,
@@ -32,7 +33,7 @@ def fit(tr, n, ckdir):
 """
 
 FIRST = SETUP + """
-tr = make(sys.argv[1], int(sys.argv[2]))
+tr = make(sys.argv[1], int(sys.argv[2]), sys.argv[5] == "True")
 fit(tr, int(sys.argv[3]), sys.argv[4])
 """
 
@@ -52,20 +53,26 @@ def run(code, *args, cwd):
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-@pytest.mark.parametrize("name,B", [("adagrad", 1), ("adam", 3)])
-def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, name, B):
-    """N+M iterations in one go equal N, save, load in a new process, M more: bit for bit."""
+@pytest.mark.parametrize("name,B,decay", [("adagrad", 1, False), ("adam", 3, False),
+                                          ("adam", 3, True)])
+def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, name, B, decay):
+    """N+M iterations in one go equal N, save, load in a new process, M more: bit for bit
+    (decay: with a learning-rate schedule that is part-way down at the save)."""
     N, M = 35, 30  # the pass has 56 (B=1) or fewer iterations: wraps happen within
     ns = {}
     exec(SETUP, ns)
-    one_go = ns["make"](name, B)
+    one_go = ns["make"](name, B, decay)
     ns["fit"](one_go, N + M, str(tmp_path / "one"))
-    run(FIRST, name, B, N, tmp_path / "split", cwd=tmp_path)
+    run(FIRST, name, B, N, tmp_path / "split", decay, cwd=tmp_path)
     run(SECOND, name, B, M, tmp_path / "split", cwd=tmp_path)
     a = read_npz(tmp_path / "one" / "latest.npz")
     b = read_npz(tmp_path / "split" / "latest.npz")
-    for key in EXACT + tuple(k for k in a if k.startswith("optimizer/") and "hyper" not in k):
-        assert np.array_equal(a[key], b[key]), key
+    for key in EXACT + tuple(k for k in a if k.startswith("optimizer/")) + (
+            "trainer/lr_schedule",):
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
+    assert (str(a["trainer/lr_schedule"]) != "") == decay
+    if decay:  # the last update's lr: 5% of Adam's default 2e-3
+        assert float(a["optimizer/hyper/lr"]) == pytest.approx(1e-4, rel=1e-12)
     assert int(a["trainer/iteration"]) == N + M
     assert os.path.exists(tmp_path / "split" / "best.npz")
     best = read_npz(tmp_path / "one" / "best.npz")

@@ -276,3 +276,34 @@ def test_initialisations(backend):
         assert not p["bh"].any() and not p["by"].any()
     with pytest.raises(ValueError, match="init must be one of 'gist', 'uniform'"):
         fastrnn.CharRNN(V, H, init="orthogonal", backend=backend)
+
+
+def test_linear_decay_schedule():
+    """LinearDecay(start, end, to): the lr as given up to iteration start, then lowered
+    linearly to `to` times it by the update that completes iteration `end`; a trainer with it
+    trains exactly as one whose lr is set by hand before every step."""
+    s = fastrnn.LinearDecay(2, 6, 0.2)
+    assert [s.factor(i) for i in range(8)] == pytest.approx([1, 1, 0.8, 0.6, 0.4, 0.2, 0.2, 0.2])
+    for bad in [(3, 3), (-1, 4), (1.5, 4), (0, 4, 0.0), (0, 4, 1.5), (True, 4)]:
+        with pytest.raises(ValueError, match="LinearDecay"):
+            fastrnn.LinearDecay(*bad)
+    text = fastrnn.load_shakespeare()[:20000]
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    runs = []
+    for scheduled in (True, False):
+        m = fastrnn.CharRNN(vocab, 16, backend="cython", dtype="float64", seed=3)
+        opt = fastrnn.Adam(m, lr=5e-3)
+        tr = fastrnn.Trainer(m, ids, seq_length=12, batch_size=2, optimizer=opt,
+                             lr_schedule=s if scheduled else None)
+        lrs = []
+        for i in range(8):
+            if not scheduled:
+                opt.lr = 5e-3 * s.factor(i)
+            tr.step()
+            lrs.append(opt.lr)
+        runs.append((m.get_params(), lrs))
+    assert runs[0][1] == runs[1][1] and runs[0][1][-1] == pytest.approx(1e-3)
+    assert all(np.array_equal(runs[0][0][k], runs[1][0][k]) for k in runs[0][0])
+    with pytest.raises(TypeError, match="lr_schedule"):
+        fastrnn.Trainer(m, ids, seq_length=12, lr_schedule=0.5)
