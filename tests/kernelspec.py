@@ -21,7 +21,7 @@ ADAGRAD, SGD, RMSPROP, ADAM = 0, 1, 2, 3
 OPTIMIZER_NAMES = {ADAGRAD: "adagrad", SGD: "sgd", RMSPROP: "rmsprop", ADAM: "adam"}
 STATE_ARGS = {"train_step": ("mem", "mem2"), "optimizer_update": ("state1", "state2"),
               "adagrad_update": ("mem", None)}
-SCRATCH_SLACK = 1024  # spare elements of the kernels' scratch vectors
+SCRATCH_SLACK = 1024  # spare elements of the sampling scratch vectors (placed clear of the weights)
 
 # name: (positional arguments in order, buffers it may write (typed writable), optional buffers)
 WRAPPERS = {
@@ -91,20 +91,19 @@ def chunk_parts(B, T, H, V, threads=1):
 def work_size(B, T, H, V, threads=1):
     """WhhT (H, ld(H)) and WhyT (H, ld(V)); then per part of Bp rows: hs (T+1,Bp,H) and 16
     values of slack, Z (T,Bp,V), dH (a block of steps plus a carried (Bp,H)), dXT (V,H), a
-    vector with SCRATCH_SLACK spare values; then a
-    gradient buffer for every part but the first. (The kernels take T steps per block where the
+    vector of H rounded up to 16; then a gradient buffer for every part but the first. (The kernels take T steps per block where the
     block rule's products would pass 2**62; any such chunk is refused for passing 2**31.)"""
+    Hp = -(-H // 16) * 16
     parts = chunk_parts(B, T, H, V, threads)
     slices = 1
     if B == 1:  # slices of one sequence: one part's buffers, a vector more per slice
         slices, parts = parts, 1
     total = H * transposed_ld(H) + H * transposed_ld(V) + (parts - 1) * num_params(H, V) + \
-        (slices - 1) * (H + SCRATCH_SLACK)
+        (slices - 1) * Hp
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
-        total += (T + 1) * Bp * H + 16 + T * Bp * V + (steps + 1) * Bp * H + V * H + H + \
-            SCRATCH_SLACK
+        total += (T + 1) * Bp * H + 16 + T * Bp * V + (steps + 1) * Bp * H + V * H + Hp
     return total
 
 

@@ -16,7 +16,7 @@
 #                   memory: _block_steps), turned into dL/d(pre-activation) in place, and the
 #                   gradient carried from one block into the one before
 #     dXT (V,H)     the input weights' gradient, transposed
-#     scratch       H + SCRATCH_SLACK values: one vector of the backward step of one sequence
+#     scratch       H rounded up to 16 values: the padded vector of one sequence's backward step
 # A chunk split over threads has hs, Z and dH per group of rows, and a gradient buffer for
 # every group but the first (see _chunk in _kernels.pyx); one sequence split into slices of its
 # hidden units keeps these buffers once, and a scratch vector per slice (_one_sequence).

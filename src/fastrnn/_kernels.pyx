@@ -372,7 +372,7 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef const floating* row
     cdef floating* dst
     cdef floating* col
-    cdef floating* scratch = dXT + HV  # H + SCRATCH_SLACK values
+    cdef floating* scratch = dXT + HV  # _padded(H) values: _rowsum_into's padded vector
 
     # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:]
     memset(G, 0, (2 * HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
@@ -449,9 +449,10 @@ cdef inline Py_ssize_t _n_params(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
 cdef inline Py_ssize_t _chunk_work(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
                                    Py_ssize_t V) noexcept nogil:
     # work of one part, B rows of a chunk: hs and slack, Z, dH (a block of steps plus a carried
-    # (B,H)), the input weights' gradient transposed (V,H) and a vector (see backward)
+    # (B,H)), the input weights' gradient transposed (V,H) and a vector of H padded to whole
+    # vectors (_rowsum_into in backward)
     return (T + 1) * B * H + WORK_SLACK + T * B * V + (_block_steps(B, T, H, V) + 1) * B * H + \
-        V * H + H + SCRATCH_SLACK
+        V * H + _padded(H)
 
 
 cdef inline int _n_parts(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H, Py_ssize_t V,
@@ -539,7 +540,7 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
     cdef floating* dH = Z + <Py_ssize_t>T * V
     cdef floating* carry = dH + steps * H
     cdef floating* dXT = carry + H
-    cdef floating* scratch = dXT + HV  # slice s: H + SCRATCH_SLACK values from s * that
+    cdef floating* scratch = dXT + HV  # slice s: _padded(H) values from s * that
     cdef floating* dWhh = G + HV
     cdef floating* dWhy = dWhh + <Py_ssize_t>H * H
     cdef floating* dbh = dWhy + HV
@@ -624,7 +625,7 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
                 if t == t0:
                     memset(dst + i0, 0, (i1 - i0) * sizeof(floating))
                 _rowsum_into(i1 - i0, H, Whh + i0, H, dh, dst + i0,
-                             scratch + s * <Py_ssize_t>(H + SCRATCH_SLACK))
+                             scratch + s * _padded(H))
         # the block's weight gradients, by slice: its rows of dWhh, its columns of dbh and dXT
         # (each reads only the slice's columns of dH, written by this thread)
         for j in range(_mine(parts, rank, nt)):
@@ -897,8 +898,9 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     # Both matrices are transposed once per call, side by side, into WT: row k holds column k of
     # Why and then column k of Whh, each zero-padded to whole vectors, so one pass of _rowsum
     # over WT builds both products in registers as sums of rows (where a loop adding scaled
-    # rows into them in memory, four rows at a time, ran at a third of the speed). At H=100 the matrices do not
-    # fit the L1 cache together: a character costs about one pass over them from L2.
+    # rows into them in memory, four rows at a time, ran at a third of the speed). At H=100 the
+    # matrices do not fit the L1 cache together: a character costs about one pass over them
+    # from L2.
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* Why = Whh + <Py_ssize_t>H * H
@@ -1008,19 +1010,19 @@ def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size, t
     With `threads` > 1 a large enough chunk is split into parts (see chunk_parts): hs, Z, dH and
     the (V,H) gradient for each part's rows, then a gradient buffer for every part but the
     first. One sequence split into slices of its hidden units keeps one part's buffers, and a
-    vector (H plus slack) more for each slice but the first."""
+    vector (H padded to a multiple of 16) more for each slice but the first."""
     B, T, H, V = batch_size, seq_length, hidden_size, vocab_size  # Python ints: no overflow
+    Hp = -(-H // 16) * 16  # _padded(H)
     parts = chunk_parts(B, T, H, V, threads)
     slices = 1
     if B == 1:  # slices of one sequence (see _one_sequence)
         slices, parts = parts, 1
     total = H * _transposed_ld(H) + H * _transposed_ld(V) + (parts - 1) * num_params(H, V) + \
-        (slices - 1) * (H + SCRATCH_SLACK)
+        (slices - 1) * Hp
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = _block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
-        total += (T + 1) * Bp * H + WORK_SLACK + T * Bp * V + (steps + 1) * Bp * H + V * H + \
-            H + SCRATCH_SLACK
+        total += (T + 1) * Bp * H + WORK_SLACK + T * Bp * V + (steps + 1) * Bp * H + V * H + Hp
     return total
 
 
