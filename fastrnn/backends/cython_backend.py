@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from .._params import aligned_empty
 from .._threads import get_num_threads
 from .numpy_backend import NumpyBackend
 
@@ -77,7 +78,7 @@ class CythonBackend(NumpyBackend):
         if work is None:
             if len(self._work) > 8:  # shapes that change every call (evaluation tails): forget
                 self._work.clear()
-            work = np.empty(_kernels.work_size(B, T, self.H, self.V, threads), dtype=self.dtype)
+            work = aligned_empty(_kernels.work_size(B, T, self.H, self.V, threads), self.dtype)
             self._work[(B, T, threads)] = work
         return work
 
@@ -141,7 +142,7 @@ class CythonBackend(NumpyBackend):
             self._grads = self.zeros()
         size = _kernels.undo_size(self.flat.shape[0], code)
         if self._undo is None or self._undo.shape[0] < size:
-            self._undo = np.empty(size, dtype=self.dtype)
+            self._undo = aligned_empty(size, self.dtype, at=self.H * self.V)
         mem, mem2 = self._states(opt)
         work, threads = self._chunk_args(inputs)
         loss, taken = _kernels.train_step(
@@ -154,7 +155,7 @@ class CythonBackend(NumpyBackend):
 
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         out = np.empty(n, dtype=np.int32)
-        work = np.empty(_kernels.sample_work_size(self.H, self.V), dtype=self.dtype)
+        work = aligned_empty(_kernels.sample_work_size(self.H, self.V), self.dtype)
         _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V,
                         top_k, top_p)
         return out

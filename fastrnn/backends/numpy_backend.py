@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .._params import check_fits, num_params, pack, unflatten
+from .._params import aligned_zeros, check_fits, num_params, pack, unflatten
 
 
 def _copy(buf):
@@ -40,13 +40,13 @@ class NumpyBackend:
                              f"(use backend='torch' for CUDA)")
         self.V, self.H, self.dtype = vocab_size, hidden_size, np.dtype(dtype)
         self.device = "cpu"
-        self.flat = np.zeros(num_params(hidden_size, vocab_size), dtype=self.dtype)
+        self.flat = self.zeros()
         self.params = unflatten(self.flat, hidden_size, vocab_size)
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
         """A zeroed flat buffer shaped like the parameters (gradients, optimizer state)."""
-        return np.zeros_like(self.flat)
+        return aligned_zeros(num_params(self.H, self.V), self.dtype, at=self.H * self.V)
 
     def get_params(self):
         return {k: v.copy() for k, v in self.params.items()}
