@@ -96,10 +96,10 @@ def work_size(B, T, H, V, threads=1):
     Hp = -(-H // 16) * 16
     parts = chunk_parts(B, T, H, V, threads)
     slices = 1
-    if B == 1:  # slices of one sequence: one part's buffers, a vector more per slice
+    if B == 1:  # slices of one sequence: one part's buffers, two partial-sum vectors per slice
         slices, parts = parts, 1
     total = H * transposed_ld(H) + H * transposed_ld(V) + (parts - 1) * num_params(H, V) + \
-        (slices - 1) * Hp
+        (2 * slices * Hp - Hp if slices > 1 else 0)
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T

@@ -87,7 +87,7 @@ def test_batch_split_over_threads_matches_numpy(threads, dtype, B, T, H, V):
 @pytest.mark.parametrize("T,H,V", [(5, 512, 20), (30, 512, 65), (4, 600, 7), (3, 800, 129)])
 def test_one_sequence_split_over_threads_matches_numpy(threads, dtype, T, H, V):
     """One sequence (B=1) with H >= 512: its hidden units split into slices whose threads take
-    every step together (forward rows of Whh, BPTT columns); 600 and 800 leave a partial
+    every step together (each on its rows of Whh, forward and BPTT); 600 and 800 leave a partial
     vector in a slice; the state matches the one-thread path exactly (the same sums)."""
     from fastrnn.backends.cython_backend import _kernels as CK
     assert CK.chunk_parts(1, T, H, V, threads) == min(threads, H // 256) > 1  # split tested
@@ -98,6 +98,74 @@ def test_one_sequence_split_over_threads_matches_numpy(threads, dtype, T, H, V):
     h2, h3 = assert_threaded_matches_numpy(dtype, ref, fast, x, y, h0, threads)
     h_one = on_threads(1, lambda: fast.loss_and_grads(x, y, h0)[2])
     assert np.array_equal(h2, h_one) and np.array_equal(h3, h_one)
+
+
+def split_update_case(dtype, B, T, H, V, opt, clip_norm, seed):
+    """Buffers for one kernel train_step: params, optimizer state and a chunk."""
+    from fastrnn.backends.cython_backend import _kernels as CK
+    rng = np.random.default_rng(seed)
+    n = CK.num_params(H, V)
+    P = rng.normal(0, 0.3, n).astype(dtype)
+    M = rng.random(n).astype(dtype) * (opt != "sgd")
+    S = rng.random(n).astype(dtype) if opt == "adam" else None
+    x, y = (rng.integers(0, V, (B, T)).astype(np.int32) for _ in range(2))
+    h = rng.normal(0, 0.5, (B, H)).astype(dtype)
+    kw = dict(optimizer=CK.OPTIMIZERS[opt], lr=0.05, eps=1e-8, clip=5.0, mem2=S, step=3,
+              clip_norm=clip_norm, grad_scale=0.5)
+    return CK, P, M, S, x, y, h, kw
+
+
+@pytest.mark.filterwarnings("ignore:threads=3 is more than")
+@pytest.mark.parametrize("guarded", [False, True])
+@pytest.mark.parametrize("opt", ["adagrad", "sgd", "rmsprop", "adam"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("B,T,H,V,threads", [(1, 6, 512, 40, 2), (1, 3, 800, 9, 3),
+                                             (16, 50, 64, 20, 2)])
+def test_update_split_over_threads_matches_the_one_pass_update(guarded, opt, dtype, B, T, H, V,
+                                                               threads):
+    """train_step on a split chunk updates on the chunk's threads, each its own range of the
+    parameters (one sequence: from its first row of Whh): the same as the gradients of the same
+    split followed by the one-pass optimizer_update, exactly without clip_norm (the same
+    operations on each element), and to rounding with it (the norm is summed by range)."""
+    for clip_norm in (None, 0.5):
+        CK, P, M, S, x, y, h, kw = split_update_case(dtype, B, T, H, V, opt, clip_norm, 7)
+        assert CK.chunk_parts(B, T, H, V, threads) == threads
+        work = np.empty(CK.work_size(B, T, H, V, threads), dtype=dtype)
+        P1, M1, S1, h1 = P.copy(), M.copy(), None if S is None else S.copy(), h.copy()
+        G = np.empty_like(P)
+        loss1 = CK.loss_and_grads(P1, G, x, y, h1, work, H, V, threads=threads)
+        norm = CK.optimizer_update(P1, G, M1, S1, kw["optimizer"], kw["lr"], kw["eps"],
+                                   kw["clip"], 0.9, 0.999, kw["step"], clip_norm,
+                                   kw["grad_scale"])
+        assert (norm > 0) == (clip_norm is not None)
+        undo = np.empty(CK.undo_size(P.size, kw["optimizer"]), dtype=dtype) if guarded else None
+        out = CK.train_step(P, np.empty_like(P), M, x, y, h, work, H, V, undo=undo,
+                            threads=threads, **kw)
+        loss2, taken = out if guarded else (out, True)
+        assert taken and loss2 == loss1 and np.array_equal(h, h1)
+        tol = 0 if clip_norm is None else 2e-6 if dtype == "float32" else 1e-14
+        for got, want in [(P, P1), (M, M1), (S, S1)]:
+            if want is not None:
+                assert np.abs(got - want).max() <= tol * np.abs(want).max()
+        assert not np.array_equal(P, split_update_case(dtype, B, T, H, V, opt, None, 7)[1])
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+@pytest.mark.parametrize("B,T,H,threads", [(1, 4, 512, 2), (16, 50, 64, 2)])
+def test_a_split_guarded_update_undoes_every_range(where, B, T, H, threads):
+    """A non-finite value in one thread's range of the update undoes the step in all of them."""
+    V = 20
+    CK, P, M, S, x, y, h, kw = split_update_case("float32", B, T, H, V, "adagrad", None, 3)
+    M[0 if where == "first" else -1] = np.nan
+    before = P.copy(), M.copy(), h.copy()
+    undo = np.empty(CK.undo_size(P.size, kw["optimizer"]), dtype=P.dtype)
+    work = np.empty(CK.work_size(B, T, H, V, threads), dtype=P.dtype)
+    assert CK.chunk_parts(B, T, H, V, threads) == threads
+    loss, taken = CK.train_step(P, np.empty_like(P), M, x, y, h, work, H, V, undo=undo,
+                                threads=threads, **kw)
+    assert np.isfinite(loss) and not taken
+    for got, want in zip((P, M, h), before):
+        assert np.array_equal(got, want, equal_nan=True)
 
 
 def test_batched_trajectory_on_two_threads_matches_numpy(shakespeare):

@@ -19,7 +19,8 @@
 #     scratch       H rounded up to 16 values: the padded vector of one sequence's backward step
 # A chunk split over threads has hs, Z and dH per group of rows, and a gradient buffer for
 # every group but the first (see _chunk in _kernels.pyx); one sequence split into slices of its
-# hidden units keeps these buffers once, and a scratch vector per slice (_one_sequence).
+# hidden units keeps these buffers once, and its scratch vector is followed by 2 * slices - 1
+# more: each slice's partial sums of BPTT, for two time steps in turn (_one_sequence).
 
 ctypedef fused floating:
     float

@@ -489,14 +489,16 @@ cdef inline floating* _part_work(floating* work, int B, int T, int H, int V, int
 
 # One sequence (B=1) split over threads. Its time steps depend on each other, so a team of
 # threads takes each step together, every thread (rank) working on `parts` slices of the hidden
-# units, and all meet at a barrier (fr_barrier) before the next step: forward, thread s computes
-# h_t[slice s] from its rows of Whh; BPTT, it computes its columns of Whh^T dh. Each thread then
-# reads only its share of Whh on every step (half of it on two threads), which stays in its
-# core's own L2 cache: one thread streamed all of Whh once per step from L2 at H=512. The
-# products of a slice are those of the one-thread path restricted to its rows or columns (and
-# slices start at multiples of 16, so the forward products are the same sums); the output layer
-# and the weight gradients are split into row blocks, which sum in a different order than one
-# product does, so results depend on `parts` (not on how many threads run them).
+# units, and all meet at a barrier (fr_barrier) before the next step. A slice owns its rows of
+# Whh and works on nothing else: forward, it computes h_t[slice] from them; BPTT, it sends
+# dh[slice] back through them into every unit (a partial sum of Whh^T dh), and at the next step
+# each slice adds up the partial sums for its own units; its rows of dWhh come from its columns
+# of dH. Each core thus reads only its rows of Whh (half of it on two threads), in both passes,
+# and they stay in its own L2 cache: one thread streamed all of Whh once per step from L2 at
+# H=512. The forward products of a slice are those of the one-thread path restricted to its rows
+# (slices start at multiples of 16, so they are the same sums); BPTT's partial sums, the output
+# layer and the weight gradients split into row blocks sum in a different order than one product
+# does, so results depend on `parts` (not on how many threads run them).
 
 cdef extern from "_team.h" nogil:
     int fr_team_size()
@@ -519,13 +521,27 @@ cdef inline Py_ssize_t _share(Py_ssize_t n, int parts, int s) noexcept nogil:
     return n * s // parts
 
 
+cdef inline void _add_partials(floating* y, const floating* pulls, Py_ssize_t Hp, int parts,
+                               Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    # y[i0:i1] += the sum of the `parts` vectors at pulls, Hp apart (added in slice order)
+    cdef Py_ssize_t i
+    cdef int q
+    cdef floating acc
+    for i in range(i0, i1):
+        acc = pulls[i]
+        for q in range(1, parts):
+            acc = acc + pulls[q * Hp + i]
+        y[i] += acc
+
+
 cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, const int* Y,
                         floating* work, floating* G, floating* dh0, int parts,
                         double* losses) noexcept nogil:
     # Run by every thread of a team: the forward pass of a (1,T) chunk whose state h0 is in
     # hs[0], then (G not NULL) BPTT into G, as forward and backward do for B=1. Buffers as for
-    # one part (_chunk_work), then a scratch vector per slice; Why is already transposed
-    # (_prepare). losses[s]: the loss of slice s's share of the time steps.
+    # one part (_chunk_work), whose last vector of _padded(H) values is followed by 2 * parts - 1
+    # more (the slices' partial sums, by parity of t); Why is already transposed (_prepare).
+    # losses[s]: the loss of slice s's share of the time steps.
     cdef int nt = fr_team_size(), rank = fr_team_rank(), s, j
     cdef Py_ssize_t HV = <Py_ssize_t>H * V, n = _n_params(H, V), i0, i1, r0, r1, t, t0, t1, i, v
     cdef Py_ssize_t steps = _block_steps(1, T, H, V), ldv = _transposed_ld(V)
@@ -538,9 +554,10 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
     cdef floating* hs = work + _prepared_size(H, V)
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>H + WORK_SLACK
     cdef floating* dH = Z + <Py_ssize_t>T * V
-    cdef floating* carry = dH + steps * H
-    cdef floating* dXT = carry + H
-    cdef floating* scratch = dXT + HV  # slice s: _padded(H) values from s * that
+    cdef floating* dXT = dH + (steps + 1) * H  # (after a carried vector, unused here)
+    cdef Py_ssize_t Hp = _padded(H)
+    cdef floating* pulls = dXT + HV  # 2 * parts vectors of Hp: each slice's pull, by parity of t
+    cdef floating* pull
     cdef floating* dWhh = G + HV
     cdef floating* dWhy = dWhh + <Py_ssize_t>H * H
     cdef floating* dbh = dWhy + HV
@@ -548,7 +565,6 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
     cdef floating* row
     cdef floating* col
     cdef floating* dh
-    cdef floating* dst
     cdef const floating* h
     cdef bint tail = _tail_whh(H, V)
     if G != NULL:  # zeroed here: the forward pass's barriers come before any use
@@ -602,30 +618,22 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
         for t in range(t1 - 1, t0 - 1, -1):
             dh = dH + (t - t0) * H
             h = hs + (t + 1) * H
-            for j in range(_mine(parts, rank, nt)):  # this step's dL/d(pre-activation), by slice
+            for j in range(_mine(parts, rank, nt)):
                 s = rank + j * nt
                 i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
-                if t == t1 - 1 and t1 < T:
-                    for i in range(i0, i1):
-                        dh[i] += carry[i]
+                # this step's dL/dh[slice]: the outputs' share, plus the pull of step t + 1
+                # through Whh, summed over the slices' partial sums (a fixed order)
+                if t + 1 < T:
+                    _add_partials(dh, pulls + ((t + 1) & 1) * parts * Hp, Hp, parts, i0, i1)
                 for i in range(i0, i1):
                     dh[i] = dh[i] * (1 - h[i] * h[i])
+                # its pull through the slice's rows of Whh, into every unit: dh[slice] @
+                # Whh[slice, :] (rows followed by Why: readable to Hp)
+                if t > 0 or dh0 != NULL:
+                    pull = pulls + ((t & 1) * parts + s) * Hp
+                    memset(pull, 0, Hp * sizeof(floating))
+                    _rowsum(Hp, i1 - i0, Whh + i0 * H, H, dh + i0, pull)
             fr_barrier()
-            if t > t0:
-                dst = dh - H
-            elif t > 0:
-                dst = carry
-            elif dh0 != NULL:
-                dst = dh0
-            else:
-                break
-            for j in range(_mine(parts, rank, nt)):  # its pull through Whh: columns of the slice
-                s = rank + j * nt
-                i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
-                if t == t0:
-                    memset(dst + i0, 0, (i1 - i0) * sizeof(floating))
-                _rowsum_into(i1 - i0, H, Whh + i0, H, dh, dst + i0,
-                             scratch + s * _padded(H))
         # the block's weight gradients, by slice: its rows of dWhh, its columns of dbh and dXT
         # (each reads only the slice's columns of dH, written by this thread)
         for j in range(_mine(parts, rank, nt)):
@@ -640,6 +648,12 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
                     col[i] += row[i]
         fr_barrier()  # before the next block writes dH
         t1 = t0
+    if dh0 != NULL:
+        for j in range(_mine(parts, rank, nt)):
+            s = rank + j * nt
+            i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+            memset(dh0 + i0, 0, (i1 - i0) * sizeof(floating))
+            _add_partials(dh0, pulls, Hp, parts, i0, i1)
     for j in range(_mine(parts, rank, nt)):
         s = rank + j * nt
         for i in range(_slice(H, parts, s), _slice(H, parts, s + 1)):
@@ -728,27 +742,28 @@ cdef inline floating _clipped(floating g, bint do_clip, floating clip) noexcept 
     return g
 
 
-cdef inline double _update_scale(const floating* G, Py_ssize_t n, const UpdateConfig* cfg,
-                                 double* norm) noexcept nogil:
-    # the factor every gradient element is multiplied by before clipping; norm: see `update`
+cdef inline double _sumsq(const floating* G, Py_ssize_t n, double grad_scale) noexcept nogil:
+    # the squared L2 norm of G * grad_scale, summed in order in double
     cdef Py_ssize_t i
-    cdef double acc = 0.0, gs, scale = cfg.grad_scale
-    norm[0] = -1.0
-    if cfg.clip_norm > 0:
-        for i in range(n):
-            gs = G[i] * cfg.grad_scale
-            acc += gs * gs
-        norm[0] = sqrt(acc)
-        if cfg.clip_norm / (norm[0] + 1e-6) < 1:  # the rescaling of torch's clip_grad_norm_
-            scale = cfg.grad_scale * (cfg.clip_norm / (norm[0] + 1e-6))
-    return scale
+    cdef double acc = 0.0, gs
+    for i in range(n):
+        gs = G[i] * grad_scale
+        acc += gs * gs
+    return acc
 
 
-cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
-                   const UpdateConfig* cfg) noexcept nogil:
+cdef inline double _norm_scale(const UpdateConfig* cfg, double norm) noexcept nogil:
+    # the factor every gradient element is multiplied by before clipping, given the L2 norm of
+    # G * grad_scale (clip_norm on): the rescaling of torch's clip_grad_norm_
+    if cfg.clip_norm > 0 and cfg.clip_norm / (norm + 1e-6) < 1:
+        return cfg.grad_scale * (cfg.clip_norm / (norm + 1e-6))
+    return cfg.grad_scale
+
+
+cdef void _apply(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
+                 const UpdateConfig* cfg, double scale) noexcept nogil:
+    # the optimizer step of `update` on n elements, each gradient first multiplied by scale
     cdef Py_ssize_t i
-    cdef double norm
-    cdef double scale = _update_scale(G, n, cfg, &norm)
     cdef floating sc = <floating>scale, clip = <floating>cfg.clip
     cdef floating lr = <floating>cfg.lr, eps = <floating>cfg.eps
     cdef floating b1 = <floating>cfg.beta1, b2 = <floating>cfg.beta2
@@ -778,21 +793,25 @@ cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_
             M[i] = b1 * M[i] + c1 * g
             S[i] = b2 * S[i] + c2 * (g * g)
             P[i] -= lr * (M[i] / bc1) / (_sqrt(S[i] / bc2) + eps)
+
+
+cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
+                   const UpdateConfig* cfg) noexcept nogil:
+    cdef double norm = sqrt(_sumsq(G, n, cfg.grad_scale)) if cfg.clip_norm > 0 else -1.0
+    _apply(P, G, M, S, n, cfg, _norm_scale(cfg, norm))
     return norm
 
 
-cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n,
-                         const UpdateConfig* cfg, floating* U) noexcept nogil:
-    # `update` (the same operations in the same order, so the same results), kept only if every
-    # new value of P, M and S is finite, else undone exactly: as each element is updated its
-    # old value of P goes into G (whose gradient has just been used) and those of M and S into
-    # U[i] and U[n + i] (U: undo_size values). No extra pass over memory (but for Adam): the
-    # saves go to cache lines the loop touches anyway, or to one stream. Returns whether the
-    # update was kept. A finite x has x - x == 0; NaN and +-inf give NaN (no -ffast-math here,
-    # so the compiler keeps the test).
+cdef bint _apply_guarded(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n,
+                         const UpdateConfig* cfg, double scale, floating* U,
+                         floating* US) noexcept nogil:
+    # `_apply` (the same operations in the same order, so the same results), saving as it goes
+    # each element's old value of P into G (whose gradient has just been used) and those of M
+    # and S into U and US; returns whether any new value of P, M or S is not finite (then
+    # _restore puts them back). No extra pass over memory (but for Adam): the saves go to cache
+    # lines the loop touches anyway, or to one stream. A finite x has x - x == 0; NaN and +-inf
+    # give NaN (no -ffast-math here, so the compiler keeps the test).
     cdef Py_ssize_t i
-    cdef double norm
-    cdef double scale = _update_scale(G, n, cfg, &norm)
     cdef floating sc = <floating>scale, clip = <floating>cfg.clip
     cdef floating lr = <floating>cfg.lr, eps = <floating>cfg.eps
     cdef floating b1 = <floating>cfg.beta1, b2 = <floating>cfg.beta2
@@ -802,7 +821,6 @@ cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_
     cdef floating g, p, m, v
     cdef bint do_clip = cfg.do_clip
     cdef int bad = 0
-    cdef floating* US = U + n
     if cfg.optimizer == OPT_ADAGRAD:
         for i in range(n):
             g = _clipped(G[i] * sc, do_clip, clip)
@@ -844,14 +862,111 @@ cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_
             M[i] = m
             S[i] = v
             P[i] = p
-    if not bad:
-        return True
-    memcpy(P, G, n * sizeof(floating))  # put everything back as it was
+    return bad != 0
+
+
+cdef void _restore(floating* P, const floating* G, floating* M, floating* S, Py_ssize_t n,
+                   const UpdateConfig* cfg, const floating* U, const floating* US) noexcept nogil:
+    # undoes _apply_guarded exactly: everything back as it was
+    memcpy(P, G, n * sizeof(floating))
     if cfg.optimizer != OPT_SGD:
         memcpy(M, U, n * sizeof(floating))
     if cfg.optimizer == OPT_ADAM:
         memcpy(S, US, n * sizeof(floating))
+
+
+cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n,
+                         const UpdateConfig* cfg, floating* U) noexcept nogil:
+    # `update`, kept only if every new value of P, M and S is finite, else undone exactly (U:
+    # undo_size values, the old M in U[:n] and the old S in U[n:]). Returns whether it was kept.
+    cdef double norm = sqrt(_sumsq(G, n, cfg.grad_scale)) if cfg.clip_norm > 0 else -1.0
+    if not _apply_guarded(P, G, M, S, n, cfg, _norm_scale(cfg, norm), U, U + n):
+        return True
+    _restore(P, G, M, S, n, cfg, U, U + n)
     return False
+
+
+# The update split over the team that ran a chunk split into `parts` (train_step): each thread
+# updates its range of the flat buffers, one sequence's slice s the one that starts at its
+# first row of Whh (_owned), so that the rows of Whh (and of its gradient) a core read in
+# forward and BPTT are the ones it updates and stay in its cache; the others equal shares. A
+# norm for clip_norm is the sum of the ranges' sums, in range order: the same for any number
+# of threads running the `parts` ranges, but not the one-pass sum of `update`.
+
+cdef inline Py_ssize_t _owned(Py_ssize_t n, Py_ssize_t H, Py_ssize_t V, int B, int parts,
+                              int s) noexcept nogil:
+    # range s of the `parts` ranges of range(n) starts here (n for s == parts)
+    if s <= 0:
+        return 0
+    if s >= parts:
+        return n
+    if B == 1:
+        return H * V + _slice(H, parts, s) * H
+    return _slice(n, parts, s)
+
+
+cdef inline floating* _at(floating* p, Py_ssize_t i) noexcept nogil:
+    # p + i, or NULL for an optimizer state buffer not in use
+    return p + i if p != NULL else NULL
+
+
+cdef void _update_team(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n, int H,
+                       int V, int B, int parts, const UpdateConfig* cfg, floating* U,
+                       double* sums, int* bad) noexcept nogil:
+    # Run by every thread of a team: `update` (U NULL) or `update_guarded` on the ranges of
+    # _owned. sums[s]: range s's squared norm; bad[s]: whether its update left a non-finite
+    # value (guarded), in which case every range is restored.
+    cdef int nt = fr_team_size(), rank = fr_team_rank(), s, j, q
+    cdef Py_ssize_t i0, i1
+    cdef double norm = -1.0, total = 0.0, scale
+    cdef bint any_bad = False
+    cdef floating* US = _at(U, n)
+    if cfg.clip_norm > 0:
+        for j in range(_mine(parts, rank, nt)):
+            s = rank + j * nt
+            i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
+            sums[s] = _sumsq(G + i0, i1 - i0, cfg.grad_scale)
+        fr_barrier()
+        for q in range(parts):
+            total += sums[q]
+        norm = sqrt(total)
+    scale = _norm_scale(cfg, norm)
+    for j in range(_mine(parts, rank, nt)):
+        s = rank + j * nt
+        i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
+        if U == NULL:
+            _apply(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg, scale)
+        else:
+            bad[s] = _apply_guarded(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg,
+                                    scale, U + i0, _at(US, i0))
+    if U == NULL:
+        return
+    fr_barrier()
+    for q in range(parts):
+        any_bad = any_bad or bad[q]
+    if any_bad:
+        for j in range(_mine(parts, rank, nt)):
+            s = rank + j * nt
+            i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
+            _restore(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg, U + i0, _at(US, i0))
+
+
+cdef bint _update_split(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n, int H,
+                        int V, int B, int parts, const UpdateConfig* cfg,
+                        floating* U) noexcept nogil:
+    # `update` (U NULL) or `update_guarded` by a team of `parts` threads (_update_team); returns
+    # whether the update was kept
+    cdef double sums[MAX_PARTS]
+    cdef int bad[MAX_PARTS]
+    cdef int q
+    cdef bint kept = True
+    for q in range(parts):
+        bad[q] = 0
+    with parallel(num_threads=parts):
+        _update_team(P, G, M, S, n, H, V, B, parts, cfg, U, sums, bad)
+    for q in range(parts):
+        kept = kept and not bad[q]
+    return kept
 
 
 cdef inline bint _ranks_before(const floating* z, int a, int b) noexcept nogil:
@@ -1009,8 +1124,9 @@ def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size, t
     block of time steps and a carried (B,H) gradient: see _block_steps) and a (V,H) gradient.
     With `threads` > 1 a large enough chunk is split into parts (see chunk_parts): hs, Z, dH and
     the (V,H) gradient for each part's rows, then a gradient buffer for every part but the
-    first. One sequence split into slices of its hidden units keeps one part's buffers, and a
-    vector (H padded to a multiple of 16) more for each slice but the first."""
+    first. One sequence split into slices of its hidden units keeps one part's buffers, whose
+    last vector (H padded to a multiple of 16) is followed by 2 * slices - 1 more: each slice's
+    partial sums of BPTT, for two time steps in turn."""
     B, T, H, V = batch_size, seq_length, hidden_size, vocab_size  # Python ints: no overflow
     Hp = -(-H // 16) * 16  # _padded(H)
     parts = chunk_parts(B, T, H, V, threads)
@@ -1018,7 +1134,7 @@ def work_size(int batch_size, int seq_length, int hidden_size, int vocab_size, t
     if B == 1:  # slices of one sequence (see _one_sequence)
         slices, parts = parts, 1
     total = H * _transposed_ld(H) + H * _transposed_ld(V) + (parts - 1) * num_params(H, V) + \
-        (slices - 1) * Hp
+        ((2 * slices - 1) * Hp if slices > 1 else 0)
     for p in range(parts):
         Bp = B // parts + (1 if p < B % parts else 0)
         steps = _block_steps(Bp, T, H, V) if (Bp + H + V) * T * H < 2**62 else T
@@ -1335,7 +1451,9 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     non-finite value in params or the optimizer state (a NaN or infinite gradient, an overflow)
     it is undone exactly, from the old values it saved in `grads` and `undo` as it went (grads
     then holds no gradient). A step not taken leaves params, mem, mem2 and h as they were.
-    Returns (loss, taken) then. `threads`: as in loss_and_grads."""
+    Returns (loss, taken) then. `threads`: as in loss_and_grads; a chunk split over threads is
+    updated on them too, each on its range of the parameters (a norm for clip_norm is then
+    summed by range)."""
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef int B = inputs.shape[0], T = inputs.shape[1]
     cdef double loss
@@ -1375,14 +1493,24 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
                       &grads[0], NULL, parts)
         if not guarded:
             _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
-            update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
-        else:
+            if parts > 1:  # on the threads that ran the chunk, each on its own rows
+                _update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H, V, B,
+                              parts, &cfg, NULL)
+            else:
+                update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
+        elif loss - loss == 0:
             # a non-finite loss (x - x is NaN for NaN and +-inf) takes no step; nor does an
             # update that leaves a non-finite value
-            taken = loss - loss == 0 and update_guarded(&params[0], &grads[0], p_mem, p_mem2,
-                                                        params.shape[0], &cfg, p_undo)
-            if taken:
-                _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
+            if parts > 1:
+                taken = _update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H,
+                                      V, B, parts, &cfg, p_undo)
+            else:
+                taken = update_guarded(&params[0], &grads[0], p_mem, p_mem2, params.shape[0],
+                                       &cfg, p_undo)
+        else:
+            taken = False
+        if guarded and taken:
+            _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     if guarded:
         return loss, taken
     return loss
