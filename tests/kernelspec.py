@@ -108,9 +108,10 @@ def work_size(B, T, H, V, threads=1):
 
 
 def sample_work_size(H, V):
-    """The three weight matrices transposed, then logits and a state, each with slack."""
+    """The three weight matrices transposed, then logits and a state with slack, then V doubles
+    on a 64-byte line."""
     Hp, Vp = -(-H // 16) * 16, -(-V // 16) * 16  # rows padded to a multiple of 16
-    return V * Hp + H * Hp + H * Vp + Vp + Hp + 2 * SCRATCH_SLACK
+    return V * Hp + H * Hp + H * Vp + SCRATCH_SLACK + Vp + Hp + 2 * Vp + 16
 
 
 def optimizer_of(name, a):

@@ -89,6 +89,27 @@ def test_filtered_sampling_same_ids_on_every_backend(top_k, top_p):
         assert not np.array_equal(a, ref.generate(400, seed=9, temperature=1.3))
 
 
+@pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (3, 1.0), (0, 0.5)])
+def test_draws_at_the_ends_of_the_uniform_range_match_numpy(top_k, top_p):
+    """Uniforms of 0 take the first id with mass, and the largest double below 1 the last one
+    (ids filtered out have none): the inverse CDF at its edges, as numpy's searchsorted does."""
+    V, H, n = 12, 20, 60
+    rng = np.random.default_rng(2)
+    ref, fast = models(H=H, V=V, seed=2)
+    for u in (0.0, np.nextafter(1.0, 0.0)):
+        uniforms = np.full(n, u)
+        h0 = rng.normal(0, 0.5, H)
+        got = [m._backend.generate(n, h0.copy(), uniforms, 0.7, False, top_k, top_p)
+               for m in (ref, fast)]
+        np.testing.assert_array_equal(got[0], got[1])
+    # by hand, the first draw from h0 = 0: logits by
+    p = ref.get_params()
+    z = p["by"] - p["by"].max()
+    first, last = (fast._backend.generate(1, np.zeros(H), np.full(1, u), 0.7, False, 0, 1.0)[0]
+                   for u in (0.0, np.nextafter(1.0, 0.0)))
+    assert first == 0 and last == V - 1 and np.all(np.exp(z / 0.7) > 0)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_top_k_1_and_tiny_top_p_are_greedy(backend):
     m = [x for x in models() if x.backend == backend][0]
