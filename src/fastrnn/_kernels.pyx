@@ -661,6 +661,28 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
                 G[i * V + v] = dXT[v * H + i]
 
 
+cdef double _run_part(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
+                      const floating* h, floating* work, floating* G, floating* dh0, int parts,
+                      int p) noexcept nogil:
+    # part p of a chunk split into `parts` groups of rows (see _chunk): forward from its rows of
+    # h, and BPTT into G (part 0) or its own gradient buffer; returns its summed loss
+    cdef Py_ssize_t n = _n_params(H, V)
+    cdef int b0 = _part_start(B, parts, p), bp = _part_start(B, parts, p + 1) - b0
+    cdef floating* hs = _part_work(work, B, T, H, V, parts, p)
+    cdef floating* Z = hs + (T + 1) * <Py_ssize_t>bp * H + WORK_SLACK
+    cdef floating* dH = Z + <Py_ssize_t>T * bp * V
+    cdef double loss
+    memcpy(hs, h + <Py_ssize_t>b0 * H, <Py_ssize_t>bp * H * sizeof(floating))
+    loss = forward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T,
+                   Y + <Py_ssize_t>b0 * T if Y != NULL else NULL, work, hs, Z)
+    if G != NULL:
+        backward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T, work, hs, Z, dH,
+                 G if p == 0 else _part_work(work, B, T, H, V, parts, parts) + (p - 1) * n,
+                 dh0 + <Py_ssize_t>b0 * H if dh0 != NULL else NULL,
+                 dH + (_block_steps(bp, T, H, V) + 1) * <Py_ssize_t>bp * H)
+    return loss
+
+
 cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
                    const floating* h, floating* work, floating* G, floating* dh0,
                    int parts) noexcept nogil:
@@ -670,13 +692,10 @@ cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, 
     cdef double losses[MAX_PARTS]
     cdef double loss = 0.0
     cdef Py_ssize_t n = _n_params(H, V), i, i0, i1, blk, n_blk
-    cdef int p, q, b0, bp
-    cdef floating* w
+    cdef int p, q
     cdef floating* hs
-    cdef floating* Z
-    cdef floating* dH
     cdef floating* Gp
-    cdef floating* extra
+    cdef floating* extra = _part_work(work, B, T, H, V, parts, parts)  # gradients of parts 1, ...
     if B == 1 and parts > 1:  # one sequence: its hidden units split over a team
         hs = work + _prepared_size(H, V)
         memcpy(hs, h, H * sizeof(floating))
@@ -687,23 +706,12 @@ cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, 
         for p in range(parts):
             loss += losses[p]
         return loss
-    extra = _part_work(work, B, T, H, V, parts, parts)
     _prepare(P, H, V, _part_start(B, parts, 1), work)
-    for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-        b0 = _part_start(B, parts, p)
-        bp = _part_start(B, parts, p + 1) - b0
-        w = _part_work(work, B, T, H, V, parts, p)
-        hs = w
-        Z = hs + (T + 1) * <Py_ssize_t>bp * H + WORK_SLACK
-        dH = Z + <Py_ssize_t>T * bp * V
-        memcpy(hs, h + <Py_ssize_t>b0 * H, <Py_ssize_t>bp * H * sizeof(floating))
-        losses[p] = forward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T,
-                            Y + <Py_ssize_t>b0 * T if Y != NULL else NULL, work, hs, Z)
-        if G != NULL:
-            Gp = G if p == 0 else extra + (p - 1) * n
-            backward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T, work, hs, Z, dH, Gp,
-                     dh0 + <Py_ssize_t>b0 * H if dh0 != NULL else NULL,
-                     dH + (_block_steps(bp, T, H, V) + 1) * <Py_ssize_t>bp * H)
+    if parts == 1:  # no thread team to start (it cost a microsecond or two per call)
+        losses[0] = _run_part(P, H, V, B, T, X, Y, h, work, G, dh0, 1, 0)
+    else:
+        for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+            losses[p] = _run_part(P, H, V, B, T, X, Y, h, work, G, dh0, parts, p)
     for p in range(parts):
         loss += losses[p]
     if G != NULL and parts > 1:
