@@ -1027,14 +1027,14 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
                    floating temperature, bint greedy, int top_k, double top_p, int* out,
                    floating* work, int* order) noexcept nogil:
     # One character is two small matrix-vector products on the same state h: Why h and Whh h.
-    # Both matrices are transposed once per call, side by side, into WT: row k holds column k of
-    # Why and then column k of Whh, each zero-padded to whole vectors, so _rowsum over WT builds
-    # both products in registers as sums of rows (where a loop adding scaled rows into them in
-    # memory, four rows at a time, ran at a third of the speed). WT is stored as two panels of
-    # columns, each contiguous, and characters take the panels in alternating order: at H=100
-    # the matrices (77 KB) do not fit the L1 cache together, but the panel read last is still
-    # there when the next character starts with it (a pass took 0.57-0.61 us against 0.70 in a
-    # C harness). Each sum runs over the rows in the same order either way: the same results.
+    # Both matrices are transposed once per call, side by side, into WT: row k holds column k
+    # of Why and then column k of Whh, zero-padded together to whole vectors, so _rowsum over WT
+    # builds both products in registers as sums of rows (where a loop adding scaled rows into
+    # them in memory, four rows at a time, ran at a third of the speed). WT is stored as two
+    # panels of columns, each contiguous, and characters take the panels in alternating order:
+    # at H=100 the matrices (70 KB) do not fit the L1 cache together, but the panel read last is
+    # still there when the next character starts with it (a pass took 0.57-0.61 us against 0.70
+    # in a C harness). Each sum runs over the rows in the same order either way: the same ids.
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* Why = Whh + <Py_ssize_t>H * H
@@ -1042,14 +1042,15 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef const floating* by = bh + H
     # rows padded to a multiple of 16 values (zeros), so the row sums have no scalar tail
     cdef Py_ssize_t Hp = _padded(H), Vp = _padded(V)
-    cdef Py_ssize_t ld = Vp + Hp, w0 = (ld // 16 + 1) // 2 * 16, w1 = ld - w0
+    cdef Py_ssize_t ld = _padded(V + H), w0 = (ld // 16 + 1) // 2 * 16, w1 = ld - w0
+    cdef floating* room = work + V * Hp + <Py_ssize_t>H * (Vp + Hp)  # z's room (sample_work_size)
     cdef floating* WxhT = work                          # (V,Hp), with bh added to every row
-    cdef floating* WT = WxhT + V * Hp                   # (H, Vp + Hp): Why^T | Whh^T, as panels
+    cdef floating* WT = WxhT + V * Hp                   # (H, ld): Why^T | Whh^T, as panels
     cdef floating* WT1 = WT + <Py_ssize_t>H * w0        # (H, w0) columns [0, w0), (H, w1) the rest
-    cdef floating* z = _clear_of(WT + <Py_ssize_t>H * ld, WT, w0)  # logits, then Whh h
-    cdef floating* hh = z + Vp
+    cdef floating* z = _clear_of(room, WT, w0)  # logits, then Whh h
+    cdef floating* hh = z + V
     # V cumulative masses after z's room, on a 64-byte line whatever the buffer's alignment
-    cdef double* cum = <double*>((<size_t>(WT + <Py_ssize_t>H * ld + SCRATCH_SLACK + ld) + 63) &
+    cdef double* cum = <double*>((<size_t>(room + SCRATCH_SLACK + Vp + Hp) + 63) &
                                  ~(<size_t>63))
     cdef const floating* col
     cdef Py_ssize_t k, v, i, r, n_le
@@ -1066,10 +1067,10 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
             WxhT[r * Hp + i] = Wxh[i * V + r] + bh[i]
             WT[_panel_at(H, w0, w1, i, r)] = Why[r * H + i]
         for r in range(H):
-            WT[_panel_at(H, w0, w1, i, Vp + r)] = Whh[r * H + i]
+            WT[_panel_at(H, w0, w1, i, V + r)] = Whh[r * H + i]
     for k in range(n):
         memcpy(z, by, V * sizeof(floating))
-        memset(hh, 0, Hp * sizeof(floating))
+        memset(hh, 0, (ld - V) * sizeof(floating))
         if k % 2 == 0:
             _rowsum(w0, H, WT, w0, h, z)
             _rowsum(w1, H, WT1, w1, h, z + w0)
