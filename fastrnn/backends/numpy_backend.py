@@ -45,7 +45,8 @@ class NumpyBackend:
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
-        """A zeroed flat buffer shaped like the parameters (gradients, optimizer state)."""
+        """A zeroed flat buffer shaped like the parameters (gradients, optimizer state), placed
+        so that its Whh starts a 64-byte line (see _params.aligned_empty)."""
         return aligned_zeros(num_params(self.H, self.V), self.dtype, at=self.H * self.V)
 
     def get_params(self):

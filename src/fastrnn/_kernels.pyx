@@ -750,6 +750,11 @@ cdef inline floating _clipped(floating g, bint do_clip, floating clip) noexcept 
     return g
 
 
+cdef inline floating* _at(floating* p, Py_ssize_t i) noexcept nogil:
+    # p + i, or NULL for an optimizer state buffer not in use
+    return p + i if p != NULL else NULL
+
+
 cdef inline double _sumsq(const floating* G, Py_ssize_t n, double grad_scale) noexcept nogil:
     # the squared L2 norm of G * grad_scale, summed in order in double
     cdef Py_ssize_t i
@@ -888,9 +893,9 @@ cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_
     # `update`, kept only if every new value of P, M and S is finite, else undone exactly (U:
     # undo_size values, the old M in U[:n] and the old S in U[n:]). Returns whether it was kept.
     cdef double norm = sqrt(_sumsq(G, n, cfg.grad_scale)) if cfg.clip_norm > 0 else -1.0
-    if not _apply_guarded(P, G, M, S, n, cfg, _norm_scale(cfg, norm), U, U + n):
+    if not _apply_guarded(P, G, M, S, n, cfg, _norm_scale(cfg, norm), U, _at(U, n)):
         return True
-    _restore(P, G, M, S, n, cfg, U, U + n)
+    _restore(P, G, M, S, n, cfg, U, _at(U, n))
     return False
 
 
@@ -913,17 +918,13 @@ cdef inline Py_ssize_t _owned(Py_ssize_t n, Py_ssize_t H, Py_ssize_t V, int B, i
     return _slice(n, parts, s)
 
 
-cdef inline floating* _at(floating* p, Py_ssize_t i) noexcept nogil:
-    # p + i, or NULL for an optimizer state buffer not in use
-    return p + i if p != NULL else NULL
-
-
 cdef void _update_team(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n, int H,
-                       int V, int B, int parts, const UpdateConfig* cfg, floating* U,
-                       double* sums, int* bad) noexcept nogil:
-    # Run by every thread of a team: `update` (U NULL) or `update_guarded` on the ranges of
-    # _owned. sums[s]: range s's squared norm; bad[s]: whether its update left a non-finite
-    # value (guarded), in which case every range is restored.
+                       int V, int B, int parts, const UpdateConfig* cfg, bint guarded,
+                       floating* U, double* sums, int* bad) noexcept nogil:
+    # Run by every thread of a team: `update`, or (guarded) `update_guarded` with the undo
+    # scratch U (NULL for SGD, which needs none), on the ranges of _owned. sums[s]: range s's
+    # squared norm; bad[s]: whether its update left a non-finite value, in which case every
+    # range is restored.
     cdef int nt = fr_team_size(), rank = fr_team_rank(), s, j, q
     cdef Py_ssize_t i0, i1
     cdef double norm = -1.0, total = 0.0, scale
@@ -942,12 +943,12 @@ cdef void _update_team(floating* P, floating* G, floating* M, floating* S, Py_ss
     for j in range(_mine(parts, rank, nt)):
         s = rank + j * nt
         i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
-        if U == NULL:
+        if not guarded:
             _apply(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg, scale)
         else:
             bad[s] = _apply_guarded(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg,
-                                    scale, U + i0, _at(US, i0))
-    if U == NULL:
+                                    scale, _at(U, i0), _at(US, i0))
+    if not guarded:
         return
     fr_barrier()
     for q in range(parts):
@@ -956,14 +957,15 @@ cdef void _update_team(floating* P, floating* G, floating* M, floating* S, Py_ss
         for j in range(_mine(parts, rank, nt)):
             s = rank + j * nt
             i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
-            _restore(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg, U + i0, _at(US, i0))
+            _restore(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg, _at(U, i0),
+                     _at(US, i0))
 
 
 cdef bint _update_split(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n, int H,
-                        int V, int B, int parts, const UpdateConfig* cfg,
+                        int V, int B, int parts, const UpdateConfig* cfg, bint guarded,
                         floating* U) noexcept nogil:
-    # `update` (U NULL) or `update_guarded` by a team of `parts` threads (_update_team); returns
-    # whether the update was kept
+    # `update` or (guarded) `update_guarded` by a team of `parts` threads (_update_team);
+    # returns whether the update was kept
     cdef double sums[MAX_PARTS]
     cdef int bad[MAX_PARTS]
     cdef int q
@@ -971,7 +973,7 @@ cdef bint _update_split(floating* P, floating* G, floating* M, floating* S, Py_s
     for q in range(parts):
         bad[q] = 0
     with parallel(num_threads=parts):
-        _update_team(P, G, M, S, n, H, V, B, parts, cfg, U, sums, bad)
+        _update_team(P, G, M, S, n, H, V, B, parts, cfg, guarded, U, sums, bad)
     for q in range(parts):
         kept = kept and not bad[q]
     return kept
@@ -1528,7 +1530,7 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
             _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
             if parts > 1:  # on the threads that ran the chunk, each on its own rows
                 _update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H, V, B,
-                              parts, &cfg, NULL)
+                              parts, &cfg, False, NULL)
             else:
                 update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
         elif loss - loss == 0:
@@ -1536,7 +1538,7 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
             # update that leaves a non-finite value
             if parts > 1:
                 taken = _update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H,
-                                      V, B, parts, &cfg, p_undo)
+                                      V, B, parts, &cfg, True, p_undo)
             else:
                 taken = update_guarded(&params[0], &grads[0], p_mem, p_mem2, params.shape[0],
                                        &cfg, p_undo)
