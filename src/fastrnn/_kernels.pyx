@@ -138,6 +138,8 @@ cdef extern from "_tiles.h" nogil:
                        const float* x, float* y)
     void fr_rowsum_f64(Py_ssize_t N, Py_ssize_t K, const double* W, Py_ssize_t ldw,
                        const double* x, double* y)
+    void fr_transpose_f32(Py_ssize_t M, Py_ssize_t N, const float* src, float* dst,
+                          Py_ssize_t ldd)
 
 cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_rs,
                      Py_ssize_t a_ks, const floating* W, Py_ssize_t ldw, bint w_padded,
@@ -194,18 +196,23 @@ cdef inline Py_ssize_t _transposed_ld(Py_ssize_t n) noexcept nogil:
 
 cdef void _transpose(Py_ssize_t M, Py_ssize_t N, const floating* src, floating* dst,
                      Py_ssize_t ldd) noexcept nogil:
-    # dst (N, ldd) = src (M,N)^T, 16 source rows at a time so each write is a contiguous run
+    # dst (N, ldd) = src (M,N)^T. float: fr_transpose_f32, which takes 16x16 blocks through
+    # registers with AVX-512 (the value-by-value loops took 7% of a min-char iteration); double:
+    # 16 source rows at a time, so each write is a contiguous run
     cdef Py_ssize_t i0 = 0, i, j, r
     cdef floating* o
-    while i0 + 16 <= M:
+    if floating is float:
+        fr_transpose_f32(M, N, src, dst, ldd)
+    else:
+        while i0 + 16 <= M:
+            for j in range(N):
+                o = dst + j * ldd + i0
+                for r in range(16):
+                    o[r] = src[(i0 + r) * N + j]
+            i0 += 16
         for j in range(N):
-            o = dst + j * ldd + i0
-            for r in range(16):
-                o[r] = src[(i0 + r) * N + j]
-        i0 += 16
-    for j in range(N):
-        for i in range(i0, M):
-            dst[j * ldd + i] = src[i * N + j]
+            for i in range(i0, M):
+                dst[j * ldd + i] = src[i * N + j]
 
 
 cdef inline Py_ssize_t _padded(Py_ssize_t n) noexcept nogil:

@@ -352,6 +352,70 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
     }                                                                                          \
 }
 
+/* dst (N, ldd) = src (M, N)^T for floats. With AVX-512 (where a vector is one register) the
+ * full 16x16 blocks go through registers: 16 rows loaded, transposed by four rounds of
+ * two-vector shuffles (round d swaps bit d of the row and column indices), 16 rows stored; the
+ * rest value by value. Without it, all value by value, 16 source rows at a time so each write is
+ * a contiguous run (the shuffles would cross registers there). */
+#if defined(__AVX512F__)
+#define FR_T_ROUND(d)                                                                           \
+    for (int i = 0; i < 16; i++)                                                               \
+        if (!(i & d)) {                                                                        \
+            const fr_vf a = r[i], b = r[i + d];                                                \
+            FR_T_PAIR_##d(a, b, r[i], r[i + d]);                                               \
+        }
+#define FR_T_PAIR_1(a, b, lo, hi)                                                              \
+    lo = FR_SHUF_F(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);            \
+    hi = FR_SHUF_F(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31)
+#define FR_T_PAIR_2(a, b, lo, hi)                                                              \
+    lo = FR_SHUF_F(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);             \
+    hi = FR_SHUF_F(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31)
+#define FR_T_PAIR_4(a, b, lo, hi)                                                              \
+    lo = FR_SHUF_F(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);             \
+    hi = FR_SHUF_F(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31)
+#define FR_T_PAIR_8(a, b, lo, hi)                                                              \
+    lo = FR_SHUF_F(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);               \
+    hi = FR_SHUF_F(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)
+
+static inline __attribute__((always_inline)) void fr_transpose16_f32(
+    const float *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd)
+{
+    fr_vf r[16];
+    for (int i = 0; i < 16; i++)
+        memcpy(&r[i], src + i * lds, sizeof(fr_vf));
+    FR_T_ROUND(1)
+    FR_T_ROUND(2)
+    FR_T_ROUND(4)
+    FR_T_ROUND(8)
+    for (int i = 0; i < 16; i++)
+        memcpy(dst + i * ldd, &r[i], sizeof(fr_vf));
+}
+#endif
+
+static void fr_transpose_f32(ptrdiff_t M, ptrdiff_t N, const float *src, float *dst,
+                             ptrdiff_t ldd)
+{
+    ptrdiff_t i0 = 0;
+#if defined(__AVX512F__)
+    for (; i0 + 16 <= M; i0 += 16) {
+        ptrdiff_t j0 = 0;
+        for (; j0 + 16 <= N; j0 += 16)
+            fr_transpose16_f32(src + i0 * N + j0, N, dst + j0 * ldd + i0, ldd);
+        for (ptrdiff_t j = j0; j < N; j++)
+            for (int r = 0; r < 16; r++)
+                dst[j * ldd + i0 + r] = src[(i0 + r) * N + j];
+    }
+#else
+    for (; i0 + 16 <= M; i0 += 16)
+        for (ptrdiff_t j = 0; j < N; j++)
+            for (int r = 0; r < 16; r++)
+                dst[j * ldd + i0 + r] = src[(i0 + r) * N + j];
+#endif
+    for (ptrdiff_t j = 0; j < N; j++)
+        for (ptrdiff_t i = i0; i < M; i++)
+            dst[j * ldd + i] = src[i * N + j];
+}
+
 FR_DEFINE_ROWSUM(float, fr_vf, fr_rowsum_f32)
 FR_DEFINE_ROWSUM(double, fr_vd, fr_rowsum_f64)
 FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32, fr_rowsum_f32)
