@@ -396,21 +396,16 @@ static void fr_transpose_f32(ptrdiff_t M, ptrdiff_t N, const float *src, float *
                              ptrdiff_t ldd)
 {
     ptrdiff_t i0 = 0;
-#if defined(__AVX512F__)
     for (; i0 + 16 <= M; i0 += 16) {
-        ptrdiff_t j0 = 0;
-        for (; j0 + 16 <= N; j0 += 16)
-            fr_transpose16_f32(src + i0 * N + j0, N, dst + j0 * ldd + i0, ldd);
-        for (ptrdiff_t j = j0; j < N; j++)
+        ptrdiff_t j = 0;
+#if defined(__AVX512F__)
+        for (; j + 16 <= N; j += 16)
+            fr_transpose16_f32(src + i0 * N + j, N, dst + j * ldd + i0, ldd);
+#endif
+        for (; j < N; j++)
             for (int r = 0; r < 16; r++)
                 dst[j * ldd + i0 + r] = src[(i0 + r) * N + j];
     }
-#else
-    for (; i0 + 16 <= M; i0 += 16)
-        for (ptrdiff_t j = 0; j < N; j++)
-            for (int r = 0; r < 16; r++)
-                dst[j * ldd + i0 + r] = src[(i0 + r) * N + j];
-#endif
     for (ptrdiff_t j = 0; j < N; j++)
         for (ptrdiff_t i = i0; i < M; i++)
             dst[j * ldd + i] = src[i * N + j];
