@@ -1279,9 +1279,13 @@ cdef int _check_ids(const int[:, ::1] ids, int V, str name) except -1:
     return 0
 
 
+cdef dict _work_sizes = {}  # work_size of the chunk shapes seen: a trainer uses one or two
+
+
 cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:, ::1] targets,
                       Py_ssize_t h_rows, Py_ssize_t h_cols, Py_ssize_t n_work, int H,
                       int V, int threads) except -1:
+    cdef Py_ssize_t B = inputs.shape[0], T = inputs.shape[1]
     _check_dims(n_params, H, V)
     _check_ids(inputs, V, "inputs")
     if targets is not None:
@@ -1289,10 +1293,15 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
             raise ValueError(f"targets shape ({targets.shape[0]}, {targets.shape[1]}) does not "
                              f"match inputs shape ({inputs.shape[0]}, {inputs.shape[1]})")
         _check_ids(targets, V, "targets")
-    B, T = inputs.shape[0], inputs.shape[1]
     if h_rows != B or h_cols != H:
         raise ValueError(f"h has shape ({h_rows}, {h_cols}); expected (batch, hidden) = ({B}, {H})")
-    need = work_size(B, T, H, V, threads)
+    key = (B, T, H, V, threads)
+    need = _work_sizes.get(key)
+    if need is None:  # (work_size is exact Python arithmetic: a microsecond a call, 1/80 of min-char)
+        need = work_size(B, T, H, V, threads)
+        if len(_work_sizes) >= 64:
+            _work_sizes.clear()
+        _work_sizes[key] = need
     if n_work < need:
         raise ValueError(f"work has {n_work} elements; a ({B}, {T}) chunk needs {need}")
     if need >= 2**31:
