@@ -1100,12 +1100,13 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         for j in range(1, 16):
             if lane_max[j] > m:
                 m = lane_max[j]
-        idx = 0
-        for v in range(V):
-            if z[v] == m:
-                idx = <int>v
-                break
-        if not greedy:
+        if greedy:
+            idx = 0
+            for v in range(V):
+                if z[v] == m:
+                    idx = <int>v
+                    break
+        else:
             if filtered:
                 _rank_top(z, V, n_rank, order)
             for v in range(V):
@@ -1138,6 +1139,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
             if n_le < V:
                 idx = <int>n_le
             else:
+                idx = V - 1  # (not left as such: the highest logit's mass is exp(0) = 1)
                 for v in range(V - 1, -1, -1):
                     if z[v] > 0:
                         idx = <int>v
