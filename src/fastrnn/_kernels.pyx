@@ -308,15 +308,27 @@ cdef double _softmax_xent(floating* Z, int V, int B, int T, const int* Y) noexce
     cdef Py_ssize_t t, b, v
     cdef floating* z
     cdef floating m, s, inv
-    cdef int y
+    cdef floating lane_max[16]
+    cdef int y, j
     for t in range(T):
         for b in range(B):
             z = Z + (t * B + b) * <Py_ssize_t>V
             y = Y[b * T + t]
-            m = z[0]
-            for v in range(1, V):
-                if z[v] > m:
-                    m = z[v]
+            # the highest logit: per lane of 16 first (a vector max; one running maximum is a
+            # chain of dependent compares), the same value (NaN skipped but in z[0], as before)
+            for j in range(16):
+                lane_max[j] = z[0]
+            v = 0
+            while v + 16 <= V:
+                for j in range(16):
+                    lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
+                v += 16
+            for j in range(V - v):
+                lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
+            m = lane_max[0]
+            for j in range(1, 16):
+                if lane_max[j] > m:
+                    m = lane_max[j]
             loss -= z[y] - m
             for v in range(V):
                 z[v] = _exp(z[v] - m)
