@@ -138,8 +138,8 @@ cdef extern from "_tiles.h" nogil:
                        const float* x, float* y)
     void fr_rowsum_f64(Py_ssize_t N, Py_ssize_t K, const double* W, Py_ssize_t ldw,
                        const double* x, double* y)
-    void fr_transpose_f32(Py_ssize_t M, Py_ssize_t N, const float* src, float* dst,
-                          Py_ssize_t ldd)
+    void fr_transpose_f32(Py_ssize_t M, Py_ssize_t N, const float* src, Py_ssize_t lds,
+                          float* dst, Py_ssize_t ldd)
 
 cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_rs,
                      Py_ssize_t a_ks, const floating* W, Py_ssize_t ldw, bint w_padded,
@@ -194,25 +194,26 @@ cdef inline Py_ssize_t _transposed_ld(Py_ssize_t n) noexcept nogil:
     return ld
 
 
-cdef void _transpose(Py_ssize_t M, Py_ssize_t N, const floating* src, floating* dst,
-                     Py_ssize_t ldd) noexcept nogil:
-    # dst (N, ldd) = src (M,N)^T. float: fr_transpose_f32, which takes 16x16 blocks through
-    # registers with AVX-512 (the value-by-value loops took 7% of a min-char iteration); double:
-    # 16 source rows at a time, so each write is a contiguous run
+cdef void _transpose(Py_ssize_t M, Py_ssize_t N, const floating* src, Py_ssize_t lds,
+                     floating* dst, Py_ssize_t ldd) noexcept nogil:
+    # dst (N, ldd) = src (M, N; rows lds apart)^T. float: fr_transpose_f32, which takes 16x16
+    # blocks through registers with AVX-512 (the value-by-value loops took 7% of a min-char
+    # iteration, and BPTT's dWxh = dXT^T 5% more); double: 16 source rows at a time, so each
+    # write is a contiguous run
     cdef Py_ssize_t i0 = 0, i, j, r
     cdef floating* o
     if floating is float:
-        fr_transpose_f32(M, N, src, dst, ldd)
+        fr_transpose_f32(M, N, src, lds, dst, ldd)
     else:
         while i0 + 16 <= M:
             for j in range(N):
                 o = dst + j * ldd + i0
                 for r in range(16):
-                    o[r] = src[(i0 + r) * N + j]
+                    o[r] = src[(i0 + r) * lds + j]
             i0 += 16
         for j in range(N):
             for i in range(i0, M):
-                dst[j * ldd + i] = src[i * N + j]
+                dst[j * ldd + i] = src[i * lds + j]
 
 
 cdef inline Py_ssize_t _padded(Py_ssize_t n) noexcept nogil:
@@ -274,10 +275,10 @@ cdef void _prepare(const floating* P, int H, int V, int B, floating* Wt) noexcep
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef floating* WhyT = Wt + H * ldh
     if B > 1 or H < DOT_MIN_H:
-        _transpose(H, H, Whh, Wt, ldh)
+        _transpose(H, H, Whh, H, Wt, ldh)
         for i in range(H):
             memset(Wt + i * ldh + H, 0, (ldh - H) * sizeof(floating))
-    _transpose(V, H, Whh + <Py_ssize_t>H * H, WhyT, ldv)
+    _transpose(V, H, Whh + <Py_ssize_t>H * H, H, WhyT, ldv)
     for i in range(H):
         memset(WhyT + i * ldv + V, 0, (ldv - V) * sizeof(floating))
 
@@ -443,9 +444,7 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                     dbh[i] += row[i]
                     col[i] += row[i]
         t1 = t0
-    for i in range(H):
-        for v in range(V):
-            dWxh[i * V + v] = dXT[v * H + i]
+    _transpose(V, H, dXT, H, dWxh, V)  # dWxh (H,V) = dXT^T
 
 
 # ---------------------------------------------------------------------------------------------
@@ -673,11 +672,10 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
             i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
             memset(dh0 + i0, 0, (i1 - i0) * sizeof(floating))
             _add_partials(dh0, pulls, Hp, parts, i0, i1)
-    for j in range(_mine(parts, rank, nt)):
+    for j in range(_mine(parts, rank, nt)):  # the slice's rows of dWxh: its columns of dXT^T
         s = rank + j * nt
-        for i in range(_slice(H, parts, s), _slice(H, parts, s + 1)):
-            for v in range(V):
-                G[i * V + v] = dXT[v * H + i]
+        i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+        _transpose(V, i1 - i0, dXT + i0, H, G + i0 * V, V)
 
 
 cdef double _run_part(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,

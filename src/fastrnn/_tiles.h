@@ -352,7 +352,7 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
     }                                                                                          \
 }
 
-/* dst (N, ldd) = src (M, N)^T for floats. With AVX-512 (where a vector is one register) the
+/* dst (N, ldd) = src (M, N; rows lds apart)^T for floats. With AVX-512 (where a vector is one register) the
  * full 16x16 blocks go through registers: 16 rows loaded, transposed by four rounds of
  * two-vector shuffles (round d swaps bit d of the row and column indices), 16 rows stored; the
  * rest value by value. Without it, all value by value, 16 source rows at a time so each write is
@@ -392,23 +392,23 @@ static inline __attribute__((always_inline)) void fr_transpose16_f32(
 }
 #endif
 
-static void fr_transpose_f32(ptrdiff_t M, ptrdiff_t N, const float *src, float *dst,
-                             ptrdiff_t ldd)
+static void fr_transpose_f32(ptrdiff_t M, ptrdiff_t N, const float *src, ptrdiff_t lds,
+                             float *dst, ptrdiff_t ldd)
 {
     ptrdiff_t i0 = 0;
     for (; i0 + 16 <= M; i0 += 16) {
         ptrdiff_t j = 0;
 #if defined(__AVX512F__)
         for (; j + 16 <= N; j += 16)
-            fr_transpose16_f32(src + i0 * N + j, N, dst + j * ldd + i0, ldd);
+            fr_transpose16_f32(src + i0 * lds + j, lds, dst + j * ldd + i0, ldd);
 #endif
         for (; j < N; j++)
             for (int r = 0; r < 16; r++)
-                dst[j * ldd + i0 + r] = src[(i0 + r) * N + j];
+                dst[j * ldd + i0 + r] = src[(i0 + r) * lds + j];
     }
     for (ptrdiff_t j = 0; j < N; j++)
         for (ptrdiff_t i = i0; i < M; i++)
-            dst[j * ldd + i] = src[i * N + j];
+            dst[j * ldd + i] = src[i * lds + j];
 }
 
 FR_DEFINE_ROWSUM(float, fr_vf, fr_rowsum_f32)
