@@ -123,8 +123,9 @@ def split_update_case(dtype, B, T, H, V, opt, clip_norm, seed):
                                              (16, 50, 64, 20, 2)])
 def test_update_split_over_threads_matches_the_one_pass_update(guarded, opt, dtype, B, T, H, V,
                                                                threads):
-    """train_step on a split chunk updates on the chunk's threads, each its own range of the
-    parameters (one sequence: from its first row of Whh): the same as the gradients of the same
+    """train_step on a split chunk updates on the chunk's threads, each its own ranges of the
+    parameters (one sequence: those whose gradients its slice computed, in the chunk's own
+    team): the same as the gradients of the same
     split followed by the one-pass optimizer_update, exactly without clip_norm (the same
     operations on each element), and to rounding with it (the norm is summed by range)."""
     for clip_norm in (None, 0.5):
@@ -151,19 +152,21 @@ def test_update_split_over_threads_matches_the_one_pass_update(guarded, opt, dty
 
 
 @pytest.mark.parametrize("opt,where", [("adagrad", "first"), ("adagrad", "last"),
-                                       ("sgd", "first")])
+                                       ("adagrad", "Why"), ("adagrad", "bh"), ("sgd", "first")])
 @pytest.mark.parametrize("B,T,H,threads", [(1, 4, 512, 2), (16, 50, 64, 2)])
 def test_a_split_guarded_update_undoes_every_range(opt, where, B, T, H, threads):
     """A non-finite value in one thread's range of the update undoes the step in all of them
     (SGD, which keeps no state and needs no undo scratch, too: a NaN in the column of Wxh of
-    an id the chunk never reads leaves the loss finite)."""
+    an id the chunk never reads leaves the loss finite). One sequence's first slice owns rows of
+    Wxh, Whh and Why (its share), its last the last units of bh and by."""
     V = 20
     CK, P, M, S, x, y, h, kw = split_update_case("float32", B, T, H, V, opt, None, 3)
     if opt == "sgd":
         x[x == 0] = 1
         P[0] = np.nan  # Wxh[0, 0]
     else:
-        M[0 if where == "first" else -1] = np.nan
+        M[{"first": 0, "last": -1, "Why": H * V + H * H, "bh": 2 * H * V + H * H + H - 1}[where]] \
+            = np.nan
     before = P.copy(), M.copy(), h.copy()
     undo = np.empty(CK.undo_size(P.size, kw["optimizer"]), dtype=P.dtype)
     work = np.empty(CK.work_size(B, T, H, V, threads), dtype=P.dtype)

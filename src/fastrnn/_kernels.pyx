@@ -554,12 +554,15 @@ cdef inline void _add_partials(floating* y, const floating* pulls, Py_ssize_t Hp
 
 cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, const int* Y,
                         floating* work, floating* G, floating* dh0, int parts,
-                        double* losses) noexcept nogil:
+                        double* losses, const UpdateConfig* cfg, floating* M, floating* S,
+                        bint guarded, floating* U, double* sums, int* bad) noexcept nogil:
     # Run by every thread of a team: the forward pass of a (1,T) chunk whose state h0 is in
     # hs[0], then (G not NULL) BPTT into G, as forward and backward do for B=1. Buffers as for
     # one part (_chunk_work), whose last vector of _padded(H) values is followed by 2 * parts - 1
     # more (the slices' partial sums, by parity of t); Why is already transposed (_prepare).
-    # losses[s]: the loss of slice s's share of the time steps.
+    # losses[s]: the loss of slice s's share of the time steps. With cfg (not NULL), each slice
+    # then takes the optimizer step on the parameters it owns (_owned, _update_team: M, S, U,
+    # sums, bad as there); guarded, none does when the chunk's loss is not finite.
     cdef int nt = fr_team_size(), rank = fr_team_rank(), s, j
     cdef Py_ssize_t HV = <Py_ssize_t>H * V, n = _n_params(H, V), i0, i1, r0, r1, t, t0, t1, i, v
     cdef Py_ssize_t steps = _block_steps(1, T, H, V), ldv = _transposed_ld(V)
@@ -585,6 +588,7 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
     cdef floating* dh
     cdef const floating* h
     cdef bint tail = _tail_whh(H, V)
+    cdef double total
     if G != NULL:  # zeroed here: the forward pass's barriers come before any use
         for j in range(_mine(parts, rank, nt)):
             s = rank + j * nt
@@ -676,6 +680,17 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
         s = rank + j * nt
         i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
         _transpose(V, i1 - i0, dXT + i0, H, G + i0 * V, V)
+    if cfg == NULL:
+        return
+    # Each gradient a slice owns is final now, and no other slice reads those parameters any
+    # more (Why, which all read, last before the barrier after dL/dh of the outputs)
+    if guarded:
+        total = 0.0
+        for s in range(parts):  # the order _chunk sums them in
+            total += losses[s]
+        if not (total - total == 0):
+            return
+    _update_team(<floating*>P, G, M, S, n, H, V, 1, parts, cfg, guarded, U, sums, bad)
 
 
 cdef double _run_part(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
@@ -702,11 +717,15 @@ cdef double _run_part(const floating* P, int H, int V, int B, int T, const int* 
 
 cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
                    const floating* h, floating* work, floating* G, floating* dh0,
-                   int parts) noexcept nogil:
+                   int parts, const UpdateConfig* cfg, floating* M, floating* S, bint guarded,
+                   floating* U, int* bad) noexcept nogil:
     # Forward over a (B,T) chunk from state h, and BPTT into G (not NULL) too; each part's
     # states, logits and gradients stay in its slice of work (_part_work), and G ends as their
-    # sum. Returns the summed loss (0 without Y).
+    # sum. Returns the summed loss (0 without Y). cfg (not NULL) only for one sequence split
+    # over threads: its team then takes the optimizer step too (_one_sequence), bad[s] telling
+    # whether slice s's left a non-finite value (guarded; then all were undone).
     cdef double losses[MAX_PARTS]
+    cdef double sums[MAX_PARTS]
     cdef double loss = 0.0
     cdef Py_ssize_t n = _n_params(H, V), i, i0, i1, blk, n_blk
     cdef int p, q
@@ -719,7 +738,8 @@ cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, 
         memset(hs + (T + 1) * <Py_ssize_t>H, 0, WORK_SLACK * sizeof(floating))
         _prepare(P, H, V, 1, work)
         with parallel(num_threads=parts):
-            _one_sequence(P, H, V, T, X, Y, work, G, dh0, parts, losses)
+            _one_sequence(P, H, V, T, X, Y, work, G, dh0, parts, losses, cfg, M, S, guarded, U,
+                          sums, bad)
         for p in range(parts):
             loss += losses[p]
         return loss
@@ -916,42 +936,61 @@ cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_
     return False
 
 
-# The update split over the team that ran a chunk split into `parts` (train_step): each thread
-# updates its range of the flat buffers, one sequence's slice s the one that starts at its
-# first row of Whh (_owned), so that the rows of Whh (and of its gradient) a core read in
-# forward and BPTT are the ones it updates and stay in its cache; the others equal shares. A
-# norm for clip_norm is the sum of the ranges' sums, in range order: the same for any number
-# of threads running the `parts` ranges, but not the one-pass sum of `update`.
+# The update split over the team that ran a chunk split into `parts` (train_step): part s
+# updates its ranges of the flat buffers (_owned). For a batch that is the s-th of `parts`
+# near-equal shares, in a team started after the chunk's (_update_split). One sequence's slice s
+# updates, at the end of its own BPTT and in the same team (_one_sequence), the parameters whose
+# gradients it computed and no other slice wrote or still reads: its rows of Wxh and Whh, its
+# units of bh, its share of the rows of Why and of by. So the rows of Whh (and their gradient)
+# a core read in forward and BPTT are the ones it updates, while they are in its cache, and no
+# second team is started (H=512 on two threads: 0.98x the time of a team of its own after the
+# chunk's, in two interleaved A/B runs; the update itself stays bound by its divisions and square
+# roots). A norm for clip_norm is the sum of the parts' sums, each
+# summed over its ranges in order: the same for any number of threads running the `parts`
+# parts, but not the one-pass sum of `update`.
 
-cdef inline Py_ssize_t _owned(Py_ssize_t n, Py_ssize_t H, Py_ssize_t V, int B, int parts,
-                              int s) noexcept nogil:
-    # range s of the `parts` ranges of range(n) starts here (n for s == parts)
-    if s <= 0:
-        return 0
-    if s >= parts:
-        return n
-    if B == 1:
-        return H * V + _slice(H, parts, s) * H
-    return _slice(n, parts, s)
+cdef enum:
+    MAX_OWNED = 5  # ranges of the flat buffers a part updates (_owned)
+
+cdef inline int _owned(Py_ssize_t H, Py_ssize_t V, int B, int parts, int s, Py_ssize_t* lo,
+                       Py_ssize_t* hi) noexcept nogil:
+    # part s's ranges [lo[k], hi[k]) of the flat buffers (Wxh|Whh|Why|bh|by); returns how many
+    cdef Py_ssize_t n = _n_params(H, V), HV = H * V, i0, i1, r0, r1
+    if B != 1:
+        lo[0], hi[0] = _slice(n, parts, s), _slice(n, parts, s + 1)
+        return 1
+    i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+    r0, r1 = _share(V, parts, s), _share(V, parts, s + 1)
+    lo[0], hi[0] = i0 * V, i1 * V                                     # rows of Wxh
+    lo[1], hi[1] = HV + i0 * H, HV + i1 * H                           # rows of Whh
+    lo[2], hi[2] = HV + H * H + r0 * H, HV + H * H + r1 * H           # rows of Why
+    lo[3], hi[3] = 2 * HV + H * H + i0, 2 * HV + H * H + i1           # bh
+    lo[4], hi[4] = 2 * HV + H * H + H + r0, 2 * HV + H * H + H + r1   # by
+    return 5
 
 
 cdef void _update_team(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n, int H,
                        int V, int B, int parts, const UpdateConfig* cfg, bint guarded,
                        floating* U, double* sums, int* bad) noexcept nogil:
     # Run by every thread of a team: `update`, or (guarded) `update_guarded` with the undo
-    # scratch U (NULL for SGD, which needs none), on the ranges of _owned. sums[s]: range s's
+    # scratch U (NULL for SGD, which needs none), on the ranges of _owned. sums[s]: part s's
     # squared norm; bad[s]: whether its update left a non-finite value, in which case every
-    # range is restored.
-    cdef int nt = fr_team_size(), rank = fr_team_rank(), s, j, q
-    cdef Py_ssize_t i0, i1
-    cdef double norm = -1.0, total = 0.0, scale
+    # part is restored.
+    cdef int nt = fr_team_size(), rank = fr_team_rank(), s, j, q, k, m
+    cdef Py_ssize_t lo[MAX_OWNED]
+    cdef Py_ssize_t hi[MAX_OWNED]
+    cdef Py_ssize_t i0, c
+    cdef double norm = -1.0, total = 0.0, scale, acc
     cdef bint any_bad = False
     cdef floating* US = _at(U, n)
     if cfg.clip_norm > 0:
         for j in range(_mine(parts, rank, nt)):
             s = rank + j * nt
-            i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
-            sums[s] = _sumsq(G + i0, i1 - i0, cfg.grad_scale)
+            m = _owned(H, V, B, parts, s, lo, hi)
+            acc = 0.0
+            for k in range(m):
+                acc += _sumsq(G + lo[k], hi[k] - lo[k], cfg.grad_scale)
+            sums[s] = acc
         fr_barrier()
         for q in range(parts):
             total += sums[q]
@@ -959,12 +998,15 @@ cdef void _update_team(floating* P, floating* G, floating* M, floating* S, Py_ss
     scale = _norm_scale(cfg, norm)
     for j in range(_mine(parts, rank, nt)):
         s = rank + j * nt
-        i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
-        if not guarded:
-            _apply(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg, scale)
-        else:
-            bad[s] = _apply_guarded(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg,
-                                    scale, _at(U, i0), _at(US, i0))
+        m = _owned(H, V, B, parts, s, lo, hi)
+        bad[s] = 0
+        for k in range(m):
+            i0, c = lo[k], hi[k] - lo[k]
+            if not guarded:
+                _apply(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, scale)
+            elif _apply_guarded(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, scale,
+                                _at(U, i0), _at(US, i0)):
+                bad[s] = 1
     if not guarded:
         return
     fr_barrier()
@@ -973,9 +1015,11 @@ cdef void _update_team(floating* P, floating* G, floating* M, floating* S, Py_ss
     if any_bad:
         for j in range(_mine(parts, rank, nt)):
             s = rank + j * nt
-            i0, i1 = _owned(n, H, V, B, parts, s), _owned(n, H, V, B, parts, s + 1)
-            _restore(P + i0, G + i0, _at(M, i0), _at(S, i0), i1 - i0, cfg, _at(U, i0),
-                     _at(US, i0))
+            m = _owned(H, V, B, parts, s, lo, hi)
+            for k in range(m):
+                i0, c = lo[k], hi[k] - lo[k]
+                _restore(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, _at(U, i0),
+                         _at(US, i0))
 
 
 cdef bint _update_split(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n, int H,
@@ -1360,7 +1404,8 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
                     ("grads", "h", "work", "dh0", "params", "inputs", "targets"))
     with nogil:
         loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
-                      &grads[0], p_dh0, parts)
+                      &grads[0], p_dh0, parts, NULL, <floating*>NULL, <floating*>NULL, False,
+                      <floating*>NULL, NULL)
         _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
@@ -1389,7 +1434,8 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     _check_disjoint(start, nbytes, 5, 2, ("h", "work", "params", "inputs", "targets"))
     with nogil:
         loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], p_targets, &h[0, 0], &work[0],
-                      NULL, NULL, parts)
+                      NULL, NULL, parts, NULL, <floating*>NULL, <floating*>NULL, False,
+                      <floating*>NULL, NULL)
         _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
@@ -1551,12 +1597,26 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
                     ("params", "grads", "mem", "mem2", "h", "work", "undo", "inputs", "targets"))
     cdef floating* p_undo = _ptr(undo)
     cdef bint guarded = undo is not None
+    # one sequence split over threads: the step is taken by the team that ran the chunk
+    cdef bint in_team = B == 1 and parts > 1
+    cdef int bad[MAX_PARTS]
+    cdef int q
+    for q in range(MAX_PARTS):
+        bad[q] = 0
     with nogil:
         loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
-                      &grads[0], NULL, parts)
-        if not guarded:
+                      &grads[0], NULL, parts, &cfg if in_team else NULL, p_mem, p_mem2, guarded,
+                      p_undo, bad)
+        if in_team:
+            if not guarded:
+                _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
+            else:  # (a non-finite loss: no step taken)
+                taken = loss - loss == 0
+                for q in range(parts):
+                    taken = taken and not bad[q]
+        elif not guarded:
             _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
-            if parts > 1:  # on the threads that ran the chunk, each on its own rows
+            if parts > 1:  # on as many threads as ran the chunk
                 _update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H, V, B,
                               parts, &cfg, False, NULL)
             else:
