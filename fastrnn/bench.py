@@ -4,8 +4,9 @@
     fastrnn bench ...                      (the same)
 
 Every configuration is timed for every backend in the same run (the machine may be shared and
-noisy, so only ratios measured together mean much): warm-up first, then repeated timed runs, each
-at least --seconds long, and the median. Thread counts are pinned per row (fastrnn's kernels and
+noisy, so only ratios measured together mean much): warm-up first, then repeated rounds, each
+timing every backend's calls of the configuration in turn for at least --seconds apiece (so a
+slow phase of the machine falls on all of them alike), and the median. Thread counts are pinned per row (fastrnn's kernels and
 BLAS pools through fastrnn.set_num_threads, torch.set_num_threads) and printed. Rows:
 
   numpy          the reference backend (one Python step per time step), 1 thread
@@ -55,21 +56,35 @@ QUICK_SWEEP = [dict(name="sweep", B=B, T=25, H=H, threads=1) for H in (64, 256) 
 
 # -- timing -----------------------------------------------------------------------------------
 
+def timed_together(calls, seconds, repeats, warmup=2):
+    """Median seconds per call of each fn of `calls` ({key: (prepare, fn)}) over `repeats`
+    rounds; each round runs every fn in turn for at least `seconds`, after its prepare() (which
+    pins its threads). Taken in turn, a slow phase of a shared machine falls on every fn alike,
+    where timing one after the other it fell on whichever ran then (a 15:30 run had the
+    compiled min-char step at 18x numpy on one thread and 25x on two, the same code)."""
+    counts = {}
+    for key, (prepare, fn) in calls.items():
+        prepare()
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        counts[key] = max(1, int(seconds / max(time.perf_counter() - t0, 1e-7)))
+    runs = {key: [] for key in calls}
+    for _ in range(repeats):
+        for key, (prepare, fn) in calls.items():
+            prepare()
+            n = counts[key]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            runs[key].append((time.perf_counter() - t0) / n)
+    return {key: statistics.median(v) for key, v in runs.items()}
+
+
 def timed(fn, seconds, repeats, warmup=2):
     """Median seconds per call of fn() over `repeats` runs of at least `seconds` each."""
-    for _ in range(warmup):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    n = max(1, int(seconds / one))
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        runs.append((time.perf_counter() - t0) / n)
-    return statistics.median(runs)
+    return timed_together({0: (lambda: None, fn)}, seconds, repeats, warmup)[0]
 
 
 def sgemm_peak(threads, seconds=0.3):
@@ -95,8 +110,9 @@ def _data(B, T, V, seed=0):
     return x, y
 
 
-def fastrnn_rows(backend, B, T, H, V, threads, seconds, repeats, device="cpu", phases=True):
-    """Timings of one fastrnn backend: fused iteration, and forward/backward/update apart."""
+def fastrnn_calls(backend, B, T, H, V, threads, device="cpu", phases=True):
+    """What to time of one fastrnn backend: the fused iteration ("total") and, with phases,
+    forward, forward+backward and the update apart; and the call that pins its threads."""
     set_num_threads(threads)
     model = fastrnn.CharRNN(V, H, backend=backend, dtype="float32", device=device)
     opt = fastrnn.Adagrad(model)
@@ -104,13 +120,12 @@ def fastrnn_rows(backend, B, T, H, V, threads, seconds, repeats, device="cpu", p
     x, y = _data(B, T, V)
     h = np.zeros((B, H), dtype=np.float32)
     grads = be.zeros()
-    total = timed(lambda: be.train_step(x, y, h, opt), seconds, repeats)
-    if not phases:
-        return dict(total=total, forward=math.nan, backward=math.nan, update=math.nan)
-    fwd = timed(lambda: be.forward_loss(x, y, h), seconds, repeats)
-    fwd_bwd = timed(lambda: be.loss_and_grads(x, y, h), seconds, repeats)
-    upd = timed(lambda: be.update(opt, grads), seconds, repeats)
-    return dict(total=total, forward=fwd, backward=max(fwd_bwd - fwd, 0.0), update=upd)
+    calls = {"total": lambda: be.train_step(x, y, h, opt)}
+    if phases:
+        calls.update(forward=lambda: be.forward_loss(x, y, h),
+                     fwd_bwd=lambda: be.loss_and_grads(x, y, h),
+                     update=lambda: be.update(opt, grads))
+    return lambda: set_num_threads(threads), calls
 
 
 def _torch():
@@ -121,12 +136,17 @@ def _torch():
     return torch
 
 
-def torch_rows(kind, B, T, H, V, threads, seconds, repeats, device="cpu", phases=True):
+def torch_calls(kind, B, T, H, V, threads, device="cpu", phases=True):
     """The same model written as ordinary PyTorch code ("eager": a loop over time steps;
-    "fused": torch.nn.RNN over one-hot inputs), trained with the gist's Adagrad."""
+    "fused": torch.nn.RNN over one-hot inputs), trained with the gist's Adagrad: what to time,
+    as fastrnn_calls."""
     torch = _torch()
-    torch.set_num_threads(threads)
-    set_num_threads(threads)
+
+    def pin():
+        torch.set_num_threads(threads)
+        set_num_threads(threads)
+
+    pin()
     dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
     x_np, y_np = _data(B, T, V)
@@ -193,13 +213,10 @@ def torch_rows(kind, B, T, H, V, threads, seconds, repeats, device="cpu", phases
         update()
         sync()
 
-    total = timed(step, seconds, repeats)
-    if not phases:
-        return dict(total=total, forward=math.nan, backward=math.nan, update=math.nan)
-    f = timed(fwd, seconds, repeats)
-    fb = timed(fwd_bwd, seconds, repeats)
-    u = timed(upd, seconds, repeats)
-    return dict(total=total, forward=f, backward=max(fb - f, 0.0), update=u)
+    calls = {"total": step}
+    if phases:
+        calls.update(forward=fwd, fwd_bwd=fwd_bwd, update=upd)
+    return pin, calls
 
 
 def generation_rows(H, V, n, seconds, repeats):
@@ -280,22 +297,30 @@ def run(configs, *, seconds, repeats, max_threads, with_torch=True, progress=Non
             plan += [("torch", threads), ("torch-eager", threads), ("torch-nn.RNN", threads)]
             if torch.cuda.is_available():
                 plan += [("torch/cuda", 1), ("torch-nn.RNN/cuda", 1)]
-        rows = []
         phases = cfg["name"] != "sweep"  # the sweep times whole iterations only
+        calls, labels = {}, []
         for name, nt in plan:
-            if progress:
-                progress(f"{cfg['name']} B={B} T={T} H={H}: {name} {nt}t")
             if name in ("numpy", "cython", "torch", "torch/cuda"):
                 backend, _, device = name.partition("/")
-                r = fastrnn_rows(backend, B, T, H, V, nt, seconds, repeats, device or "cpu",
-                                 phases)
+                pin, fns = fastrnn_calls(backend, B, T, H, V, nt, device or "cpu", phases)
             elif name == "torch-nn.RNN/cuda":
-                r = torch_rows("fused", B, T, H, V, nt, seconds, repeats, "cuda", phases)
+                pin, fns = torch_calls("fused", B, T, H, V, nt, "cuda", phases)
             else:
-                r = torch_rows("eager" if name == "torch-eager" else "fused", B, T, H, V, nt,
-                               seconds, repeats, "cpu", phases)
+                pin, fns = torch_calls("eager" if name == "torch-eager" else "fused", B, T, H,
+                                       V, nt, "cpu", phases)
             label = f"{name}/{nt}t" if name in ("numpy", "cython") else name
-            rows.append(dict(backend=label, threads=nt, **r))
+            labels.append((label, nt))
+            calls.update({(label, phase): (pin, fn) for phase, fn in fns.items()})
+        if progress:
+            progress(f"{cfg['name']} B={B} T={T} H={H}: " + ", ".join(l for l, _ in labels))
+        times = timed_together(calls, seconds, repeats)
+        rows = []
+        for label, nt in labels:
+            t = {phase: times.get((label, phase), math.nan)
+                 for phase in ("total", "forward", "fwd_bwd", "update")}
+            rows.append(dict(backend=label, threads=nt, total=t["total"], forward=t["forward"],
+                             backward=max(t["fwd_bwd"] - t["forward"], 0.0)
+                             if phases else math.nan, update=t["update"]))
         base = next(r["total"] for r in rows if r["backend"] == "numpy/1t")
         flops = useful_flops(B, T, H, V)
         for r in rows:
