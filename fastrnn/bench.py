@@ -6,8 +6,9 @@
 Every configuration is timed for every backend in the same run (the machine may be shared and
 noisy, so only ratios measured together mean much): warm-up first, then repeated rounds, each
 timing every backend's calls of the configuration in turn for at least --seconds apiece (so a
-slow phase of the machine falls on all of them alike), and the median. Thread counts are pinned per row (fastrnn's kernels and
-BLAS pools through fastrnn.set_num_threads, torch.set_num_threads) and printed. Rows:
+slow phase of the machine falls on all of them alike), and the median. Thread counts are pinned
+per row (fastrnn's kernels and BLAS pools through fastrnn.set_num_threads,
+torch.set_num_threads) and printed. Rows:
 
   numpy          the reference backend (one Python step per time step), 1 thread
   cython/1t      compiled kernels, 1 thread; forward, backward and update timed separately too

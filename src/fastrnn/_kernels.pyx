@@ -945,9 +945,9 @@ cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_
 # a core read in forward and BPTT are the ones it updates, while they are in its cache, and no
 # second team is started (H=512 on two threads: 0.98x the time of a team of its own after the
 # chunk's, in two interleaved A/B runs; the update itself stays bound by its divisions and square
-# roots). A norm for clip_norm is the sum of the parts' sums, each
-# summed over its ranges in order: the same for any number of threads running the `parts`
-# parts, but not the one-pass sum of `update`.
+# roots). A norm for clip_norm is the sum of the parts' sums, each summed over its ranges in
+# order: the same for any number of threads running the `parts` parts, but not the one-pass sum
+# of `update`.
 
 cdef enum:
     MAX_OWNED = 5  # ranges of the flat buffers a part updates (_owned)
@@ -1353,7 +1353,7 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
         raise ValueError(f"h has shape ({h_rows}, {h_cols}); expected (batch, hidden) = ({B}, {H})")
     key = (B, T, H, V, threads)
     need = _work_sizes.get(key)
-    if need is None:  # (work_size is exact Python arithmetic: a microsecond a call, 1/80 of min-char)
+    if need is None:  # (work_size, exact Python arithmetic, took 1/80 of a min-char call)
         need = work_size(B, T, H, V, threads)
         if len(_work_sizes) >= 64:
             _work_sizes.clear()
