@@ -394,8 +394,9 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef floating* col
     cdef floating* scratch = dXT + HV  # _padded(H) values: _rowsum_into's padded vector
 
-    # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:]
-    memset(G, 0, (2 * HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
+    # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:] (dWxh is written whole at
+    # the end, from dXT: only the rest of G is summed into)
+    memset(G + HV, 0, (HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
     memset(dXT, 0, HV * sizeof(floating))
     _mm(V, H, TB, dZ, 1, V, hs + BH, H, True, dWhy, H)  # hs has WORK_SLACK after it
     for r in range(TB):
