@@ -36,3 +36,26 @@ def test_cli_bench_is_the_same_command(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--help"])
     assert exc.value.code == 0 and "--quick" in capsys.readouterr().out
+
+
+def test_backends_are_timed_in_turn_each_after_pinning_its_threads():
+    """timed_together runs every call once per round, each right after its own prepare() (which
+    pins its threads), and returns each call's median time per call."""
+    import time
+    pinned, log = [None], []
+
+    def entry(key, pause):
+        def prepare():
+            pinned[0] = key
+            log.append(key)
+
+        def fn():
+            assert pinned[0] == key  # never timed under another row's settings
+            time.sleep(pause)
+        return prepare, fn
+
+    times = bench.timed_together({"slow": entry("slow", 0.002), "fast": entry("fast", 0.0)},
+                                 seconds=0.004, repeats=3, warmup=1)
+    assert log == ["slow", "fast"] + ["slow", "fast"] * 3  # warm-up, then three rounds in turn
+    assert set(times) == {"slow", "fast"}
+    assert times["slow"] >= 0.002 > times["fast"] > 0
