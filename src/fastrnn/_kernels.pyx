@@ -303,33 +303,41 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
     _tanh_inplace(h_next, <Py_ssize_t>B * H)
 
 
+cdef inline floating _highest(const floating* z, Py_ssize_t V) noexcept nogil:
+    # max(z[:V]), V >= 1: per lane of 16 first (a vector max, where one running maximum is a
+    # chain of dependent compares); NaNs are skipped, but for one in z[0], which every lane starts
+    # from (so the same value as a running maximum from z[0])
+    cdef floating lane_max[16]
+    cdef floating m
+    cdef Py_ssize_t v = 0
+    cdef int j
+    for j in range(16):
+        lane_max[j] = z[0]
+    while v + 16 <= V:
+        for j in range(16):
+            lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
+        v += 16
+    for j in range(V - v):
+        lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
+    m = lane_max[0]
+    for j in range(1, 16):
+        if lane_max[j] > m:
+            m = lane_max[j]
+    return m
+
+
 cdef double _softmax_xent(floating* Z, int V, int B, int T, const int* Y) noexcept nogil:
     # Rows of Z are (t, b); turns logits into dZ = softmax - onehot and returns the summed NLL.
     cdef double loss = 0.0
     cdef Py_ssize_t t, b, v
     cdef floating* z
     cdef floating m, s, inv
-    cdef floating lane_max[16]
-    cdef int y, j
+    cdef int y
     for t in range(T):
         for b in range(B):
             z = Z + (t * B + b) * <Py_ssize_t>V
             y = Y[b * T + t]
-            # the highest logit: per lane of 16 first (a vector max; one running maximum is a
-            # chain of dependent compares), the same value (NaN skipped but in z[0], as before)
-            for j in range(16):
-                lane_max[j] = z[0]
-            v = 0
-            while v + 16 <= V:
-                for j in range(16):
-                    lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
-                v += 16
-            for j in range(V - v):
-                lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
-            m = lane_max[0]
-            for j in range(1, 16):
-                if lane_max[j] > m:
-                    m = lane_max[j]
+            m = _highest(z, V)
             loss -= z[y] - m
             for v in range(V):
                 z[v] = _exp(z[v] - m)
@@ -1119,7 +1127,6 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef const floating* col
     cdef Py_ssize_t k, v, i, r, n_le
     cdef floating m
-    cdef floating lane_max[16]
     cdef double target, c, kept
     cdef int idx, j, n_rank, n_keep
     cdef bint filtered = (0 < top_k < V) or top_p < 1
@@ -1141,20 +1148,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         else:
             _rowsum(w1, H, WT1, w1, h, z + w0)
             _rowsum(w0, H, WT, w0, h, z)
-        # the first id of the highest logit: the highest per lane of 16, then the first equal
-        for j in range(16):
-            lane_max[j] = z[0]
-        v = 0
-        while v + 16 <= V:
-            for j in range(16):
-                lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
-            v += 16
-        for j in range(V - v):
-            lane_max[j] = z[v + j] if z[v + j] > lane_max[j] else lane_max[j]
-        m = lane_max[0]
-        for j in range(1, 16):
-            if lane_max[j] > m:
-                m = lane_max[j]
+        m = _highest(z, V)
         if greedy:
             idx = 0
             for v in range(V):
