@@ -182,3 +182,87 @@ def test_kernel_update_wrapper_rejects():
         K.optimizer_update(P, G, None, None, 7, **ok)
     assert K.optimizer_update(P, G + 3.0, None, None, K.OPTIMIZERS["sgd"], lr=0.1,
                               clip_norm=1.0) == pytest.approx(3.0 * math.sqrt(n))
+
+
+def _adagrad_reference(P, G, M, lr, eps, clip):
+    """The gist's float32 step in numpy, and each element's step lr*g/sqrt(M+eps) in float64."""
+    g = G if clip is None else np.clip(G, -clip, clip)
+    M2 = M + g * g
+    with np.errstate(all="ignore"):
+        P2 = P - np.float32(lr) * g / np.sqrt(M2 + np.float32(eps))
+        step = np.float64(np.float32(lr)) * g / np.sqrt(M2.astype(np.float64) + np.float32(eps))
+    return P2, M2, step
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("clip", [5.0, None])
+def test_float32_adagrad_matches_numpy_to_rounding_on_every_variant(isa, clip):
+    """float32 Adagrad takes 1/sqrt(M + eps) from the CPU's estimate refined by Newton steps
+    where the variant has one (_adagrad.h): M is numpy's bit for bit, P numpy's to within an
+    ulp of P plus 2^-21 of the step; where M + eps is not a normal finite float (here M = inf or
+    NaN, and a subnormal eps) the lanes take the exact path, so non-finite results are numpy's;
+    and the same element gets the same value wherever a call's range starts (the update split
+    over threads must equal the one-pass update exactly), the last partial vector included."""
+    from fastrnn.backends.cython_backend import load_kernels
+    try:
+        CK = load_kernels(isa)
+    except ImportError as exc:
+        pytest.skip(f"{isa} kernels not usable here: {exc}")
+    rng = np.random.default_rng(8)
+    n = 1013  # not a whole number of vectors
+    for eps in (1e-8, 1e-40):
+        P = rng.normal(0, 0.1, n).astype(np.float32)
+        G = (rng.normal(0, 1, n) * 10.0 ** rng.integers(-8, 2, n)).astype(np.float32)
+        M = (rng.random(n) * 10.0 ** rng.integers(-12, 3, n)).astype(np.float32)
+        M[rng.random(n) < 0.2] = 0
+        M[[3, 500, n - 1]] = np.inf, np.nan, np.inf
+        G[[7, n - 2]] = np.nan, np.inf
+        P_want, M_want, step = _adagrad_reference(P, G, M, 0.1, eps, clip)
+        P1, M1 = P.copy(), M.copy()
+        CK.optimizer_update(P1, G, M1, None, CK.OPTIMIZERS["adagrad"], 0.1, eps, clip)
+        assert np.array_equal(M1, M_want, equal_nan=True)
+        finite = np.isfinite(P_want)
+        assert np.array_equal(P1[~finite], P_want[~finite], equal_nan=True)
+        assert (~finite).sum() >= 2
+        err = np.abs(P1[finite].astype(np.float64) - P_want[finite])
+        ulp = np.spacing(np.abs(P_want[finite]))
+        assert (err <= ulp + 2.0 ** -21 * np.abs(step[finite])).all()
+        # the same values when the range is cut at arbitrary places
+        P2, M2 = P.copy(), M.copy()
+        for a, b in [(0, 5), (5, 21), (21, 22), (22, 600), (600, n)]:
+            CK.optimizer_update(P2[a:b], G[a:b], M2[a:b], None, CK.OPTIMIZERS["adagrad"], 0.1,
+                                eps, clip)
+        assert np.array_equal(P2, P1, equal_nan=True) and np.array_equal(M2, M1, equal_nan=True)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_float32_guarded_adagrad_step_on_every_variant(isa):
+    """The guarded fused step on the fast path: kept, it equals the unguarded step bit for bit;
+    a non-finite state in the last partial vector undoes it, leaving everything as it was."""
+    from fastrnn.backends.cython_backend import load_kernels
+    try:
+        CK = load_kernels(isa)
+    except ImportError as exc:
+        pytest.skip(f"{isa} kernels not usable here: {exc}")
+    rng = np.random.default_rng(9)
+    H, V, B, T = 12, 9, 2, 5
+    n = CK.num_params(H, V)
+    assert n % 16 != 0
+    P = rng.normal(0, 0.1, n).astype(np.float32)
+    M = rng.random(n).astype(np.float32)
+    x, y = (rng.integers(0, V, (B, T)).astype(np.int32) for _ in range(2))
+    h = rng.normal(0, 0.5, (B, H)).astype(np.float32)
+    work = np.empty(CK.work_size(B, T, H, V), np.float32)
+    undo = np.empty(CK.undo_size(n, CK.OPTIMIZERS["adagrad"]), np.float32)
+    kw = dict(optimizer=CK.OPTIMIZERS["adagrad"], lr=0.1, eps=1e-8, clip=5.0)
+    P1, M1, h1 = P.copy(), M.copy(), h.copy()
+    CK.train_step(P1, np.empty_like(P), M1, x, y, h1, work, H, V, **kw)
+    P2, M2, h2 = P.copy(), M.copy(), h.copy()
+    loss, taken = CK.train_step(P2, np.empty_like(P), M2, x, y, h2, work, H, V, undo=undo, **kw)
+    assert taken and np.array_equal(P2, P1) and np.array_equal(M2, M1)
+    assert np.array_equal(h2, h1) and not np.array_equal(P1, P)
+    M[-1] = np.inf  # by's last unit: its update makes M inf (and P is still finite)
+    P3, M3, h3 = P.copy(), M.copy(), h.copy()
+    loss, taken = CK.train_step(P3, np.empty_like(P), M3, x, y, h3, work, H, V, undo=undo, **kw)
+    assert np.isfinite(loss) and not taken
+    assert np.array_equal(P3, P) and np.array_equal(M3, M) and np.array_equal(h3, h)

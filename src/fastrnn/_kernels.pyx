@@ -527,6 +527,13 @@ cdef inline floating* _part_work(floating* work, int B, int T, int H, int V, int
 # layer and the weight gradients split into row blocks sum in a different order than one product
 # does, so results depend on `parts` (not on how many threads run them).
 
+cdef extern from "_adagrad.h" nogil:
+    const int FR_ADAGRAD_FAST
+    void fr_adagrad_f32(float* P, const float* G, float* M, Py_ssize_t n, float sc, int do_clip,
+                        float clip, float lr, float eps)
+    int fr_adagrad_guarded_f32(float* P, float* G, float* M, float* U, Py_ssize_t n, float sc,
+                               int do_clip, float clip, float lr, float eps)
+
 cdef extern from "_team.h" nogil:
     int fr_team_size()
     int fr_team_rank()
@@ -833,6 +840,10 @@ cdef void _apply(floating* P, const floating* G, floating* M, floating* S, Py_ss
     cdef bint do_clip = cfg.do_clip
     # one loop per optimizer, so each is a plain loop the compiler can vectorise
     if cfg.optimizer == OPT_ADAGRAD:
+        if floating is float:
+            if FR_ADAGRAD_FAST:  # 1/sqrt from a refined estimate (_adagrad.h)
+                fr_adagrad_f32(P, G, M, n, sc, do_clip, clip, lr, eps)
+                return
         for i in range(n):
             g = _clipped(G[i] * sc, do_clip, clip)
             M[i] += g * g
@@ -881,6 +892,9 @@ cdef bint _apply_guarded(floating* P, floating* G, floating* M, floating* S, Py_
     cdef bint do_clip = cfg.do_clip
     cdef int bad = 0
     if cfg.optimizer == OPT_ADAGRAD:
+        if floating is float:
+            if FR_ADAGRAD_FAST:  # the same as _apply's (_adagrad.h)
+                return fr_adagrad_guarded_f32(P, G, M, U, n, sc, do_clip, clip, lr, eps) != 0
         for i in range(n):
             g = _clipped(G[i] * sc, do_clip, clip)
             m = M[i] + g * g
