@@ -300,7 +300,9 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
         _mv(H, H, Whh, H, _tail_whh(H, V), h_prev, h_next)  # += Whh @ h_prev
     else:
         _mm(B, H, H, h_prev, H, 1, Wt, _transposed_ld(H), True, h_next, H)  # += h_prev @ WhhT
-    _tanh_inplace(h_next, <Py_ssize_t>B * H)
+    # on whole vectors: the values past the last row land in the next step's rows, still to be
+    # written, or in the WORK_SLACK zeros after the last (tanh(0) = 0); no scalar tail loop
+    _tanh_inplace(h_next, _padded(<Py_ssize_t>B * H))
 
 
 cdef inline floating _highest(const floating* z, Py_ssize_t V) noexcept nogil:
