@@ -9,6 +9,7 @@ import warnings
 from ._optional import loaded_torch
 
 _current = None
+_fallback = None  # what get_num_threads gives before any set_num_threads (read once)
 
 
 def _default():
@@ -58,10 +59,13 @@ def apply_to_torch():
 
 def get_num_threads():
     """The number of threads the compiled kernels use: the one last set, else
-    $FASTRNN_NUM_THREADS, else the number of available cores."""
+    $FASTRNN_NUM_THREADS, else the number of available cores (those two read at the first call
+    and remembered, like OpenMP's OMP_NUM_THREADS: every training step asks, and reading the
+    environment and the affinity mask took 1-1.6 us, 2% of a min-char iteration)."""
+    global _fallback
     if _current is not None:
         return _current
-    env = _default()
-    if env is not None and env >= 1:
-        return env
-    return _cores()
+    if _fallback is None:
+        env = _default()
+        _fallback = env if env is not None and env >= 1 else _cores()
+    return _fallback

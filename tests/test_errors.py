@@ -309,6 +309,25 @@ def test_threads_setting():
         fastrnn.set_num_threads(before)
 
 
+def test_the_default_threads_come_from_the_environment_read_once():
+    """Before any set_num_threads: $FASTRNN_NUM_THREADS, else the cores; read at the first call
+    (every training step asks), and read again by set_num_threads()."""
+    import os
+    import subprocess
+    import sys
+    code = ("import os, fastrnn; a = fastrnn.get_num_threads(); "
+            "os.environ['FASTRNN_NUM_THREADS'] = '1'; b = fastrnn.get_num_threads(); "
+            "c = fastrnn.set_num_threads(); print(a, b, c, fastrnn.get_num_threads())")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for env, want in (("2", (2, 2, 1, 1)), (None, (cores, cores, 1, 1))):
+        environ = {k: v for k, v in os.environ.items() if k != "FASTRNN_NUM_THREADS"}
+        if env is not None:
+            environ["FASTRNN_NUM_THREADS"] = env
+        out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert tuple(map(int, out)) == want, (env, out)
+
+
 def test_the_thread_setting_reaches_the_kernels():
     """A model's batched step runs on the threads set: bit for bit the kernel call with that
     many threads, and (the split sums gradients in another order) not the one-thread result."""
