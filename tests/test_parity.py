@@ -327,3 +327,26 @@ def test_every_instruction_set_variant_matches_numpy(isa, dtype):
                  np.empty(K.sample_work_size(H, V), dtype=dtype), H, V)
         n = 200 if dtype == "float64" else 30
         np.testing.assert_array_equal(out1[:n], out2[:n])
+
+
+@pytest.mark.parametrize("B,T,H,V,threads", [(1, 1500, 512, 5, 2), (1, 1500, 512, 5, 1),
+                                             (8, 400, 128, 7, 2), (1, 25, 100, 77, 1)])
+def test_gradients_do_not_depend_on_what_the_buffer_held(B, T, H, V, threads):
+    """The weight gradients are set, not summed into a cleared buffer (_mm_set): a gradient
+    buffer full of NaN still gets numpy's gradients, with BPTT in several blocks (the first
+    three cases: the chunk's B*T*H states pass the memory budget of _block_steps), one sequence
+    split over threads, and a batch split over threads."""
+    from fastrnn.backends.cython_backend import _kernels as CK
+    rng = np.random.default_rng(12)
+    ref = fastrnn.CharRNN(V, H, backend="numpy", dtype="float64")
+    ref.set_params(random_params(H, V, rng))
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    h0 = rng.normal(0, 0.5, (B, H))
+    loss, grads, _ = ref.loss_and_grads(x, y, h0)
+    flat = ref._backend.flat
+    g = np.full_like(flat, np.nan)
+    work = np.full(CK.work_size(B, T, H, V, threads), np.nan)
+    loss2 = CK.loss_and_grads(flat, g, x.astype(np.intc), y.astype(np.intc), h0.copy(), work, H,
+                              V, threads=threads)
+    assert abs(loss - loss2) <= 1e-12 * loss
+    assert rel_err(ref._backend.to_flat(grads), g) <= 1e-12

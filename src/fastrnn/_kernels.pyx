@@ -130,6 +130,12 @@ cdef extern from "_tiles.h" nogil:
     void fr_gemm_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t a_rs,
                      Py_ssize_t a_ks, const double* W, Py_ssize_t ldw, int w_padded, double* C,
                      Py_ssize_t ldc)
+    void fr_gemm_f32_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A,
+                         Py_ssize_t a_rs, Py_ssize_t a_ks, const float* W, Py_ssize_t ldw,
+                         int w_padded, float* C, Py_ssize_t ldc)
+    void fr_gemm_f64_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
+                         Py_ssize_t a_rs, Py_ssize_t a_ks, const double* W, Py_ssize_t ldw,
+                         int w_padded, double* C, Py_ssize_t ldc)
     void fr_gemm_f32v(Py_ssize_t N, Py_ssize_t K, const float* W, Py_ssize_t ldw, int w_padded,
                       const float* x, float* y)
     void fr_gemm_f64v(Py_ssize_t N, Py_ssize_t K, const double* W, Py_ssize_t ldw, int w_padded,
@@ -150,6 +156,15 @@ cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A
         fr_gemm_f32(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
     else:
         fr_gemm_f64(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
+
+cdef inline void _mm_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                         Py_ssize_t a_rs, Py_ssize_t a_ks, const floating* W, Py_ssize_t ldw,
+                         bint w_padded, floating* C, Py_ssize_t ldc) noexcept nogil:
+    # C (M,N) = A (M,K) @ W (K,N): _mm's sums started from zero (no pass clearing C first)
+    if floating is float:
+        fr_gemm_f32_set(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
+    else:
+        fr_gemm_f64_set(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
 
 cdef inline void _rowsum(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                          const floating* x, floating* y) noexcept nogil:
@@ -404,11 +419,12 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     cdef floating* col
     cdef floating* scratch = dXT + HV  # _padded(H) values: _rowsum_into's padded vector
 
-    # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:] (dWxh is written whole at
-    # the end, from dXT: only the rest of G is summed into)
-    memset(G + HV, 0, (HV + <Py_ssize_t>H * H + H + V) * sizeof(floating))
+    # output layer, whole chunk at once: dWhy (V,H) = dZ^T @ hs[1:] (the products that set a
+    # gradient, _mm_set, need no cleared buffer: of G only the biases are summed into; dWxh is
+    # written whole at the end, from dXT)
+    memset(dbh, 0, (H + V) * sizeof(floating))
     memset(dXT, 0, HV * sizeof(floating))
-    _mm(V, H, TB, dZ, 1, V, hs + BH, H, True, dWhy, H)  # hs has WORK_SLACK after it
+    _mm_set(V, H, TB, dZ, 1, V, hs + BH, H, True, dWhy, H)  # hs has WORK_SLACK after it
     for r in range(TB):
         for v in range(V):
             dby[v] += dZ[r * V + v]
@@ -417,8 +433,7 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
     while t1 > 0:  # blocks of steps [t0, t1), newest first
         t0 = max(t1 - steps, 0)
         # dL/dh from the outputs, for the whole block at once; plus what the block after sent
-        memset(dH, 0, (t1 - t0) * BH * sizeof(floating))
-        _mm((t1 - t0) * B, H, V, dZ + t0 * B * V, V, 1, Why, H, _tail_why(H, V), dH, H)
+        _mm_set((t1 - t0) * B, H, V, dZ + t0 * B * V, V, 1, Why, H, _tail_why(H, V), dH, H)
         if t1 < T:
             dh = dH + (t1 - 1 - t0) * BH
             for i in range(BH):
@@ -444,8 +459,11 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                 _rowsum_into(H, H, Whh, H, dh, dst, scratch)  # Whh is followed by Why
             else:
                 _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
-        # recurrent weights, the block at once: dWhh += dH^T @ hs[t0:t1]
-        _mm(H, H, (t1 - t0) * B, dH, 1, H, hs + t0 * BH, H, True, dWhh, H)
+        # recurrent weights, the block at once: dWhh += dH^T @ hs[t0:t1] (= for the first)
+        if t1 == T:
+            _mm_set(H, H, (t1 - t0) * B, dH, 1, H, hs + t0 * BH, H, True, dWhh, H)
+        else:
+            _mm(H, H, (t1 - t0) * B, dH, 1, H, hs + t0 * BH, H, True, dWhh, H)
         for t in range(t0, t1):
             for b in range(B):
                 # the one-hot input's gradient: row x of Wxh^T (dXT, contiguous) gets dh
@@ -607,11 +625,14 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
     cdef const floating* h
     cdef bint tail = _tail_whh(H, V)
     cdef double total
-    if G != NULL:  # zeroed here: the forward pass's barriers come before any use
+    if G != NULL:  # the sums cleared here (the weight gradients are set by _mm_set and dWxh
+        # from dXT); the forward pass's barriers come before any use
         for j in range(_mine(parts, rank, nt)):
             s = rank + j * nt
-            i0 = _slice(n, parts, s)
-            memset(G + i0, 0, (_slice(n, parts, s + 1) - i0) * sizeof(floating))
+            i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
+            memset(dbh + i0, 0, (i1 - i0) * sizeof(floating))
+            r0, r1 = _share(V, parts, s), _share(V, parts, s + 1)
+            memset(dby + r0, 0, (r1 - r0) * sizeof(floating))
             i0 = _slice(HV, parts, s)
             memset(dXT + i0, 0, (_slice(HV, parts, s + 1) - i0) * sizeof(floating))
 
@@ -642,7 +663,7 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
     for j in range(_mine(parts, rank, nt)):
         s = rank + j * nt
         r0, r1 = _share(V, parts, s), _share(V, parts, s + 1)
-        _mm(r1 - r0, H, T, Z + r0, 1, V, hs + H, H, True, dWhy + r0 * H, H)
+        _mm_set(r1 - r0, H, T, Z + r0, 1, V, hs + H, H, True, dWhy + r0 * H, H)
         for v in range(r0, r1):
             for t in range(T):
                 dby[v] += Z[t * V + v]
@@ -652,8 +673,8 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
         for j in range(_mine(parts, rank, nt)):  # dL/dh from the outputs: a share of the steps each
             s = rank + j * nt
             r0, r1 = t0 + _share(t1 - t0, parts, s), t0 + _share(t1 - t0, parts, s + 1)
-            memset(dH + (r0 - t0) * H, 0, (r1 - r0) * H * sizeof(floating))
-            _mm(r1 - r0, H, V, Z + r0 * V, V, 1, Why, H, _tail_why(H, V), dH + (r0 - t0) * H, H)
+            _mm_set(r1 - r0, H, V, Z + r0 * V, V, 1, Why, H, _tail_why(H, V),
+                    dH + (r0 - t0) * H, H)
         fr_barrier()
         for t in range(t1 - 1, t0 - 1, -1):
             dh = dH + (t - t0) * H
@@ -679,7 +700,11 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
         for j in range(_mine(parts, rank, nt)):
             s = rank + j * nt
             i0, i1 = _slice(H, parts, s), _slice(H, parts, s + 1)
-            _mm(i1 - i0, H, t1 - t0, dH + i0, 1, H, hs + t0 * H, H, True, dWhh + i0 * H, H)
+            if t1 == T:
+                _mm_set(i1 - i0, H, t1 - t0, dH + i0, 1, H, hs + t0 * H, H, True,
+                        dWhh + i0 * H, H)
+            else:
+                _mm(i1 - i0, H, t1 - t0, dH + i0, 1, H, hs + t0 * H, H, True, dWhh + i0 * H, H)
             for t in range(t0, t1):
                 row = dH + (t - t0) * H
                 col = dXT + X[t] * <Py_ssize_t>H

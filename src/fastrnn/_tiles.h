@@ -153,8 +153,9 @@ static void NAME(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x
 }
 
 /* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM): void NAME(M, N, K, A, a_rs, a_ks, W, ldw,
- * w_padded, C, ldc) and void NAME##v(N, K, W, ldw, w_padded, x, y) for element type T, vector
- * type V and the integer vector type IV of the same lanes. */
+ * w_padded, C, ldc), NAME##_set (the same arguments, C = instead of +=) and void NAME##v(N, K,
+ * W, ldw, w_padded, x, y) for element type T, vector type V and the integer vector type IV of
+ * the same lanes. */
 #define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM)                                  \
 enum { NAME##_LANES = (int)(sizeof(V) / sizeof(T)) };                                          \
                                                                                                \
@@ -165,17 +166,17 @@ static inline __attribute__((always_inline)) V NAME##_load(const T *p)          
     return v;                                                                                  \
 }                                                                                              \
                                                                                                \
-/* C[:R, :NV vectors] += A[:R, :K] @ W[:K, :NV vectors] */                                     \
+/* C[:R, :NV vectors] += A[:R, :K] @ W[:K, :NV vectors] (= if zero_c) */                      \
 static inline __attribute__((always_inline)) void NAME##_tile(                                 \
     const int R, const int NV, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,        \
-    const T *W, ptrdiff_t ldw, T *C, ptrdiff_t ldc)                                            \
+    const T *W, ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c)                          \
 {                                                                                              \
     V acc[6][4], odd[2][4];                                                                    \
     const int L = NAME##_LANES;                                                                \
     ptrdiff_t k = 0;                                                                           \
     for (int r = 0; r < R; r++)                                                                \
         for (int v = 0; v < NV; v++)                                                           \
-            acc[r][v] = NAME##_load(C + r * ldc + v * L);                                      \
+            acc[r][v] = zero_c ? (V){0} : NAME##_load(C + r * ldc + v * L);                    \
     if (R <= 2) {                                                                              \
         for (int r = 0; r < R; r++)                                                            \
             for (int v = 0; v < NV; v++)                                                       \
@@ -219,13 +220,13 @@ static inline __attribute__((always_inline)) void NAME##_tile(                  
 /* C[:R, :nv] += A[:R, :K] @ W[:K, :nv] for nv < one vector, by a one-vector tile on a copy */ \
 static inline __attribute__((always_inline)) void NAME##_edge(                                 \
     const int R, int nv, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks, const T *W,  \
-    ptrdiff_t ldw, T *C, ptrdiff_t ldc)                                                        \
+    ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c)                                      \
 {                                                                                              \
     T buf[6][NAME##_LANES];                                                                    \
     memset(buf, 0, sizeof(buf));                                                               \
-    for (int r = 0; r < R; r++)                                                                \
+    for (int r = 0; r < R && !zero_c; r++)                                                     \
         memcpy(buf[r], C + r * ldc, nv * sizeof(T));                                           \
-    NAME##_tile(R, 1, K, A, a_rs, a_ks, W, ldw, &buf[0][0], NAME##_LANES);                     \
+    NAME##_tile(R, 1, K, A, a_rs, a_ks, W, ldw, &buf[0][0], NAME##_LANES, 0);                  \
     for (int r = 0; r < R; r++)                                                                \
         memcpy(C + r * ldc, buf[r], nv * sizeof(T));                                           \
 }                                                                                              \
@@ -234,44 +235,52 @@ static inline __attribute__((always_inline)) void NAME##_edge(                  
  * a copy if W is padded, else column by column */                                            \
 static inline __attribute__((always_inline)) void NAME##_rows(                                 \
     const int R, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,         \
-    const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc)                              \
+    const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc, const int zero_c)            \
 {                                                                                              \
     const int L = NAME##_LANES;                                                                \
     ptrdiff_t j = 0;                                                                           \
     for (; j + 4 * L <= N; j += 4 * L)                                                         \
-        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                           \
+        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);                   \
     if (j + 2 * L <= N) {                                                                      \
-        NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                           \
+        NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);                   \
         j += 2 * L;                                                                            \
     }                                                                                          \
     if (j + L <= N) {                                                                          \
-        NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                           \
+        NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);                   \
         j += L;                                                                                \
     }                                                                                          \
     if (j < N && w_padded) {                                                                   \
-        NAME##_edge(R, (int)(N - j), K, A, a_rs, a_ks, W + j, ldw, C + j, ldc);                \
+        NAME##_edge(R, (int)(N - j), K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);        \
         j = N;                                                                                 \
     }                                                                                          \
     for (; j < N; j++)                                                                         \
         for (int r = 0; r < R; r++) {                                                          \
-            T s = C[r * ldc + j];                                                              \
+            T s = zero_c ? (T)0 : C[r * ldc + j];                                              \
             for (ptrdiff_t k = 0; k < K; k++)                                                  \
                 s += A[r * a_rs + k * a_ks] * W[k * ldw + j];                                  \
             C[r * ldc + j] = s;                                                                \
         }                                                                                      \
 }                                                                                              \
                                                                                                \
-static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,           \
-                 ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc) \
+static void NAME##_run(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,      \
+                       ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C,          \
+                       ptrdiff_t ldc, const int zero_c)                                        \
 {                                                                                              \
     enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
+    if (zero_c && K <= 0)                                                                      \
+        for (ptrdiff_t i = 0; i < M; i++)                                                      \
+            memset(C + i * ldc, 0, N * sizeof(T));                                             \
     if (M == 1 && a_ks == 1 && w_padded && N <= FR_ONE_ROW_MAX) {                              \
         /* one row: the whole padded row of C in registers, one pass over W (ROWSUM), where    \
          * the column tiles make a pass per tile, two of them latency-bound */                 \
         const ptrdiff_t Np = (N + L - 1) / L * L;                                              \
         T row[FR_ONE_ROW_MAX];                                                                 \
-        memcpy(row, C, N * sizeof(T));                                                         \
-        memset(row + N, 0, (Np - N) * sizeof(T));                                              \
+        if (zero_c)                                                                            \
+            memset(row, 0, Np * sizeof(T));                                                    \
+        else {                                                                                 \
+            memcpy(row, C, N * sizeof(T));                                                     \
+            memset(row + N, 0, (Np - N) * sizeof(T));                                          \
+        }                                                                                      \
         ROWSUM(Np, K, W, ldw, A, row);                                                         \
         memcpy(C, row, N * sizeof(T));                                                         \
         return;                                                                                \
@@ -282,24 +291,39 @@ static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_
     for (ptrdiff_t k0 = 0; k0 < K; k0 += kc) {                                                 \
         const ptrdiff_t kk = K - k0 < kc ? K - k0 : kc;                                        \
         const T *a = A + k0 * a_ks, *w = W + k0 * ldw;                                         \
+        const int z = zero_c && k0 == 0;                                                       \
         ptrdiff_t i = 0;                                                                       \
         for (; i + 6 <= M; i += 6)                                                             \
             NAME##_rows(6, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc);                                                                  \
+                        ldc, z);                                                               \
         if (i + 4 <= M) {                                                                      \
             NAME##_rows(4, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc);                                                                  \
+                        ldc, z);                                                               \
             i += 4;                                                                            \
         }                                                                                      \
         if (i + 2 <= M) {                                                                      \
             NAME##_rows(2, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc);                                                                  \
+                        ldc, z);                                                               \
             i += 2;                                                                            \
         }                                                                                      \
         if (i < M)                                                                             \
             NAME##_rows(1, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc);                                                                  \
+                        ldc, z);                                                               \
     }                                                                                          \
+}                                                                                              \
+                                                                                               \
+static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,           \
+                 ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc) \
+{                                                                                              \
+    NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, 0);                           \
+}                                                                                              \
+                                                                                               \
+/* C = A @ W: the same sums, started from zero instead of from C (no pass to clear C first) */ \
+static void NAME##_set(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,     \
+                       ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C,          \
+                       ptrdiff_t ldc)                                                          \
+{                                                                                              \
+    NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, 1);                           \
 }                                                                                              \
                                                                                                \
 /* y (N) += W (N,K) @ x (K), W row-major: one row of A against W untransposed (the forward     \
