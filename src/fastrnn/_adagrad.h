@@ -7,12 +7,13 @@
  * With AVX-512 or AVX2, 1/sqrt(M + eps) comes from the hardware's estimate refined by Newton
  * steps instead of a square root and a division: those two share one divider, which bounded the
  * whole update (a C loop over the 23,205 parameters of min-char took 13.1 us, 5.2 us without
- * them). The result is within about 1e-7 relative of the exact one, like float32's exp and tanh
- * (see _kernels.pyx); float64 stays exact. Lanes whose M + eps is not a normal finite float
- * (eps = 0 with M = 0, an overflow, NaN) take the exact square root and division, so zeros,
- * infinities and NaNs come out as numpy's. The last n % lanes elements go through the same
- * vector code under a mask, so an element gets the same value wherever a range starts (the
- * update split over threads must equal the one-pass update exactly).
+ * them). Each step comes within a few parts in 10^7 of the exact one, like float32's exp and
+ * tanh (see _kernels.pyx); M is numpy's bit for bit; float64 stays exact. Lanes whose M + eps is
+ * not a normal finite float (a subnormal eps with M = 0, an overflow to inf, NaN) take the exact
+ * square root and division, so infinities and NaNs come out as numpy's. The last n % lanes
+ * elements go through the same vector code under a mask, so an element gets the same value
+ * wherever a range starts (the update split over threads must equal the one-pass update
+ * exactly).
  *
  * fr_adagrad_f32 updates in place; fr_adagrad_guarded_f32 also saves each old P into G and each
  * old M into U (the undo of _apply_guarded) and returns whether any new P or M is not finite.
@@ -33,7 +34,7 @@ static inline __attribute__((always_inline)) __m512 fr_adagrad_v(
     __m512 lr, __m512 eps)
 {
     const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
-    __m512 x, y, e, lrg, q, gg;
+    __m512 x, y, e, lrg, out, gg;
     __mmask16 special;
     g = _mm512_mul_ps(g, sc);
     if (do_clip)  /* min(a, b) is b when either is NaN: a NaN gradient stays NaN */
@@ -48,10 +49,10 @@ static inline __attribute__((always_inline)) __m512 fr_adagrad_v(
     lrg = _mm512_mul_ps(lr, g);
     special = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FLT_MIN), _CMP_LT_OQ)
             | _mm512_cmp_ps_mask(x, _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ);  /* tiny, inf, NaN */
-    q = _mm512_fnmadd_ps(lrg, y, p);
+    out = _mm512_fnmadd_ps(lrg, y, p);  /* the new P */
     if (__builtin_expect(special != 0, 0))  /* (the other lanes as in any vector) */
-        q = _mm512_mask_sub_ps(q, special, p, _mm512_div_ps(lrg, _mm512_sqrt_ps(x)));
-    return q;
+        out = _mm512_mask_sub_ps(out, special, p, _mm512_div_ps(lrg, _mm512_sqrt_ps(x)));
+    return out;
 }
 
 static inline __attribute__((always_inline)) int fr_adagrad_body_f32(
@@ -90,7 +91,7 @@ static inline __attribute__((always_inline)) __m256 fr_adagrad_v(
     __m256 lr, __m256 eps)
 {
     const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
-    __m256 x, y, e, lrg, q, gg, special;
+    __m256 x, y, e, lrg, out, gg, special;
     g = _mm256_mul_ps(g, sc);
     if (do_clip)  /* min(a, b) is b when either is NaN: a NaN gradient stays NaN */
         g = _mm256_max_ps(nclip, _mm256_min_ps(clip, g));
@@ -106,11 +107,11 @@ static inline __attribute__((always_inline)) __m256 fr_adagrad_v(
     lrg = _mm256_mul_ps(lr, g);
     special = _mm256_or_ps(_mm256_cmp_ps(x, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ),
                            _mm256_cmp_ps(x, _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
-    q = _mm256_fnmadd_ps(lrg, y, p);
+    out = _mm256_fnmadd_ps(lrg, y, p);  /* the new P */
     if (__builtin_expect(!_mm256_testz_ps(special, special), 0))  /* (the others as usual) */
-        q = _mm256_blendv_ps(q, _mm256_sub_ps(p, _mm256_div_ps(lrg, _mm256_sqrt_ps(x))),
-                             special);
-    return q;
+        out = _mm256_blendv_ps(out, _mm256_sub_ps(p, _mm256_div_ps(lrg, _mm256_sqrt_ps(x))),
+                               special);
+    return out;
 }
 
 static inline __attribute__((always_inline)) int fr_adagrad_body_f32(
