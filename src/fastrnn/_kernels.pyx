@@ -994,8 +994,7 @@ cdef bint update_guarded(floating* P, floating* G, floating* M, floating* S, Py_
 # units of bh, its share of the rows of Why and of by. So the rows of Whh (and their gradient)
 # a core read in forward and BPTT are the ones it updates, while they are in its cache, and no
 # second team is started (H=512 on two threads: 0.98x the time of a team of its own after the
-# chunk's, in two interleaved A/B runs; the update itself stays bound by its divisions and square
-# roots). A norm for clip_norm is the sum of the parts' sums, each summed over its ranges in
+# chunk's, in two interleaved A/B runs). A norm for clip_norm is the sum of the parts' sums, each summed over its ranges in
 # order: the same for any number of threads running the `parts` parts, but not the one-pass sum
 # of `update`.
 

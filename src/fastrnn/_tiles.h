@@ -405,23 +405,9 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
     lo = FR_SHUF_F(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);               \
     hi = FR_SHUF_F(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)
 
+/* one block of `rows` x `cols` (up to 16 each) values: rows read and written under masks, the
+ * missing rows transposed as zeros and not stored (full blocks take the constant 16, 16) */
 static inline __attribute__((always_inline)) void fr_transpose16_f32(
-    const float *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd)
-{
-    fr_vf r[16];
-    for (int i = 0; i < 16; i++)
-        memcpy(&r[i], src + i * lds, sizeof(fr_vf));
-    FR_T_ROUND(1)
-    FR_T_ROUND(2)
-    FR_T_ROUND(4)
-    FR_T_ROUND(8)
-    for (int i = 0; i < 16; i++)
-        memcpy(dst + i * ldd, &r[i], sizeof(fr_vf));
-}
-
-/* a block at the edge: `rows` (< 16) rows of `cols` (< 16) values, read and written under masks
- * (the missing rows transpose as zeros and are not stored) */
-static inline __attribute__((always_inline)) void fr_transpose16_edge_f32(
     const float *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd, int rows, int cols)
 {
     const __mmask16 kc = (__mmask16)((1u << cols) - 1), kr = (__mmask16)((1u << rows) - 1);
@@ -440,29 +426,27 @@ static inline __attribute__((always_inline)) void fr_transpose16_edge_f32(
 static void fr_transpose_f32(ptrdiff_t M, ptrdiff_t N, const float *src, ptrdiff_t lds,
                              float *dst, ptrdiff_t ldd)
 {
-    ptrdiff_t i0 = 0;
 #if defined(__AVX512F__)
-    for (; i0 < M; i0 += 16) {
+    for (ptrdiff_t i0 = 0; i0 < M; i0 += 16) {
         const int rows = M - i0 < 16 ? (int)(M - i0) : 16;
         for (ptrdiff_t j = 0; j < N; j += 16) {
             const int cols = N - j < 16 ? (int)(N - j) : 16;
-            if (rows == 16 && cols == 16)
-                fr_transpose16_f32(src + i0 * lds + j, lds, dst + j * ldd + i0, ldd);
+            if (rows == 16 && cols == 16)  /* (constant masks: the inner block's plain loads) */
+                fr_transpose16_f32(src + i0 * lds + j, lds, dst + j * ldd + i0, ldd, 16, 16);
             else
-                fr_transpose16_edge_f32(src + i0 * lds + j, lds, dst + j * ldd + i0, ldd, rows,
-                                        cols);
+                fr_transpose16_f32(src + i0 * lds + j, lds, dst + j * ldd + i0, ldd, rows, cols);
         }
     }
-#endif
-    for (; i0 + 16 <= M; i0 += 16) {
-        ptrdiff_t j = 0;
-        for (; j < N; j++)
+#else
+    ptrdiff_t i0 = 0;
+    for (; i0 + 16 <= M; i0 += 16)
+        for (ptrdiff_t j = 0; j < N; j++)
             for (int r = 0; r < 16; r++)
                 dst[j * ldd + i0 + r] = src[(i0 + r) * lds + j];
-    }
     for (ptrdiff_t j = 0; j < N; j++)
         for (ptrdiff_t i = i0; i < M; i++)
             dst[j * ldd + i] = src[i * lds + j];
+#endif
 }
 
 FR_DEFINE_ROWSUM(float, fr_vf, fr_rowsum_f32)
