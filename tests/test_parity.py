@@ -11,7 +11,10 @@ TOL = {"float64": 1e-10, "float32": 1e-4}
 # (the second with a partial last vector); (2, 3, 5, 3) and (1, 6, 3, 2): so small that no row of
 # Whh or Why may be read past its end
 SHAPES = [(1, 1, 1, 1), (1, 25, 100, 77), (4, 10, 32, 20), (16, 7, 64, 65), (3, 40, 17, 128),
-          (64, 16, 64, 10), (1, 5, 256, 20), (1, 4, 300, 7), (2, 3, 5, 3), (1, 6, 3, 2)]
+          (64, 16, 64, 10), (1, 5, 256, 20), (1, 4, 300, 7), (2, 3, 5, 3), (1, 6, 3, 2),
+          # one sequence whose recurrence is split, H % 16 units by dot products (1 and 8 of
+          # them), and two that are not (9 of them; H below 48)
+          (1, 9, 49, 5), (1, 7, 56, 30), (1, 12, 57, 9), (1, 8, 40, 6)]
 
 
 def pair(V, H, dtype, params):
@@ -70,7 +73,8 @@ def assert_threaded_matches_numpy(dtype, ref, fast, x, y, h0, threads):
 @pytest.mark.filterwarnings("ignore:threads=3 is more than")
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("B,T,H,V", [(16, 50, 64, 20), (7, 300, 48, 30), (5, 800, 33, 9)])
+@pytest.mark.parametrize("B,T,H,V", [(16, 50, 64, 20), (7, 300, 48, 30), (5, 800, 33, 9),
+                                     (2, 300, 40, 30)])
 def test_batch_split_over_threads_matches_numpy(threads, dtype, B, T, H, V):
     """A batch split over threads (parts of consecutive rows, own gradients, summed after)."""
     from fastrnn.backends.cython_backend import _kernels as CK

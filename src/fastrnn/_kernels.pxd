@@ -7,8 +7,8 @@
 # Parameters (and gradients, and optimizer state) live in ONE flat buffer, row-major:
 #     P = Wxh (H,V) | Whh (H,H) | Why (V,H) | bh (H,) | by (V,)
 # Ids are int32, laid out (B,T) row-major: X[b*T + t].
-# A chunk's work buffer starts with Wt, zero-padded copies of the recurrent and output weights
-# (WhhT, Whh, WhyT, Why: see _prepare in _kernels.pyx), then holds activations, time-major so
+# A chunk's work buffer starts with Wt, transposed copies of the recurrent and output weights
+# in rows padded with zeros (see _prepare in _kernels.pyx), then holds activations, time-major so
 # that each step's batch is one contiguous (B,H) block:
 #     hs (T+1,B,H)  hs[0] = h0, hs[t+1] = h_t
 #     Z  (T,B,V)    logits; turned into dZ = softmax - onehot when targets are given
@@ -46,19 +46,21 @@ cdef struct UpdateConfig:
     double clip
 
 # h_next (B,H) = tanh(Wxh[:, x] + Whh h_prev + bh): one time step for a batch of B rows.
+# split: Wt was laid out for one sequence's recurrence in two parts (_split_whh in _kernels.pyx).
 cdef void step(const floating* P, int H, int V, int B, const int* x, int x_stride,
-               const floating* Wt, const floating* h_prev, floating* h_next) noexcept nogil
+               const floating* Wt, bint split, const floating* h_prev,
+               floating* h_next) noexcept nogil
 
 # Recurrence over T steps, then all T*B logits in one matrix product. With targets Y (not NULL)
 # returns the summed cross-entropy (natural log) and leaves dZ in Z; with Y NULL returns 0.
 cdef double forward(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
-                    const floating* Wt, floating* hs, floating* Z) noexcept nogil
+                    const floating* Wt, bint split, floating* hs, floating* Z) noexcept nogil
 
 # BPTT over the chunk; overwrites the gradient buffer G (same layout as P). dh0 (B,H), if not
 # NULL, receives dL/dh0. Weight gradients are one matrix product per tensor for the whole chunk.
 cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
-                   const floating* Wt, const floating* hs, const floating* dZ, floating* dH,
-                   floating* G, floating* dh0, floating* dXT) noexcept nogil
+                   const floating* Wt, bint split, const floating* hs, const floating* dZ,
+                   floating* dH, floating* G, floating* dh0, floating* dXT) noexcept nogil
 
 # The optimizer step over n parameters, one pass after an optional norm pass. Each gradient
 # element becomes g = G[i] * grad_scale * (clip_norm / (norm + 1e-6) when that is < 1), then is

@@ -146,6 +146,10 @@ cdef extern from "_tiles.h" nogil:
                        const double* x, double* y)
     void fr_transpose_f32(Py_ssize_t M, Py_ssize_t N, const float* src, Py_ssize_t lds,
                           float* dst, Py_ssize_t ldd)
+    void fr_dots_f32(int n, Py_ssize_t K, const float* W, Py_ssize_t ldw, const float* x,
+                     float* y)
+    void fr_dots_f64(int n, Py_ssize_t K, const double* W, Py_ssize_t ldw, const double* x,
+                     double* y)
 
 cdef inline void _mm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_rs,
                      Py_ssize_t a_ks, const floating* W, Py_ssize_t ldw, bint w_padded,
@@ -175,6 +179,14 @@ cdef inline void _rowsum(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize
         fr_rowsum_f32(N, K, W, ldw, x, y)
     else:
         fr_rowsum_f64(N, K, W, ldw, x, y)
+
+cdef inline void _dots(int n, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
+                       const floating* x, floating* y) noexcept nogil:
+    # y[:n] += W (n,K) @ x, 1 <= n <= 8, each row of W readable a whole vector past K
+    if floating is float:
+        fr_dots_f32(n, K, W, ldw, x, y)
+    else:
+        fr_dots_f64(n, K, W, ldw, x, y)
 
 cdef inline void _rowsum_into(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                               const floating* x, floating* y, floating* pad) noexcept nogil:
@@ -267,6 +279,17 @@ cdef enum:
     DOT_MIN_H = 256  # B=1 forward: from this H on, dot products on Whh beat transposing it
 
 
+cdef inline bint _split_whh(int B, int H) noexcept nogil:
+    # Whether a chunk of B rows runs the recurrence of its one sequence in two parts: its first H - H % 16 units by ROWSUM on whole vectors, and the H % 16 others by dot
+    # products (_dots). Padding the last vector instead cost as much as 16 more units: at H=100
+    # 700 vector loads a step against 628, and the padded WhhT (44.8 KB) did not stay in a 48 KB
+    # L1 cache. Up to 8 units of tail (more cost about as many loads as the padded vector), and
+    # from H = 48 on (a min-char step took 0.94x the time at H=100 and 200, 0.98x at 50 and 68,
+    # but 1.03x at 40). Not for one-row parts of a batch (B > 1): their threads share the
+    # prepared weights, which BPTT here rewrites (_whh_rows).
+    return B == 1 and 48 <= H < DOT_MIN_H and 0 < H % 16 <= 8
+
+
 cdef inline Py_ssize_t _prepared_size(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
     # the transposed weights at the start of a chunk's work buffer (see _prepare)
     return H * _transposed_ld(H) + H * _transposed_ld(V)
@@ -281,15 +304,27 @@ cdef inline bint _tail_why(Py_ssize_t H, Py_ssize_t V) noexcept nogil:
     return H + V >= 16
 
 
-cdef void _prepare(const floating* P, int H, int V, int B, floating* Wt) noexcept nogil:
+cdef void _prepare(const floating* P, int H, int V, int B, bint split,
+                   floating* Wt) noexcept nogil:
     # Wt = WhhT (H, ldh) | WhyT (H, ldv): the recurrent and output weights transposed, in rows
     # padded with zeros to whole vectors (ldh, ldv: _transposed_ld), so that the forward pass's
     # products read them row-major (_mm). A chunk of one sequence with H >= DOT_MIN_H takes dot
-    # products on Whh itself instead (_mv), and WhhT is left alone.
+    # products on Whh itself instead (_mv), and WhhT is left alone. One whose recurrence is split
+    # (split, from _split_whh; Hd = H - H % 16 units by ROWSUM, the rest by _dots) holds in WhhT's place the
+    # transpose of Whh's first Hd rows (H, Hd), for the forward step's first Hd units, then that
+    # of its last H % 16 columns, in rows of _padded(H) (H % 16, _padded(H)), for BPTT's last
+    # units (it fits: H % 16 <= 8 rows of fewer than H + 16 values take less than 16 * H).
     cdef Py_ssize_t ldh = _transposed_ld(H), ldv = _transposed_ld(V), i
+    cdef Py_ssize_t Hd = H - H % 16, Hp = _padded(H)
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef floating* WhyT = Wt + H * ldh
-    if B > 1 or H < DOT_MIN_H:
+    cdef floating* tail = Wt + H * Hd
+    if split:
+        _transpose(Hd, H, Whh, H, Wt, Hd)
+        _transpose(H, H - Hd, Whh + Hd, H, tail, Hp)
+        for i in range(H - Hd):
+            memset(tail + i * Hp + H, 0, (Hp - H) * sizeof(floating))
+    elif B > 1 or H < DOT_MIN_H:
         _transpose(H, H, Whh, H, Wt, ldh)
         for i in range(H):
             memset(Wt + i * ldh + H, 0, (ldh - H) * sizeof(floating))
@@ -298,8 +333,21 @@ cdef void _prepare(const floating* P, int H, int V, int B, floating* Wt) noexcep
         memset(WhyT + i * ldv + V, 0, (ldv - V) * sizeof(floating))
 
 
+cdef void _whh_rows(const floating* P, int H, int V, floating* Wt) noexcept nogil:
+    # BPTT of a split recurrence (_split_whh) reads Whh's first Hd = H - H % 16 columns in rows
+    # of Hd values (aligned, 64-byte lines each: 7.4-7.8 us a chunk at H=100 in a C harness,
+    # against 10.9-12.2 on Whh's rows of H) from where the forward pass's transpose of Whh's
+    # first rows was: forward is done with it
+    cdef Py_ssize_t Hd = H - H % 16, i
+    cdef const floating* Whh = P + <Py_ssize_t>H * V
+    for i in range(H):
+        memcpy(Wt + i * Hd, Whh + i * H, Hd * sizeof(floating))
+
+
 cdef void step(const floating* P, int H, int V, int B, const int* x, int x_stride,
-               const floating* Wt, const floating* h_prev, floating* h_next) noexcept nogil:
+               const floating* Wt, bint split, const floating* h_prev,
+               floating* h_next) noexcept nogil:
+    # split: the recurrence in two parts (_split_whh), on the weights _prepare laid out for it
     cdef const floating* Wxh = P
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef const floating* bh = Whh + <Py_ssize_t>H * H + <Py_ssize_t>V * H
@@ -311,7 +359,10 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
         row = h_next + b * H
         for i in range(H):  # the one-hot input is a column gather of Wxh
             row[i] = Wxh[i * V + xb] + bh[i]
-    if B == 1 and H >= DOT_MIN_H:
+    if split:  # += h_prev @ WhhT: its first Hd columns, then Whh's last rows
+        _rowsum(H - H % 16, H, Wt, H - H % 16, h_prev, h_next)
+        _dots(H % 16, H, Whh + (H - H % 16) * <Py_ssize_t>H, H, h_prev, h_next + H - H % 16)
+    elif B == 1 and H >= DOT_MIN_H:
         _mv(H, H, Whh, H, _tail_whh(H, V), h_prev, h_next)  # += Whh @ h_prev
     else:
         _mm(B, H, H, h_prev, H, 1, Wt, _transposed_ld(H), True, h_next, H)  # += h_prev @ WhhT
@@ -368,13 +419,13 @@ cdef double _softmax_xent(floating* Z, int V, int B, int T, const int* Y) noexce
 
 
 cdef double forward(const floating* P, int H, int V, int B, int T, const int* X, const int* Y,
-                    const floating* Wt, floating* hs, floating* Z) noexcept nogil:
+                    const floating* Wt, bint split, floating* hs, floating* Z) noexcept nogil:
     cdef const floating* by = P + 2 * <Py_ssize_t>H * V + <Py_ssize_t>H * H + H
     cdef const floating* WhyT = Wt + H * _transposed_ld(H)
     cdef Py_ssize_t BH = <Py_ssize_t>B * H, t, r
     memset(hs + (T + 1) * BH, 0, WORK_SLACK * sizeof(floating))
     for t in range(T):
-        step(P, H, V, B, X + t, T, Wt, hs + t * BH, hs + (t + 1) * BH)
+        step(P, H, V, B, X + t, T, Wt, split, hs + t * BH, hs + (t + 1) * BH)
     # logits for the whole chunk: Z (T*B, V) = hs[1:] (T*B, H) @ Why^T + by
     for r in range(<Py_ssize_t>T * B):
         memcpy(Z + r * V, by, V * sizeof(floating))
@@ -399,8 +450,8 @@ cdef inline Py_ssize_t _block_steps(Py_ssize_t B, Py_ssize_t T, Py_ssize_t H,
 
 
 cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
-                   const floating* Wt, const floating* hs, const floating* dZ, floating* dH,
-                   floating* G, floating* dh0, floating* dXT) noexcept nogil:
+                   const floating* Wt, bint split, const floating* hs, const floating* dZ,
+                   floating* dH, floating* G, floating* dh0, floating* dXT) noexcept nogil:
     cdef Py_ssize_t HV = <Py_ssize_t>H * V, BH = <Py_ssize_t>B * H
     cdef Py_ssize_t TB = <Py_ssize_t>T * B, t, b, i, r, v, t0, t1
     cdef Py_ssize_t steps = _block_steps(B, T, H, V)
@@ -455,7 +506,10 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
                 memset(dst, 0, BH * sizeof(floating))
             else:
                 break
-            if B == 1 and H >= DOT_MIN_H:
+            if split:  # += Whh^T dh: Whh's first Hd columns (_whh_rows), its last transposed
+                _rowsum(H - H % 16, H, Wt, H - H % 16, dh, dst)
+                _dots(H % 16, H, Wt + H * (H - H % 16), _padded(H), dh, dst + H - H % 16)
+            elif B == 1 and H >= DOT_MIN_H:
                 _rowsum_into(H, H, Whh, H, dh, dst, scratch)  # Whh is followed by Why
             else:
                 _mm(B, H, H, dh, H, 1, Whh, H, _tail_whh(H, V), dst, H)
@@ -747,11 +801,14 @@ cdef double _run_part(const floating* P, int H, int V, int B, int T, const int* 
     cdef floating* Z = hs + (T + 1) * <Py_ssize_t>bp * H + WORK_SLACK
     cdef floating* dH = Z + <Py_ssize_t>T * bp * V
     cdef double loss
+    cdef bint split = _split_whh(B, H)  # as _chunk prepared work
     memcpy(hs, h + <Py_ssize_t>b0 * H, <Py_ssize_t>bp * H * sizeof(floating))
     loss = forward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T,
-                   Y + <Py_ssize_t>b0 * T if Y != NULL else NULL, work, hs, Z)
+                   Y + <Py_ssize_t>b0 * T if Y != NULL else NULL, work, split, hs, Z)
     if G != NULL:
-        backward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T, work, hs, Z, dH,
+        if split:
+            _whh_rows(P, H, V, work)
+        backward(P, H, V, bp, T, X + <Py_ssize_t>b0 * T, work, split, hs, Z, dH,
                  G if p == 0 else _part_work(work, B, T, H, V, parts, parts) + (p - 1) * n,
                  dh0 + <Py_ssize_t>b0 * H if dh0 != NULL else NULL,
                  dH + (_block_steps(bp, T, H, V) + 1) * <Py_ssize_t>bp * H)
@@ -779,14 +836,14 @@ cdef double _chunk(const floating* P, int H, int V, int B, int T, const int* X, 
         hs = work + _prepared_size(H, V)
         memcpy(hs, h, H * sizeof(floating))
         memset(hs + (T + 1) * <Py_ssize_t>H, 0, WORK_SLACK * sizeof(floating))
-        _prepare(P, H, V, 1, work)
+        _prepare(P, H, V, 1, False, work)
         with parallel(num_threads=parts):
             _one_sequence(P, H, V, T, X, Y, work, G, dh0, parts, losses, cfg, M, S, guarded, U,
                           sums, bad)
         for p in range(parts):
             loss += losses[p]
         return loss
-    _prepare(P, H, V, _part_start(B, parts, 1), work)
+    _prepare(P, H, V, _part_start(B, parts, 1), _split_whh(B, H), work)
     if parts == 1:  # no thread team to start (it cost a microsecond or two per call)
         losses[0] = _run_part(P, H, V, B, T, X, Y, h, work, G, dh0, 1, 0)
     else:

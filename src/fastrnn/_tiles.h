@@ -379,6 +379,61 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
     }                                                                                          \
 }
 
+/* FR_DEFINE_DOTS(T, V, IV, NAME, BITREV, HSUMS): void NAME(n, K, W, ldw, x, y): y[:n] += W (n,K)
+ * @ x for a few rows, 1 <= n <= 8: the last H % 16 units of a one-row recurrence whose other
+ * units go through ROWSUM on whole vectors (see _kernels.pyx, _split_whh). Each row's dot
+ * product keeps one partial sum per lane, and the lanes are added by HSUMS. Each row of W must
+ * be readable up to the whole vector past K (rows followed by more values, or padded); those
+ * lanes count as zero, as do x's past K. */
+#define FR_DEFINE_DOTS(T, V, IV, NAME, BITREV, HSUMS)                                           \
+static inline __attribute__((always_inline)) void NAME##_n(                                    \
+    const int n, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y)                     \
+{                                                                                              \
+    enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
+    const ptrdiff_t Kv = K - K % L;                                                            \
+    T xt[L], out[L];                                                                           \
+    V acc[L], xtail, xv, w;                                                                    \
+    IV keep, wi;                                                                               \
+    memset(xt, 0, sizeof(xt));                                                                 \
+    memcpy(xt, x + Kv, (K - Kv) * sizeof(T));                                                  \
+    memcpy(&xtail, xt, sizeof(V));                                                             \
+    for (int j = 0; j < L; j++) {                                                              \
+        keep[j] = j < K - Kv ? -1 : 0;                                                         \
+        acc[j] = (V){0};                                                                       \
+    }                                                                                          \
+    for (ptrdiff_t k = 0; k < Kv; k += L) {                                                    \
+        memcpy(&xv, x + k, sizeof(V));                                                         \
+        for (int j = 0; j < n; j++) { /* row j in lane j of HSUMS's result */                  \
+            memcpy(&w, W + j * ldw + k, sizeof(V));                                            \
+            acc[BITREV[j]] += w * xv;                                                          \
+        }                                                                                      \
+    }                                                                                          \
+    if (Kv < K)                                                                                \
+        for (int j = 0; j < n; j++) {                                                          \
+            memcpy(&wi, W + j * ldw + Kv, sizeof(V));                                          \
+            wi &= keep;                                                                        \
+            acc[BITREV[j]] += (V)wi * xtail;                                                   \
+        }                                                                                      \
+    const V s = HSUMS(acc);                                                                    \
+    memcpy(out, &s, sizeof(V));                                                                \
+    for (int j = 0; j < n; j++)                                                                \
+        y[j] += out[j];                                                                        \
+}                                                                                              \
+                                                                                               \
+static void NAME(int n, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y)              \
+{                                                                                              \
+    switch (n) { /* (a constant n: the rows' sums stay in registers) */                        \
+    case 1: NAME##_n(1, K, W, ldw, x, y); break;                                               \
+    case 2: NAME##_n(2, K, W, ldw, x, y); break;                                               \
+    case 3: NAME##_n(3, K, W, ldw, x, y); break;                                               \
+    case 4: NAME##_n(4, K, W, ldw, x, y); break;                                               \
+    case 5: NAME##_n(5, K, W, ldw, x, y); break;                                               \
+    case 6: NAME##_n(6, K, W, ldw, x, y); break;                                               \
+    case 7: NAME##_n(7, K, W, ldw, x, y); break;                                               \
+    default: NAME##_n(8, K, W, ldw, x, y); break;                                              \
+    }                                                                                          \
+}
+
 /* dst (N, ldd) = src (M, N; rows lds apart)^T for floats. With AVX-512 (where a vector is one
  * register) 16x16 blocks go through registers: 16 rows loaded, transposed by four rounds of
  * two-vector shuffles (round d swaps bit d of the row and column indices), 16 rows stored; the
@@ -453,5 +508,7 @@ FR_DEFINE_ROWSUM(float, fr_vf, fr_rowsum_f32)
 FR_DEFINE_ROWSUM(double, fr_vd, fr_rowsum_f64)
 FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32, fr_rowsum_f32)
 FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64, fr_rowsum_f64)
+FR_DEFINE_DOTS(float, fr_vf, fr_vi, fr_dots_f32, fr_bitrev16, fr_hsums_f32)
+FR_DEFINE_DOTS(double, fr_vd, fr_vl, fr_dots_f64, fr_bitrev8, fr_hsums_f64)
 
 #endif
