@@ -10,9 +10,11 @@
  * in order and no -ffast-math is needed (but for one- and two-row tiles, which sum even and odd
  * k apart and add the two at the end: one chain of dependent adds per vector would run at half
  * speed). K is cut into blocks whose rows of W stay in the L2 cache while every tile of C
- * passes over them. If w_padded is set, each row of W can be read up to the next whole vector
- * past N (a zero-padded copy), and the last columns go through a one-vector tile on a copy of
- * them instead of one at a time.
+ * passes over them. With AVX-512, the columns after the last tile of four whole vectors go
+ * through one tile whose last vector is read and written under a mask (N=100: 36 columns in one
+ * pass over K, not two). Without it, they go through tiles of two and one vectors, then, if
+ * w_padded is set (each row of W readable up to the next whole vector past N: a zero-padded
+ * copy), a one-vector tile on a copy of the last columns, else one column at a time.
  *
  * This is C rather than Cython only because the tile must stay in registers: GCC's vector
  * extension (vector_size) makes it an array of vectors, which gcc and clang map to whatever
@@ -152,11 +154,49 @@ static void NAME(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x
     }                                                                                          \
 }
 
+/* The first n lanes of a vector, the others zero, and a store of the first n (0 < n < lanes):
+ * the last columns of a product, as masked loads and stores. Without AVX-512 no tile is given a
+ * partial last vector (FR_MASKED_TAIL 0), and these copies, correct but slow, never run. */
+#if defined(__AVX512F__)
+#define FR_MASKED_TAIL 1
+static inline __attribute__((always_inline)) fr_vf fr_part_load_f32(const float *p, int n)
+{
+    return (fr_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+static inline __attribute__((always_inline)) void fr_part_store_f32(float *p, fr_vf v, int n)
+{
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+}
+static inline __attribute__((always_inline)) fr_vd fr_part_load_f64(const double *p, int n)
+{
+    return (fr_vd)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
+}
+static inline __attribute__((always_inline)) void fr_part_store_f64(double *p, fr_vd v, int n)
+{
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
+}
+#else
+#define FR_MASKED_TAIL 0
+#define FR_DEFINE_PART(T, V, SUFFIX)                                                           \
+static inline __attribute__((always_inline)) V fr_part_load_##SUFFIX(const T *p, int n)        \
+{                                                                                              \
+    V v = (V){0};                                                                              \
+    memcpy(&v, p, n * sizeof(T));                                                              \
+    return v;                                                                                  \
+}                                                                                              \
+static inline __attribute__((always_inline)) void fr_part_store_##SUFFIX(T *p, V v, int n)     \
+{                                                                                              \
+    memcpy(p, &v, n * sizeof(T));                                                              \
+}
+FR_DEFINE_PART(float, fr_vf, f32)
+FR_DEFINE_PART(double, fr_vd, f64)
+#endif
+
 /* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM): void NAME(M, N, K, A, a_rs, a_ks, W, ldw,
  * w_padded, C, ldc), NAME##_set (the same arguments, C = instead of +=) and void NAME##v(N, K,
  * W, ldw, w_padded, x, y) for element type T, vector type V and the integer vector type IV of
  * the same lanes. */
-#define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM)                                  \
+#define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM, PART_LOAD, PART_STORE)          \
 enum { NAME##_LANES = (int)(sizeof(V) / sizeof(T)) };                                          \
                                                                                                \
 static inline __attribute__((always_inline)) V NAME##_load(const T *p)                         \
@@ -166,17 +206,25 @@ static inline __attribute__((always_inline)) V NAME##_load(const T *p)          
     return v;                                                                                  \
 }                                                                                              \
                                                                                                \
-/* C[:R, :NV vectors] += A[:R, :K] @ W[:K, :NV vectors] (= if zero_c) */                      \
+/* a vector of W or C: the last of a tile whose last vector has `part` lanes (0: all) is read   \
+ * under a mask (FR_MASKED_TAIL) */                                                            \
+static inline __attribute__((always_inline)) V NAME##_get(const T *p, int last, int part)      \
+{                                                                                              \
+    return last && part ? PART_LOAD(p, part) : NAME##_load(p);                                 \
+}                                                                                              \
+                                                                                               \
+/* C[:R, :NV vectors] += A[:R, :K] @ W[:K, :NV vectors] (= if zero_c); with part > 0 only the   \
+ * first `part` columns of the last vector are read and written */                             \
 static inline __attribute__((always_inline)) void NAME##_tile(                                 \
     const int R, const int NV, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,        \
-    const T *W, ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c)                          \
+    const T *W, ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c, const int part)          \
 {                                                                                              \
     V acc[6][4], odd[2][4];                                                                    \
     const int L = NAME##_LANES;                                                                \
     ptrdiff_t k = 0;                                                                           \
     for (int r = 0; r < R; r++)                                                                \
         for (int v = 0; v < NV; v++)                                                           \
-            acc[r][v] = zero_c ? (V){0} : NAME##_load(C + r * ldc + v * L);                    \
+            acc[r][v] = zero_c ? (V){0} : NAME##_get(C + r * ldc + v * L, v == NV - 1, part);  \
     if (R <= 2) {                                                                              \
         for (int r = 0; r < R; r++)                                                            \
             for (int v = 0; v < NV; v++)                                                       \
@@ -185,8 +233,8 @@ static inline __attribute__((always_inline)) void NAME##_tile(                  
             const T *w0 = W + k * ldw, *w1 = w0 + ldw;                                         \
             V b0[4], b1[4];                                                                    \
             for (int v = 0; v < NV; v++) {                                                     \
-                b0[v] = NAME##_load(w0 + v * L);                                               \
-                b1[v] = NAME##_load(w1 + v * L);                                               \
+                b0[v] = NAME##_get(w0 + v * L, v == NV - 1, part);                             \
+                b1[v] = NAME##_get(w1 + v * L, v == NV - 1, part);                             \
             }                                                                                  \
             for (int r = 0; r < (R <= 2 ? R : 2); r++) {                                       \
                 const T x0 = A[r * a_rs + k * a_ks], x1 = A[r * a_rs + (k + 1) * a_ks];        \
@@ -201,7 +249,7 @@ static inline __attribute__((always_inline)) void NAME##_tile(                  
         const T *w = W + k * ldw;                                                              \
         V b[4];                                                                                \
         for (int v = 0; v < NV; v++)                                                           \
-            b[v] = NAME##_load(w + v * L);                                                     \
+            b[v] = NAME##_get(w + v * L, v == NV - 1, part);                                   \
         for (int r = 0; r < R; r++) {                                                          \
             const T x = A[r * a_rs + k * a_ks];                                                \
             for (int v = 0; v < NV; v++)                                                       \
@@ -213,7 +261,10 @@ static inline __attribute__((always_inline)) void NAME##_tile(                  
             V out = acc[r][v];                                                                 \
             if (R <= 2)                                                                        \
                 out += odd[r < 2 ? r : 0][v];                                                  \
-            memcpy(C + r * ldc + v * L, &out, sizeof(V));                                      \
+            if (v == NV - 1 && part)                                                           \
+                PART_STORE(C + r * ldc + v * L, out, part);                                    \
+            else                                                                               \
+                memcpy(C + r * ldc + v * L, &out, sizeof(V));                                  \
         }                                                                                      \
 }                                                                                              \
                                                                                                \
@@ -226,13 +277,15 @@ static inline __attribute__((always_inline)) void NAME##_edge(                  
     memset(buf, 0, sizeof(buf));                                                               \
     for (int r = 0; r < R && !zero_c; r++)                                                     \
         memcpy(buf[r], C + r * ldc, nv * sizeof(T));                                           \
-    NAME##_tile(R, 1, K, A, a_rs, a_ks, W, ldw, &buf[0][0], NAME##_LANES, 0);                  \
+    NAME##_tile(R, 1, K, A, a_rs, a_ks, W, ldw, &buf[0][0], NAME##_LANES, 0, 0);               \
     for (int r = 0; r < R; r++)                                                                \
         memcpy(C + r * ldc, buf[r], nv * sizeof(T));                                           \
 }                                                                                              \
                                                                                                \
-/* all N columns of R rows: tiles of 4, 2 and 1 vectors, then the rest: a one-vector tile on   \
- * a copy if W is padded, else column by column */                                            \
+/* all N columns of R rows: tiles of 4 vectors; then, with masks (FR_MASKED_TAIL), one tile of   \
+ * the rest, its last vector masked (N=100: 4 and 3 vectors, two passes over K); without,      \
+ * tiles of 2 and 1 vectors, then a one-vector tile on a copy if W is padded, else column by    \
+ * column */                                                                                   \
 static inline __attribute__((always_inline)) void NAME##_rows(                                 \
     const int R, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,         \
     const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc, const int zero_c)            \
@@ -240,13 +293,31 @@ static inline __attribute__((always_inline)) void NAME##_rows(                  
     const int L = NAME##_LANES;                                                                \
     ptrdiff_t j = 0;                                                                           \
     for (; j + 4 * L <= N; j += 4 * L)                                                         \
-        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);                   \
+        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0);                \
+    if (FR_MASKED_TAIL && j < N) {                                                             \
+        const int part = (int)((N - j) % L);                                                   \
+        switch ((int)((N - j + L - 1) / L)) {                                                  \
+        case 1:                                                                                \
+            NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            break;                                                                             \
+        case 2:                                                                                \
+            NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            break;                                                                             \
+        case 3:                                                                                \
+            NAME##_tile(R, 3, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            break;                                                                             \
+        default:                                                                               \
+            NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            break;                                                                             \
+        }                                                                                      \
+        j = N;                                                                                 \
+    }                                                                                          \
     if (j + 2 * L <= N) {                                                                      \
-        NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);                   \
+        NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0);                \
         j += 2 * L;                                                                            \
     }                                                                                          \
     if (j + L <= N) {                                                                          \
-        NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);                   \
+        NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0);                \
         j += L;                                                                                \
     }                                                                                          \
     if (j < N && w_padded) {                                                                   \
@@ -506,8 +577,10 @@ static void fr_transpose_f32(ptrdiff_t M, ptrdiff_t N, const float *src, ptrdiff
 
 FR_DEFINE_ROWSUM(float, fr_vf, fr_rowsum_f32)
 FR_DEFINE_ROWSUM(double, fr_vd, fr_rowsum_f64)
-FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32, fr_rowsum_f32)
-FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64, fr_rowsum_f64)
+FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32, fr_rowsum_f32,
+               fr_part_load_f32, fr_part_store_f32)
+FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64, fr_rowsum_f64,
+               fr_part_load_f64, fr_part_store_f64)
 FR_DEFINE_DOTS(float, fr_vf, fr_vi, fr_dots_f32, fr_bitrev16, fr_hsums_f32)
 FR_DEFINE_DOTS(double, fr_vd, fr_vl, fr_dots_f64, fr_bitrev8, fr_hsums_f64)
 
