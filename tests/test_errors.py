@@ -596,6 +596,22 @@ def test_kernel_work_sizes_follow_the_block_rule():
         assert isinstance(S.run_and_check("sample", a), ValueError)
 
 
+def test_kernel_work_check_follows_the_shape_from_call_to_call():
+    """The wrappers remember the last chunk's work size: a call of another shape is checked
+    against its own, so a buffer that was enough for the last call's shape is refused for a
+    larger one, whichever shape came before."""
+    small, large = (2, 3, 4, 5), (2, 9, 4, 5)
+    assert K.work_size(*small) < K.work_size(*large)
+    for before in (small, large):
+        for shape in (before, small, large, small):
+            a = S.make_call("train_step", "float64", *shape, seed=3)
+            assert S.run_and_check("train_step", a) is None, shape
+        S.run_and_check("train_step", S.make_call("train_step", "float64", *before, seed=3))
+        a = S.make_call("train_step", "float64", *large, seed=3)
+        a["work"] = a["work"][:K.work_size(*small)]
+        assert isinstance(S.run_and_check("train_step", a), ValueError), before
+
+
 def test_kernel_size_helpers_do_not_overflow():
     for H, V in [(1, 1), (100, 77), (2**31 - 1, 2**31 - 1), (2**31 - 1, 1)]:
         assert K.num_params(H, V) == S.num_params(H, V)

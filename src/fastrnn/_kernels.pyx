@@ -7,11 +7,12 @@ wrong type or None) with a plain message, and only then releases the GIL for the
 Matrix products are register-tiled loops (_tiles.h); elementwise work is plain loops the
 compiler vectorises. A batch large enough is split over threads with OpenMP (see _chunk).
 """
-from libc.math cimport copysignf, exp, fabsf, log, sqrt, sqrtf, tanh
+from libc.math cimport INFINITY, copysignf, exp, fabsf, floor, log, sqrt, sqrtf, tanh
 from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel, prange
 
 from operator import index as _index
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 
 import numpy as np
 
@@ -1338,12 +1339,19 @@ def chunk_parts(int batch_size, int seq_length, int hidden_size, int vocab_size,
 
     One sequence (B=1) with H >= 512 is split instead into slices of its hidden units, at most
     `threads` and each at least 256 units, whose threads take every time step together."""
+    return _chunk_parts(batch_size, seq_length, hidden_size, vocab_size, threads)
+
+
+cdef int _chunk_parts(int B, int T, int H, int V, object threads) except -1:
+    # chunk_parts, without a Python call (the wrappers ask at every call)
     cdef int n = _as_int(threads, "threads")
     if n < 1:
         raise ValueError(f"threads must be a positive integer, got {n}")
-    B, T, H, V = batch_size, seq_length, hidden_size, vocab_size
-    if B <= 0 or T <= 0 or H <= 0 or V < 0 or T * H * (H + V) >= 2**62:
+    if B <= 0 or T <= 0 or H <= 0 or V < 0:
         return 1
+    if not (T < 2**20 and H < 2**20 and V < 2**20):  # else T*H*(H+V) < 2**61 in C
+        if <object>T * H * (<object>H + V) >= 2**62:  # (exact, in Python ints)
+            return 1
     return _n_parts(B, T, H, V, n)
 
 
@@ -1360,6 +1368,12 @@ def sample_work_size(int hidden_size, int vocab_size):
 cdef int _as_int(object value, str name) except? -1:
     # A C int argument would take a float and truncate it (1.5 -> 1): integers only (anything
     # with __index__: Python and numpy integers, bools), and within a C int's range
+    cdef int overflow = 0
+    cdef long long v
+    if type(value) is int:  # the usual case, without a call to operator.index
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow and -2**31 <= v < 2**31:
+            return <int>v
     try:
         i = _index(value)
     except TypeError:
@@ -1394,7 +1408,7 @@ cdef int _check_scalar(floating x, double value, str name, bint allow_inf) excep
     # `value` was checked positive (and finite unless allow_inf) as a double; x is it rounded to
     # the buffers' type, which must still be positive (and finite): 1e-50 is 0 as a float32,
     # 1e300 is inf.
-    if not (x > 0 and (allow_inf or x < <floating>float("inf"))):
+    if not (x > 0 and (allow_inf or x < <floating>INFINITY)):
         raise ValueError(f"{name}={value!r} is {x!r} as a "
                          f"{'float32' if floating is float else 'float64'}; choose a value the "
                          f"model's dtype can hold")
@@ -1404,6 +1418,11 @@ cdef int _check_scalar(floating x, double value, str name, bint allow_inf) excep
 cdef int _check_dims(Py_ssize_t n_params, int H, int V) except -1:
     if H <= 0 or V <= 0:
         raise ValueError(f"hidden_size and vocab_size must be positive, got {H} and {V}")
+    cdef Py_ssize_t need
+    if H < 2**30 and V < 2**30:  # num_params in C: 2HV + H^2 + H + V < 2**62
+        need = 2 * <Py_ssize_t>H * V + <Py_ssize_t>H * H + H + V
+        if n_params == need:
+            return 0
     if n_params != num_params(H, V):
         raise ValueError(f"params has {n_params} elements, but hidden_size={H} and "
                          f"vocab_size={V} need {num_params(H, V)}")
@@ -1428,6 +1447,8 @@ cdef int _check_ids(const int[:, ::1] ids, int V, str name) except -1:
 
 
 cdef dict _work_sizes = {}  # work_size of the chunk shapes seen: a trainer uses one or two
+cdef Py_ssize_t _last_chunk[6]  # B, T, H, V, threads and work_size of the last chunk checked
+_last_chunk[0] = -1
 
 
 cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:, ::1] targets,
@@ -1443,13 +1464,24 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
         _check_ids(targets, V, "targets")
     if h_rows != B or h_cols != H:
         raise ValueError(f"h has shape ({h_rows}, {h_cols}); expected (batch, hidden) = ({B}, {H})")
-    key = (B, T, H, V, threads)
-    need = _work_sizes.get(key)
-    if need is None:  # (work_size, exact Python arithmetic, took 1/80 of a min-char call)
-        need = work_size(B, T, H, V, threads)
-        if len(_work_sizes) >= 64:
-            _work_sizes.clear()
-        _work_sizes[key] = need
+    cdef Py_ssize_t need
+    if (_last_chunk[0] == B and _last_chunk[1] == T and _last_chunk[2] == H
+            and _last_chunk[3] == V and _last_chunk[4] == threads):
+        need = _last_chunk[5]  # (a trainer's every call: no tuple, no dict)
+    else:
+        key = (B, T, H, V, threads)
+        found = _work_sizes.get(key)
+        if found is None:  # (work_size, exact Python arithmetic, took 1/80 of a min-char call)
+            found = work_size(B, T, H, V, threads)
+            if len(_work_sizes) >= 64:
+                _work_sizes.clear()
+            _work_sizes[key] = found
+        if found >= 2**62:
+            raise ValueError(f"chunk too large: {found} scratch elements exceed the kernels' "
+                             f"2**31 limit")
+        need = found
+        _last_chunk[0], _last_chunk[1], _last_chunk[2] = B, T, H
+        _last_chunk[3], _last_chunk[4], _last_chunk[5] = V, threads, need
     if n_work < need:
         raise ValueError(f"work has {n_work} elements; a ({B}, {T}) chunk needs {need}")
     if need >= 2**31:
@@ -1476,7 +1508,7 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     cdef Py_ssize_t nbytes[7]
     if targets is None:
         raise ValueError("targets is required")
-    cdef int parts = chunk_parts(B, T, H, V, threads)
+    cdef int parts = _chunk_parts(B, T, H, V, threads)
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
                  parts)
     if grads.shape[0] != params.shape[0]:
@@ -1513,7 +1545,7 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     cdef const int* p_targets = NULL
     cdef const char* start[5]
     cdef Py_ssize_t nbytes[5]
-    cdef int parts = chunk_parts(B, T, H, V, threads)
+    cdef int parts = _chunk_parts(B, T, H, V, threads)
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
                  parts)
     if targets is not None:
@@ -1537,16 +1569,18 @@ cdef int _make_config(UpdateConfig* cfg, Py_ssize_t n, Py_ssize_t n_grads, Py_ss
                       double beta1, double beta2, double step, object clip_norm,
                       double grad_scale) except -1:
     # n_state1/n_state2: sizes of the optimizer state buffers, -1 where None was passed
-    cdef double inf = float("inf")
+    cdef double inf = INFINITY
     cdef double c = inf if clip is None else clip
     cdef double cn = inf if clip_norm is None else clip_norm
     if optimizer not in (OPT_ADAGRAD, OPT_SGD, OPT_RMSPROP, OPT_ADAM):
         raise ValueError(f"unknown optimizer code {optimizer}")
     if n_grads != n:
         raise ValueError(f"params and grads must have equal sizes, got {n} and {n_grads}")
-    for k, size in enumerate((n_state1, n_state2)):
-        needed = optimizer != OPT_SGD if k == 0 else optimizer == OPT_ADAM
-        if needed and size != n:
+    cdef int k
+    cdef Py_ssize_t size
+    for k in range(2):
+        size = n_state1 if k == 0 else n_state2
+        if (optimizer != OPT_SGD if k == 0 else optimizer == OPT_ADAM) and size != n:
             raise ValueError(f"optimizer state {k + 1} has "
                              f"{'no buffer' if size < 0 else f'{size} elements'}; expected {n}")
     if not (lr > 0 and lr < inf):
@@ -1559,7 +1593,7 @@ cdef int _make_config(UpdateConfig* cfg, Py_ssize_t n, Py_ssize_t n_grads, Py_ss
         raise ValueError(f"clip_norm must be positive (or None to disable), got {clip_norm}")
     if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
         raise ValueError(f"beta1 and beta2 must lie in [0, 1), got {beta1} and {beta2}")
-    if not (step >= 1 and step == int(step) and step < inf):
+    if not (step >= 1 and step == floor(step) and step < inf):
         raise ValueError(f"step must be a positive integer, got {step}")
     if not (grad_scale > 0 and grad_scale < inf):
         raise ValueError(f"grad_scale must be a positive finite number, got {grad_scale}")
@@ -1665,7 +1699,7 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     cdef bint taken = True
     if targets is None:
         raise ValueError("targets is required")
-    cdef int parts = chunk_parts(B, T, H, V, threads)
+    cdef int parts = _chunk_parts(B, T, H, V, threads)
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
                  parts)
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), opt, lr,
@@ -1760,7 +1794,7 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
     if not greedy:
         if uniforms.shape[0] < n:
             raise ValueError(f"need {n} uniforms, got {uniforms.shape[0]}")
-        if not (temperature > 0 and temperature < float("inf")):
+        if not (temperature > 0 and temperature < INFINITY):
             raise ValueError(f"temperature must be positive and finite, got {temperature}")
         _check_scalar(<floating>temperature, temperature, "temperature", False)
     _span(start, nbytes, 0, &h[0], h.shape[0] * sizeof(floating))
