@@ -183,7 +183,7 @@ cdef inline void _rowsum(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize
 
 cdef inline void _dots(int n, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                        const floating* x, floating* y) noexcept nogil:
-    # y[:n] += W (n,K) @ x, 1 <= n <= 8, each row of W readable a whole vector past K
+    # y[:n] += W (n,K) @ x, 1 <= n <= 8
     if floating is float:
         fr_dots_f32(n, K, W, ldw, x, y)
     else:
@@ -313,8 +313,9 @@ cdef void _prepare(const floating* P, int H, int V, int B, bint split,
     # products on Whh itself instead (_mv), and WhhT is left alone. One whose recurrence is split
     # (split, from _split_whh; Hd = H - H % 16 units by ROWSUM, the rest by _dots) holds in WhhT's place the
     # transpose of Whh's first Hd rows (H, Hd), for the forward step's first Hd units, then that
-    # of its last H % 16 columns, in rows of _padded(H) (H % 16, _padded(H)), for BPTT's last
-    # units (it fits: H % 16 <= 8 rows of fewer than H + 16 values take less than 16 * H).
+    # of its last H % 16 columns, in rows of _padded(H) (H % 16, _padded(H); the values past H
+    # are not read), for BPTT's last units (it fits: H % 16 <= 8 rows of fewer than H + 16
+    # values take less than 16 * H).
     cdef Py_ssize_t ldh = _transposed_ld(H), ldv = _transposed_ld(V), i
     cdef Py_ssize_t Hd = H - H % 16, Hp = _padded(H)
     cdef const floating* Whh = P + <Py_ssize_t>H * V
@@ -323,8 +324,6 @@ cdef void _prepare(const floating* P, int H, int V, int B, bint split,
     if split:
         _transpose(Hd, H, Whh, H, Wt, Hd)
         _transpose(H, H - Hd, Whh + Hd, H, tail, Hp)
-        for i in range(H - Hd):
-            memset(tail + i * Hp + H, 0, (Hp - H) * sizeof(floating))
     elif B > 1 or H < DOT_MIN_H:
         _transpose(H, H, Whh, H, Wt, ldh)
         for i in range(H):

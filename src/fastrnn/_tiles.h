@@ -450,28 +450,22 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
     }                                                                                          \
 }
 
-/* FR_DEFINE_DOTS(T, V, IV, NAME, BITREV, HSUMS): void NAME(n, K, W, ldw, x, y): y[:n] += W (n,K)
- * @ x for a few rows, 1 <= n <= 8: the last H % 16 units of a one-row recurrence whose other
- * units go through ROWSUM on whole vectors (see _kernels.pyx, _split_whh). Each row's dot
- * product keeps one partial sum per lane, and the lanes are added by HSUMS. Each row of W must
- * be readable up to the whole vector past K (rows followed by more values, or padded); those
- * lanes count as zero, as do x's past K. */
-#define FR_DEFINE_DOTS(T, V, IV, NAME, BITREV, HSUMS)                                           \
+/* FR_DEFINE_DOTS(T, V, NAME, BITREV, HSUMS, PART_LOAD): void NAME(n, K, W, ldw, x, y): y[:n] +=
+ * W (n,K) @ x for a few rows, 1 <= n <= 8: the last H % 16 units of a one-row recurrence whose
+ * other units go through ROWSUM on whole vectors (see _kernels.pyx, _split_whh). Each row's dot
+ * product keeps one partial sum per lane, and the lanes are added by HSUMS; the last K % lanes
+ * values of x and of each row are read as a partial vector (PART_LOAD). */
+#define FR_DEFINE_DOTS(T, V, NAME, BITREV, HSUMS, PART_LOAD)                                    \
 static inline __attribute__((always_inline)) void NAME##_n(                                    \
     const int n, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y)                     \
 {                                                                                              \
     enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
     const ptrdiff_t Kv = K - K % L;                                                            \
-    T xt[L], out[L];                                                                           \
-    V acc[L], xtail, xv, w;                                                                    \
-    IV keep, wi;                                                                               \
-    memset(xt, 0, sizeof(xt));                                                                 \
-    memcpy(xt, x + Kv, (K - Kv) * sizeof(T));                                                  \
-    memcpy(&xtail, xt, sizeof(V));                                                             \
-    for (int j = 0; j < L; j++) {                                                              \
-        keep[j] = j < K - Kv ? -1 : 0;                                                         \
+    T out[L];                                                                                  \
+    V acc[L], xv, w;                                                                           \
+    _Pragma("GCC unroll 16") /* (in registers, not a kilobyte of stack cleared) */             \
+    for (int j = 0; j < L; j++)                                                                \
         acc[j] = (V){0};                                                                       \
-    }                                                                                          \
     for (ptrdiff_t k = 0; k < Kv; k += L) {                                                    \
         memcpy(&xv, x + k, sizeof(V));                                                         \
         for (int j = 0; j < n; j++) { /* row j in lane j of HSUMS's result */                  \
@@ -479,12 +473,11 @@ static inline __attribute__((always_inline)) void NAME##_n(                     
             acc[BITREV[j]] += w * xv;                                                          \
         }                                                                                      \
     }                                                                                          \
-    if (Kv < K)                                                                                \
-        for (int j = 0; j < n; j++) {                                                          \
-            memcpy(&wi, W + j * ldw + Kv, sizeof(V));                                          \
-            wi &= keep;                                                                        \
-            acc[BITREV[j]] += (V)wi * xtail;                                                   \
-        }                                                                                      \
+    if (Kv < K) {                                                                              \
+        xv = PART_LOAD(x + Kv, (int)(K - Kv));                                                 \
+        for (int j = 0; j < n; j++)                                                            \
+            acc[BITREV[j]] += PART_LOAD(W + j * ldw + Kv, (int)(K - Kv)) * xv;                 \
+    }                                                                                          \
     const V s = HSUMS(acc);                                                                    \
     memcpy(out, &s, sizeof(V));                                                                \
     for (int j = 0; j < n; j++)                                                                \
@@ -581,7 +574,7 @@ FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32, fr_r
                fr_part_load_f32, fr_part_store_f32)
 FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64, fr_rowsum_f64,
                fr_part_load_f64, fr_part_store_f64)
-FR_DEFINE_DOTS(float, fr_vf, fr_vi, fr_dots_f32, fr_bitrev16, fr_hsums_f32)
-FR_DEFINE_DOTS(double, fr_vd, fr_vl, fr_dots_f64, fr_bitrev8, fr_hsums_f64)
+FR_DEFINE_DOTS(float, fr_vf, fr_dots_f32, fr_bitrev16, fr_hsums_f32, fr_part_load_f32)
+FR_DEFINE_DOTS(double, fr_vd, fr_dots_f64, fr_bitrev8, fr_hsums_f64, fr_part_load_f64)
 
 #endif
