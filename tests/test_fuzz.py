@@ -238,18 +238,38 @@ def pair_of_models(V, H, dtype, seed):
     return models
 
 
-def agree(r1, r2, dtype):
+def _largest(r):
+    """The largest magnitude of any value in the arrays of a (nested) result (gradients and
+    states; not the loss, a sum over tokens)."""
+    if isinstance(r, dict):
+        return max((_largest(v) for v in r.values()), default=0.0)
+    if isinstance(r, tuple):
+        return max((_largest(v) for v in r), default=0.0)
+    return float(np.max(np.abs(r), initial=0.0)) if np.ndim(r) > 0 else 0.0
+
+
+def agree(r1, r2, dtype, scale=None):
+    """Each array of r2 within 2e-4 (float32; 1e-9 float64) of r1's, norm-wise; in float32 also
+    accepted: within 1e-6 of the largest value of the result's arrays, which is about how far
+    float32 sums of terms of that size round. A gradient that cancels is far smaller than its
+    terms, and two summation orders can then differ by more than 2e-4 of it: dWhh of H=1 came to
+    -3.4e-5 from terms near 1, numpy's float32 -3.40343e-5, the kernels' -3.40045e-5, float64's
+    -3.40764e-5 (each float32 order 1-2e-3 from it)."""
     tol = 1e-9 if dtype == "float64" else 2e-4
+    if scale is None:
+        scale = _largest(r1)
     if isinstance(r1, dict):
         assert r1.keys() == r2.keys()
         for k in r1:
-            agree(r1[k], r2[k], dtype)
+            agree(r1[k], r2[k], dtype, scale)
     elif isinstance(r1, tuple):
         for x, y in zip(r1, r2, strict=True):
-            agree(x, y, dtype)
+            agree(x, y, dtype, scale)
     else:
         assert np.shape(r1) == np.shape(r2)
-        assert rel_err(r1, r2) <= tol
+        assert rel_err(r1, r2) <= tol or (
+            dtype == "float32" and np.max(np.abs(np.asarray(r1, np.float64) - r2),
+                                          initial=0.0) <= 1e-6 * scale), (r1, r2)
 
 
 @FUZZ
