@@ -46,7 +46,8 @@ cdef struct UpdateConfig:
     double clip
 
 # h_next (B,H) = tanh(Wxh[:, x] + Whh h_prev + bh): one time step for a batch of B rows.
-# split: Wt was laid out for one sequence's recurrence in two parts (_split_whh in _kernels.pyx).
+# split: Wt was laid out for one sequence's recurrence in two parts (_split_whh in _kernels.pyx),
+# and h_next already holds Wxh[:, x] + bh (forward gathers every step's input first).
 cdef void step(const floating* P, int H, int V, int B, const int* x, int x_stride,
                const floating* Wt, bint split, const floating* h_prev,
                floating* h_next) noexcept nogil
