@@ -281,13 +281,14 @@ cdef enum:
 
 
 cdef inline bint _split_whh(int B, int H) noexcept nogil:
-    # Whether a chunk of B rows runs the recurrence of its one sequence in two parts: its first H - H % 16 units by ROWSUM on whole vectors, and the H % 16 others by dot
-    # products (_dots). Padding the last vector instead cost as much as 16 more units: at H=100
-    # 700 vector loads a step against 628, and the padded WhhT (44.8 KB) did not stay in a 48 KB
-    # L1 cache. Up to 8 units of tail (more cost about as many loads as the padded vector), and
-    # from H = 48 on (a min-char step took 0.94x the time at H=100 and 200, 0.98x at 50 and 68,
-    # but 1.03x at 40). Not for one-row parts of a batch (B > 1): their threads share the
-    # prepared weights, which BPTT here rewrites (_whh_rows).
+    # Whether a chunk of B rows runs the recurrence of its one sequence in two parts: its first
+    # H - H % 16 units by ROWSUM on whole vectors, and the H % 16 others by dot products (_dots).
+    # Padding the last vector instead cost as much as 16 more units: at H=100 700 vector loads a
+    # step against 628, and the padded WhhT (44.8 KB) did not stay in a 48 KB L1 cache (with the
+    # input columns gathered apart, 40 KB do: see step). Up to 8 units of tail (more cost about as
+    # many loads as the padded vector), and from H = 48 on (a min-char step took 0.94x the time at
+    # H=100 and 200, 0.98x at 50 and 68, but 1.03x at 40). Not for one-row parts of a batch (B > 1):
+    # their threads share the prepared weights, which BPTT here rewrites (_whh_rows).
     return B == 1 and 48 <= H < DOT_MIN_H and 0 < H % 16 <= 8
 
 
@@ -311,11 +312,11 @@ cdef void _prepare(const floating* P, int H, int V, int B, bint split,
     # padded with zeros to whole vectors (ldh, ldv: _transposed_ld), so that the forward pass's
     # products read them row-major (_mm). A chunk of one sequence with H >= DOT_MIN_H takes dot
     # products on Whh itself instead (_mv), and WhhT is left alone. One whose recurrence is split
-    # (split, from _split_whh; Hd = H - H % 16 units by ROWSUM, the rest by _dots) holds in WhhT's place the
-    # transpose of Whh's first Hd rows (H, Hd), for the forward step's first Hd units, then that
-    # of its last H % 16 columns, in rows of _padded(H) (H % 16, _padded(H); the values past H
-    # are not read), for BPTT's last units (it fits: H % 16 <= 8 rows of fewer than H + 16
-    # values take less than 16 * H).
+    # (split, from _split_whh; Hd = H - H % 16 units by ROWSUM, the rest by _dots) holds in
+    # WhhT's place the transpose of Whh's first Hd rows (H, Hd), for the forward step's first Hd
+    # units, then that of its last H % 16 columns, in rows of _padded(H) (H % 16, _padded(H);
+    # the values past H are not read), for BPTT's last units (it fits: H % 16 <= 8 rows of fewer
+    # than H + 16 values take less than 16 * H). BPTT then rewrites the first part (_whh_rows).
     cdef Py_ssize_t ldh = _transposed_ld(H), ldv = _transposed_ld(V), i
     cdef Py_ssize_t Hd = H - H % 16, Hp = _padded(H)
     cdef const floating* Whh = P + <Py_ssize_t>H * V
@@ -360,17 +361,17 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
     # and h_next already holds the step's input (_input: forward gathers every step's first, so
     # that in the steps the recurrent weights, 40 KB at H=100, have the L1 cache to themselves)
     cdef const floating* Whh = P + <Py_ssize_t>H * V
-    cdef Py_ssize_t b, i
-    if not split:
-        for b in range(B):
-            _input(P, H, V, x[b * x_stride], h_next + b * H)
+    cdef Py_ssize_t b
     if split:  # += h_prev @ WhhT: its first Hd columns, then Whh's last rows
         _rowsum(H - H % 16, H, Wt, H - H % 16, h_prev, h_next)
         _dots(H % 16, H, Whh + (H - H % 16) * <Py_ssize_t>H, H, h_prev, h_next + H - H % 16)
-    elif B == 1 and H >= DOT_MIN_H:
-        _mv(H, H, Whh, H, _tail_whh(H, V), h_prev, h_next)  # += Whh @ h_prev
     else:
-        _mm(B, H, H, h_prev, H, 1, Wt, _transposed_ld(H), True, h_next, H)  # += h_prev @ WhhT
+        for b in range(B):
+            _input(P, H, V, x[b * x_stride], h_next + b * H)
+        if B == 1 and H >= DOT_MIN_H:
+            _mv(H, H, Whh, H, _tail_whh(H, V), h_prev, h_next)  # += Whh @ h_prev
+        else:  # += h_prev @ WhhT
+            _mm(B, H, H, h_prev, H, 1, Wt, _transposed_ld(H), True, h_next, H)
     # on whole vectors: the values past the last row land in the next step's rows, still to be
     # written, or in the WORK_SLACK zeros after the last (tanh(0) = 0); no scalar tail loop. Not
     # when split: the next step's row holds its input already.
@@ -1360,8 +1361,10 @@ cdef int _chunk_parts(int B, int T, int H, int V, object threads) except -1:
         raise ValueError(f"threads must be a positive integer, got {n}")
     if B <= 0 or T <= 0 or H <= 0 or V < 0:
         return 1
-    if not (T < 2**20 and H < 2**20 and V < 2**20):  # else T*H*(H+V) < 2**61 in C
-        if <object>T * H * (<object>H + V) >= 2**62:  # (exact, in Python ints)
+    # T*H*(H+V) must stay below 2**62 (_n_parts multiplies them in C): it does when all three
+    # are below 2**20; else it is checked in (exact) Python ints
+    if not (T < 2**20 and H < 2**20 and V < 2**20):
+        if <object>T * H * (<object>H + V) >= 2**62:
             return 1
     return _n_parts(B, T, H, V, n)
 

@@ -192,10 +192,10 @@ FR_DEFINE_PART(float, fr_vf, f32)
 FR_DEFINE_PART(double, fr_vd, f64)
 #endif
 
-/* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM): void NAME(M, N, K, A, a_rs, a_ks, W, ldw,
- * w_padded, C, ldc), NAME##_set (the same arguments, C = instead of +=) and void NAME##v(N, K,
- * W, ldw, w_padded, x, y) for element type T, vector type V and the integer vector type IV of
- * the same lanes. */
+/* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM, PART_LOAD, PART_STORE): void NAME(M, N,
+ * K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc), NAME##_set (the same arguments, C = instead of
+ * +=) and void NAME##v(N, K, W, ldw, w_padded, x, y) for element type T, vector type V and the
+ * integer vector type IV of the same lanes (PART_LOAD, PART_STORE: fr_part_load_f32, ...). */
 #define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM, PART_LOAD, PART_STORE)          \
 enum { NAME##_LANES = (int)(sizeof(V) / sizeof(T)) };                                          \
                                                                                                \
