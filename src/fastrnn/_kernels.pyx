@@ -189,6 +189,15 @@ cdef inline void _dots(int n, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
     else:
         fr_dots_f64(n, K, W, ldw, x, y)
 
+cdef inline void _split_mv(int H, const floating* head, const floating* tail, Py_ssize_t ld_tail,
+                           const floating* x, floating* y) noexcept nogil:
+    # y (H) += the recurrent product of a split recurrence (_split_whh), Hd = H - H % 16:
+    # y[:Hd] += x @ head (H rows of Hd values) by ROWSUM, y[Hd:] += tail (H % 16 rows of H
+    # values, ld_tail apart) @ x by _dots
+    cdef Py_ssize_t Hd = H - H % 16
+    _rowsum(Hd, H, head, Hd, x, y)
+    _dots(H % 16, H, tail, ld_tail, x, y + Hd)
+
 cdef inline void _rowsum_into(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                               const floating* x, floating* y, floating* pad) noexcept nogil:
     # y (N) += x (K) @ W (K, :N) for any N, by _rowsum on a copy of y padded to whole vectors in
@@ -363,8 +372,7 @@ cdef void step(const floating* P, int H, int V, int B, const int* x, int x_strid
     cdef const floating* Whh = P + <Py_ssize_t>H * V
     cdef Py_ssize_t b
     if split:  # += h_prev @ WhhT: its first Hd columns, then Whh's last rows
-        _rowsum(H - H % 16, H, Wt, H - H % 16, h_prev, h_next)
-        _dots(H % 16, H, Whh + (H - H % 16) * <Py_ssize_t>H, H, h_prev, h_next + H - H % 16)
+        _split_mv(H, Wt, Whh + (H - H % 16) * <Py_ssize_t>H, H, h_prev, h_next)
     else:
         for b in range(B):
             _input(P, H, V, x[b * x_stride], h_next + b * H)
@@ -520,8 +528,7 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
             else:
                 break
             if split:  # += Whh^T dh: Whh's first Hd columns (_whh_rows), its last transposed
-                _rowsum(H - H % 16, H, Wt, H - H % 16, dh, dst)
-                _dots(H % 16, H, Wt + H * (H - H % 16), _padded(H), dh, dst + H - H % 16)
+                _split_mv(H, Wt, Wt + H * (H - H % 16), _padded(H), dh, dst)
             elif B == 1 and H >= DOT_MIN_H:
                 _rowsum_into(H, H, Whh, H, dh, dst, scratch)  # Whh is followed by Why
             else:
@@ -1460,7 +1467,6 @@ cdef int _check_ids(const int[:, ::1] ids, int V, str name) except -1:
     return 0
 
 
-cdef dict _work_sizes = {}  # work_size of the chunk shapes seen: a trainer uses one or two
 cdef Py_ssize_t _last_chunk[6]  # B, T, H, V, threads and work_size of the last chunk checked
 _last_chunk[0] = -1
 
@@ -1481,15 +1487,9 @@ cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:
     cdef Py_ssize_t need
     if (_last_chunk[0] == B and _last_chunk[1] == T and _last_chunk[2] == H
             and _last_chunk[3] == V and _last_chunk[4] == threads):
-        need = _last_chunk[5]  # (a trainer's every call: no tuple, no dict)
-    else:
-        key = (B, T, H, V, threads)
-        found = _work_sizes.get(key)
-        if found is None:  # (work_size, exact Python arithmetic, took 1/80 of a min-char call)
-            found = work_size(B, T, H, V, threads)
-            if len(_work_sizes) >= 64:
-                _work_sizes.clear()
-            _work_sizes[key] = found
+        need = _last_chunk[5]  # (a trainer's every call)
+    else:  # work_size, in exact Python ints, took 1/80 of a min-char call
+        found = work_size(B, T, H, V, threads)
         if found >= 2**62:
             raise ValueError(f"chunk too large: {found} scratch elements exceed the kernels' "
                              f"2**31 limit")

@@ -154,9 +154,11 @@ static void NAME(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x
     }                                                                                          \
 }
 
-/* The first n lanes of a vector, the others zero, and a store of the first n (0 < n < lanes):
- * the last columns of a product, as masked loads and stores. Without AVX-512 no tile is given a
- * partial last vector (FR_MASKED_TAIL 0), and these copies, correct but slow, never run. */
+/* The first n lanes of a vector, the others zero, and a store of the first n (0 < n <= lanes):
+ * the last columns of a product, the edges of a transpose, the last values of fr_dots' rows. With
+ * AVX-512 they are masked loads and stores. Without it they are copies, correct but slow: no
+ * tile is given a partial last vector then (FR_MASKED_TAIL 0), and fr_dots takes one per row
+ * and call. */
 #if defined(__AVX512F__)
 #define FR_MASKED_TAIL 1
 static inline __attribute__((always_inline)) fr_vf fr_part_load_f32(const float *p, int n)
@@ -529,16 +531,15 @@ static void NAME(int n, ptrdiff_t K, const T *W, ptrdiff_t ldw, const T *x, T *y
 static inline __attribute__((always_inline)) void fr_transpose16_f32(
     const float *src, ptrdiff_t lds, float *dst, ptrdiff_t ldd, int rows, int cols)
 {
-    const __mmask16 kc = (__mmask16)((1u << cols) - 1), kr = (__mmask16)((1u << rows) - 1);
     fr_vf r[16];
     for (int i = 0; i < 16; i++)
-        r[i] = i < rows ? (fr_vf)_mm512_maskz_loadu_ps(kc, src + i * lds) : (fr_vf){0};
+        r[i] = i < rows ? fr_part_load_f32(src + i * lds, cols) : (fr_vf){0};
     FR_T_ROUND(1)
     FR_T_ROUND(2)
     FR_T_ROUND(4)
     FR_T_ROUND(8)
     for (int i = 0; i < cols; i++)
-        _mm512_mask_storeu_ps(dst + i * ldd, kr, (__m512)r[i]);
+        fr_part_store_f32(dst + i * ldd, r[i], rows);
 }
 #endif
 
