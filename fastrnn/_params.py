@@ -1,22 +1,35 @@
-"""The model's parameter layout, shared by every backend and by the compiled kernels.
-
-All five tensors live in one flat buffer, in this order, each row-major:
-    Wxh (H,V) | Whh (H,H) | Why (V,H) | bh (H,) | by (V,)
-so that clipping, zeroing and the optimizer are each one loop over `num_params(H, V)` values.
+"""Flat parameter buffers: aligned allocation, packing named tensors into a model's layout
+(fastrnn._layout) and checking them. All tensors live in one flat buffer, so clipping, zeroing
+and the optimizer are each one loop over `spec.num_params` values.
 """
 import numpy as np
 
-PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
+from ._layout import LEGACY_NAMES, ModelSpec
+from ._layout import unflatten as _unflatten
+
+PARAM_NAMES = LEGACY_NAMES  # min-char-rnn's model: Wxh Whh Why bh by
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def vanilla(hidden_size, vocab_size):
+    """The spec of min-char-rnn's model (one tanh layer)."""
+    return ModelSpec("rnn", vocab_size, hidden_size)
+
+
 def param_shapes(hidden_size, vocab_size):
-    H, V = hidden_size, vocab_size
-    return {"Wxh": (H, V), "Whh": (H, H), "Why": (V, H), "bh": (H,), "by": (V,)}
+    """min-char-rnn's model's {name: shape}."""
+    return vanilla(hidden_size, vocab_size).shapes()
 
 
 def num_params(hidden_size, vocab_size):
-    return sum(int(np.prod(s)) for s in param_shapes(hidden_size, vocab_size).values())
+    return vanilla(hidden_size, vocab_size).num_params
+
+
+def flat_anchor(spec):
+    """The value of a flat buffer that must start a 64-byte line: Whh's (H*V) in min-char-rnn's
+    layout, whose rows one sequence streams every step; 0 in the stacked layout, whose slots
+    are all 16-value aligned."""
+    return spec.hidden_size * spec.vocab_size if spec.legacy else 0
 
 
 ALIGN = 64  # bytes: one cache line, and one AVX-512 vector
@@ -43,20 +56,21 @@ def aligned_zeros(n, dtype, at=0):
     return a
 
 
-def unflatten(flat, hidden_size, vocab_size):
-    """Named views (no copies) into a flat buffer, keyed by PARAM_NAMES."""
-    views, offset = {}, 0
-    for name, shape in param_shapes(hidden_size, vocab_size).items():
-        size = int(np.prod(shape))
-        views[name] = flat[offset:offset + size].reshape(shape)
-        offset += size
-    return views
+def unflatten(flat, spec):
+    """Named views (no copies) into a flat buffer, in layout order."""
+    return _unflatten(flat, spec)
 
 
-def pack(tensors, hidden_size, vocab_size, dtype):
-    """A new flat numpy buffer of `dtype` holding the five tensors (already shape-checked)."""
-    flat = aligned_zeros(num_params(hidden_size, vocab_size), dtype, at=hidden_size * vocab_size)
-    views = unflatten(flat, hidden_size, vocab_size)
+def zeros_like_params(spec, dtype):
+    """A zeroed, aligned flat numpy buffer for `spec` (see flat_anchor)."""
+    return aligned_zeros(spec.num_params, dtype, at=flat_anchor(spec))
+
+
+def pack(tensors, spec, dtype):
+    """A new flat numpy buffer of `dtype` holding the named tensors (already shape-checked);
+    padding stays zero."""
+    flat = zeros_like_params(spec, dtype)
+    views = unflatten(flat, spec)
     for name, value in tensors.items():
         views[name][...] = value
     return flat
@@ -73,22 +87,23 @@ def check_dtype(dtype):
     return dt
 
 
-def check_tensors(tensors, hidden_size, vocab_size, what="params"):
-    """Checks a dict of the five tensors: exact keys, shapes and finite real values."""
+def check_tensors(tensors, spec, what="params"):
+    """Checks a dict of the spec's named tensors: exact keys, shapes and real values."""
+    names = spec.names
     if not isinstance(tensors, dict):
-        raise TypeError(f"{what} must be a dict with keys {', '.join(PARAM_NAMES)}, "
+        raise TypeError(f"{what} must be a dict with keys {', '.join(names)}, "
                         f"got {type(tensors).__name__}")
-    missing = [k for k in PARAM_NAMES if k not in tensors]
-    extra = [k for k in tensors if k not in PARAM_NAMES]
+    missing = [k for k in names if k not in tensors]
+    extra = [k for k in tensors if k not in names]
     if missing or extra:
-        raise ValueError(f"{what} must have exactly the keys {', '.join(PARAM_NAMES)}; "
+        raise ValueError(f"{what} must have exactly the keys {', '.join(names)}; "
                          f"missing {missing}, unexpected {extra}")
     out = {}
-    for name, shape in param_shapes(hidden_size, vocab_size).items():
+    for name, shape in spec.shapes().items():
         a = np.asarray(tensors[name])
         if a.shape != shape:
             raise ValueError(f"{what}[{name!r}] has shape {a.shape}; expected {shape} "
-                             f"(hidden_size={hidden_size}, vocab_size={vocab_size})")
+                             f"({spec.describe()}, vocab_size={spec.vocab_size})")
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise TypeError(f"{what}[{name!r}] must hold real numbers, got dtype {a.dtype}")
         out[name] = a

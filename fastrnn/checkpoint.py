@@ -175,7 +175,7 @@ def model_arrays(model):
 
 def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None):
     """A CharRNN rebuilt from checkpoint entries, on any backend and device."""
-    from ._params import PARAM_NAMES, check_dtype, check_tensors
+    from ._params import PARAM_NAMES, check_dtype, check_tensors, vanilla
     from .model import CharRNN
     from .vocab import Vocab, from_code_points
     try:
@@ -199,7 +199,7 @@ def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cp
                                   f"vocab_size is {V}")
     try:
         # the sizes must match the arrays actually stored before a model of that size is built
-        check_tensors(params, H, V)
+        check_tensors(params, vanilla(H, V))
         if dtype is None:
             check_dtype(saved_dtype)
     except (ValueError, TypeError) as exc:

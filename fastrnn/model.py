@@ -5,7 +5,8 @@ import numbers
 
 import numpy as np
 
-from ._params import PARAM_NAMES, check_dtype, check_tensors, param_shapes
+from ._layout import ModelSpec
+from ._params import check_dtype, check_tensors
 from .backends import get_backend
 from .vocab import Vocab
 
@@ -33,42 +34,98 @@ def as_ids(a, vocab_size, name, ndims=(1, 2)):
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
-INITS = ("gist", "uniform")  # weight initialisations (see CharRNN)
+INITS = ("gist", "uniform", "orthogonal", "identity")  # weight initialisations (see CharRNN)
+
+
+def init_params(spec, init, rng, forget_bias=0.0):
+    """Initial tensors of a model, drawn from rng in layout order (see CharRNN)."""
+    H = spec.hidden_size
+    bound = 1 / np.sqrt(H)
+    if spec.legacy and init in ("gist", "uniform"):  # min-char-rnn's draws: Wxh, Whh, Why
+        return {name: (np.zeros(shape) if not name.startswith("W")
+                       else rng.standard_normal(shape) * 0.01 if init == "gist"
+                       else rng.uniform(-bound, bound, shape))
+                for name, shape in spec.shapes().items()}
+    recurrent = {spec.layer_names(k)[1] for k in range(spec.num_layers)}
+    out = {}
+    for name, shape in spec.shapes().items():
+        if init == "gist":
+            out[name] = (rng.standard_normal(shape) * 0.01 if len(shape) == 2
+                         else np.zeros(shape))
+        else:
+            out[name] = rng.uniform(-bound, bound, shape)
+        if name in recurrent and init == "orthogonal":  # each gate's (H,H) block
+            blocks = []
+            for _ in range(spec.gates):
+                q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                blocks.append(q * np.sign(np.diag(r)))
+            out[name] = np.concatenate(blocks, axis=0)
+        elif name in recurrent and init == "identity":
+            out[name] = np.eye(H)
+    if spec.cell == "lstm" and forget_bias:
+        for k in range(spec.num_layers):
+            _, _, b_ih, b_hh = spec.layer_names(k)
+            out[b_ih][H:2 * H] = forget_bias  # the forget gate's bias, split as b_ih + b_hh
+            out[b_hh][H:2 * H] = 0.0
+    return out
 
 
 class CharRNN:
-    """A character-level vanilla (Elman) RNN language model.
+    """A character-level recurrent language model: stacked rnn (Elman, tanh or relu), lstm or
+    gru layers and a linear head, PyTorch's equations and names (see fastrnn.backends.
+    numpy_backend for the math).
 
-    Parameters Wxh (H,V), Whh (H,H), Why (V,H), bh (H,), by (V,);
-    h_t = tanh(Wxh[:, x_t] + Whh h_{t-1} + bh), p_t = softmax(Why h_t + by),
-    loss = sum over tokens of -ln p_t[y_t]. Biases start at zero; the weights are drawn from
-    numpy.random.default_rng(seed), in the order Wxh, Whh, Why, as `init` says:
-      "gist"     N(0, 1) * 0.01, as min-char-rnn (the default)
-      "uniform"  U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default for nn.RNN and nn.Linear; with
-                 Adam on a large batch it learns faster (the `lab` preset uses it)
+    min-char-rnn's model (cell="rnn", one tanh layer) has the parameters Wxh (H,V), Whh (H,H),
+    Why (V,H), bh (H,), by (V,); h_t = tanh(Wxh[:, x_t] + Whh h_{t-1} + bh), p_t = softmax(Why
+    h_t + by), and its state is an (H,) or (B,H) array. Every other model has per layer k
+    weight_ih_l{k} (G*H, V or H), weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k} (G*H,)
+    (G = 1, 4, 3 for rnn, lstm, gru) and the head Why, by; its state is an (L,H) or (L,B,H)
+    array, or for lstm a tuple (h, c) of two. The loss is the summed cross-entropy in nats.
+
+    dropout=p multiplies each layer's output but the last, while training, by a mask of 0 and
+    1/(1-p) (PyTorch's nn.LSTM(dropout=p)); the Trainer draws the masks.
+
+    init: weights drawn from numpy.random.default_rng(seed), in layout order:
+      "gist"        N(0, 1) * 0.01 and zero biases, as min-char-rnn (its model's default)
+      "uniform"     U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default (every other model's default;
+                    min-char-rnn's model then keeps zero biases)
+      "orthogonal"  as uniform, with each gate's (H,H) block of the recurrent matrices orthogonal
+      "identity"    as uniform, with the recurrent matrix the identity (cell="rnn": IRNN, Le et
+                    al. 2015, with nonlinearity="relu")
+    forget_bias: the LSTM forget gates' bias (char-rnn sets 1).
 
     `vocab_size` may also be a Vocab, which is then kept as `model.vocab`.
     """
 
-    def __init__(self, vocab_size, hidden_size=100, *, backend="cython", dtype="float32",
-                 seed=0, device="cpu", vocab=None, init="gist"):
+    def __init__(self, vocab_size, hidden_size=100, *, cell="rnn", num_layers=1, dropout=0.0,
+                 nonlinearity="tanh", backend="cython", dtype="float32", seed=0, device="cpu",
+                 vocab=None, init=None, forget_bias=0.0):
         if isinstance(vocab_size, Vocab):
             vocab, vocab_size = vocab_size, len(vocab_size)
         V = check_positive_int(vocab_size, "vocab_size")
         H = check_positive_int(hidden_size, "hidden_size")
         if vocab is not None and len(vocab) != V:
             raise ValueError(f"vocab has {len(vocab)} characters but vocab_size={V}")
-        self.vocab = vocab
-        self._backend = get_backend(backend)(V, H, check_dtype(dtype), device)
-        if init not in INITS:
+        spec = ModelSpec(cell, V, H, num_layers, nonlinearity, dropout)
+        if init is None:
+            init = "gist" if spec.legacy else "uniform"
+        if not isinstance(init, str) or init not in INITS:
             raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
-        rng = np.random.default_rng(seed)
-        shapes = param_shapes(H, V)
-        bound = 1 / np.sqrt(H)
-        self.set_params({name: (np.zeros(shapes[name]) if not name.startswith("W")
-                                else rng.standard_normal(shapes[name]) * 0.01 if init == "gist"
-                                else rng.uniform(-bound, bound, shapes[name]))
-                         for name in PARAM_NAMES})
+        if init == "identity" and cell != "rnn":
+            raise ValueError(f"init='identity' is for cell='rnn' (IRNN), not {cell!r}")
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real) or \
+                not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
+        if forget_bias and cell != "lstm":
+            raise ValueError("forget_bias is for cell='lstm'")
+        self.vocab = vocab
+        self._backend = get_backend(backend)(spec, check_dtype(dtype), device)
+        self.set_params(init_params(spec, init, np.random.default_rng(seed), forget_bias))
+
+    @property
+    def spec(self):
+        """The model's description (fastrnn._layout.ModelSpec)."""
+        return self._backend.spec
 
     @property
     def vocab_size(self):
@@ -77,6 +134,22 @@ class CharRNN:
     @property
     def hidden_size(self):
         return self._backend.H
+
+    @property
+    def cell(self):
+        return self.spec.cell
+
+    @property
+    def num_layers(self):
+        return self.spec.num_layers
+
+    @property
+    def dropout(self):
+        return self.spec.dropout
+
+    @property
+    def nonlinearity(self):
+        return self.spec.nonlinearity
 
     @property
     def dtype(self):
@@ -91,17 +164,23 @@ class CharRNN:
         return self._backend.device
 
     def __repr__(self):
-        return (f"CharRNN(vocab_size={self.vocab_size}, hidden_size={self.hidden_size}, "
+        extra = ""
+        if not self.spec.legacy:
+            extra = (f", cell={self.cell!r}, num_layers={self.num_layers}"
+                     + (f", nonlinearity={self.nonlinearity!r}" if self.cell == "rnn" else "")
+                     + (f", dropout={self.dropout}" if self.dropout else ""))
+        return (f"CharRNN(vocab_size={self.vocab_size}, hidden_size={self.hidden_size}{extra}, "
                 f"backend={self.backend!r}, dtype={self.dtype.name!r}, device={self.device!r})")
 
     # -- parameters ----------------------------------------------------------------------------
     def get_params(self):
-        """Copies of Wxh, Whh, Why, bh, by as numpy arrays."""
+        """Copies of the named tensors (see the class docstring) as numpy arrays."""
         return self._backend.get_params()
 
     def set_params(self, params):
-        """Sets all five tensors from a dict of arrays (shapes checked, cast to the model dtype)."""
-        params = check_tensors(params, self.hidden_size, self.vocab_size)
+        """Sets every tensor from a dict of arrays (names and shapes checked, cast to the model
+        dtype)."""
+        params = check_tensors(params, self.spec)
         cast = {}
         for name, a in params.items():
             with np.errstate(over="ignore"):
@@ -111,24 +190,66 @@ class CharRNN:
                                  f"{self.dtype.name})")
         self._backend.set_params(cast)
 
-    # -- math ----------------------------------------------------------------------------------
-    def _initial_state(self, h0, batch, squeeze):
-        """h0 as a fresh C-contiguous (B,H) array of the model dtype."""
-        H = self.hidden_size
-        if h0 is None:
-            return np.zeros((batch, H), dtype=self.dtype)
-        h = np.asarray(h0)
-        want = (H,) if squeeze else (batch, H)
-        if h.shape != want:
-            raise ValueError(f"h0 has shape {h.shape}; expected {want}")
-        if not (np.issubdtype(h.dtype, np.floating) or np.issubdtype(h.dtype, np.integer)):
-            raise TypeError(f"h0 must hold real numbers, got dtype {h.dtype}")
-        with np.errstate(over="ignore"):
-            h = np.array(h, dtype=self.dtype, order="C", ndmin=2).reshape(batch, H)
-        if not np.all(np.isfinite(h)):  # checked after the cast: 1e300 is inf in float32
-            raise ValueError(f"h0 holds NaN or infinite values (as {self.dtype.name})")
-        return h
+    # -- state ---------------------------------------------------------------------------------
+    def zero_state(self, batch_size=None):
+        """The zero state: for min-char-rnn's model an (H,) array ((B,H) with batch_size), else
+        an (L,H) ((L,B,H)) array, or a tuple (h, c) of two for lstm."""
+        return self._initial_state(None, 1 if batch_size is None else batch_size,
+                                   batch_size is None, as_given=True)
 
+    def _state_array(self, a, want, name):
+        a = np.asarray(a)
+        if a.shape != want:
+            raise ValueError(f"{name} has shape {a.shape}; expected {want}")
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+        with np.errstate(over="ignore"):
+            a = np.array(a, dtype=self.dtype, order="C")  # a private copy: kernels write it
+        if not np.all(np.isfinite(a)):  # checked after the cast: 1e300 is inf in float32
+            raise ValueError(f"{name} holds NaN or infinite values (as {self.dtype.name})")
+        return a
+
+    def _initial_state(self, h0, batch, squeeze, as_given=False):
+        """The state for a chunk of `batch` rows as the backends take it: a fresh C-contiguous
+        (B,H) array for min-char-rnn's model, else a tuple of (L,B,H) arrays. With as_given, in
+        the user's shape instead ((H,)/(L,H) when squeeze)."""
+        H, L, spec = self.hidden_size, self.num_layers, self.spec
+        if spec.legacy:
+            want = (H,) if squeeze else (batch, H)
+            h = (np.zeros(want, dtype=self.dtype) if h0 is None
+                 else self._state_array(h0, want, "h0"))
+            return h if as_given else h.reshape(batch, H)
+        want = (L, H) if squeeze else (L, batch, H)
+        names = ("h0", "c0")[:spec.state_count]
+        if h0 is None:
+            parts = [np.zeros(want, dtype=self.dtype) for _ in names]
+        elif spec.cell == "lstm":
+            if not isinstance(h0, tuple) or len(h0) != 2:
+                raise TypeError(f"an lstm's state is a tuple (h, c) of two {want} arrays, got "
+                                f"{type(h0).__name__}")
+            parts = [self._state_array(a, want, n) for a, n in zip(h0, names)]
+        else:
+            if isinstance(h0, tuple):
+                raise TypeError(f"a {spec.cell}'s state is one {want} array, not a tuple")
+            parts = [self._state_array(h0, want, "h0")]
+        if as_given:
+            return tuple(parts) if spec.cell == "lstm" else parts[0]
+        return tuple(a.reshape(L, batch, H) for a in parts)
+
+    def _user_state(self, state, squeeze):
+        """A backend state in the user's form (see _initial_state)."""
+        if isinstance(state, np.ndarray):
+            return state[0] if squeeze else state
+        parts = tuple(a[:, 0] if squeeze else a for a in state)
+        return parts if self.cell == "lstm" else parts[0]
+
+    def _row(self, state, b):
+        """Row b of a backend state, as a backend state of one row (copies)."""
+        if isinstance(state, np.ndarray):
+            return state[b:b + 1].copy()
+        return tuple(np.ascontiguousarray(a[:, b:b + 1]) for a in state)
+
+    # -- math ----------------------------------------------------------------------------------
     def _chunk(self, inputs, targets, h0):
         x = as_ids(inputs, self.vocab_size, "inputs")
         squeeze = x.ndim == 1
@@ -143,12 +264,13 @@ class CharRNN:
         return x, y, self._initial_state(h0, x.shape[0], squeeze), squeeze
 
     def loss_and_grads(self, inputs, targets, h0=None, *, return_dh0=False):
-        """Loss, gradients and last hidden state of one chunk.
+        """Loss, gradients and last state of one chunk (no dropout: see Trainer).
 
-        inputs/targets: int arrays (T,) or (B,T); h0: None (zeros), (H,) or (B,H).
-        Returns (loss, grads, h): loss summed over all B*T tokens (a float); grads a dict like
-        get_params() (unclipped; with return_dh0 also "h0", the gradient wrt h0); h the last
-        hidden state, shaped like h0.
+        inputs/targets: int arrays (T,) or (B,T); h0: None (zeros) or a state (see
+        zero_state) for one sequence or B of them.
+        Returns (loss, grads, state): loss summed over all B*T tokens (a float); grads a dict
+        like get_params() (unclipped; with return_dh0 also "h0", the gradient wrt the initial
+        state, shaped like it); state the last one, shaped like h0.
         """
         if targets is None:
             raise ValueError("targets is required")
@@ -156,16 +278,17 @@ class CharRNN:
         loss, flat, dh0 = self._backend.loss_and_grads(x, y, h, want_dh0=return_dh0)
         grads = self._backend.to_dict(flat)
         if return_dh0:
-            grads["h0"] = np.asarray(dh0)[0] if squeeze else np.asarray(dh0)
-        return float(loss), grads, (h[0] if squeeze else h)
+            grads["h0"] = self._user_state(dh0 if not isinstance(dh0, np.ndarray)
+                                           else np.asarray(dh0), squeeze)
+        return float(loss), grads, self._user_state(h, squeeze)
 
     def loss(self, inputs, targets, h0=None):
-        """(summed loss, last hidden state) of a chunk, without gradients."""
+        """(summed loss, last state) of a chunk, without gradients."""
         x, y, h, squeeze = self._chunk(inputs, targets, h0)
         if y is None:
             raise ValueError("targets is required")
         loss = self._backend.forward_loss(x, y, h)
-        return float(loss), (h[0] if squeeze else h)
+        return float(loss), self._user_state(h, squeeze)
 
     def _sampling_args(self, temperature, greedy, top_k, top_p):
         """Checked (temperature, greedy, top_k, top_p); greedy when temperature is 0."""
@@ -210,7 +333,15 @@ class CharRNN:
         temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
         h = self._primed_state(prime_ids, h0)
         uniforms = (np.empty(0) if greedy else np.random.default_rng(seed).random(int(n)))
-        return self._backend.generate(int(n), h[0], uniforms, temperature, greedy, top_k, top_p)
+        return self._backend.generate(int(n), self._one(h), uniforms, temperature, greedy,
+                                      top_k, top_p)
+
+    @staticmethod
+    def _one(state):
+        """A backend state of one row as generate takes it: (H,) or a tuple of (L,H) views."""
+        if isinstance(state, np.ndarray):
+            return state[0]
+        return tuple(a[:, 0] for a in state)
 
     def stream(self, n=None, *, prime="", prime_ids=None, h0=None, temperature=1.0, greedy=False,
                top_k=None, top_p=None, seed=None, chunk_size=16, oov="error"):
@@ -228,8 +359,8 @@ class CharRNN:
             if self.vocab is None:
                 raise ValueError("prime text needs a model with a vocab; pass prime_ids")
             prime_ids = self.vocab.encode(prime, oov=oov)
-        return self._stream(n, self._primed_state(prime_ids, h0)[0], temperature, greedy, top_k,
-                            top_p, np.random.default_rng(seed), chunk_size)
+        return self._stream(n, self._one(self._primed_state(prime_ids, h0)), temperature,
+                            greedy, top_k, top_p, np.random.default_rng(seed), chunk_size)
 
     def _stream(self, n, h, temperature, greedy, top_k, top_p, rng, chunk_size):
         done = 0
@@ -260,13 +391,13 @@ class CharRNN:
         B = min(B, n_pairs)
         L = n_pairs // B
         streams = ids[:B * L + 1]
-        total, h = 0.0, np.zeros((B, self.hidden_size), dtype=self.dtype)
+        total, h = 0.0, self._initial_state(None, B, False)
         for p in range(0, L, T):
             t = min(T, L - p)
             x = np.stack([streams[b * L + p:b * L + p + t] for b in range(B)])
             y = np.stack([streams[b * L + p + 1:b * L + p + t + 1] for b in range(B)])
             total += self._backend.forward_loss(x, y, h)
-        h_last = h[-1:].copy()
+        h_last = self._row(h, B - 1)
         for p in range(B * L, n_pairs, T):  # the remainder, after the last stream
             t = min(T, n_pairs - p)
             total += self._backend.forward_loss(ids[None, p:p + t], ids[None, p + 1:p + t + 1],

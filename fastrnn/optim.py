@@ -70,7 +70,7 @@ class Optimizer:
         first multiplied by grad_scale (e.g. 1/tokens to turn a summed loss into a mean)."""
         from ._params import check_tensors
         m = self.model
-        grads = check_tensors(grads, m.hidden_size, m.vocab_size, what="grads")
+        grads = check_tensors(grads, m.spec, what="grads")
         m._backend.update(self, m._backend.to_flat(grads), _check_positive(grad_scale,
                                                                            "grad_scale"))
 

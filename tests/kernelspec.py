@@ -11,6 +11,7 @@ import types
 import numpy as np
 
 from fastrnn import _kernels as K
+from fastrnn._params import vanilla
 from fastrnn.backends.numpy_backend import NumpyBackend
 
 ID = np.dtype(np.intc)  # the kernels' `int`
@@ -392,7 +393,7 @@ def verdict(name, a):
 # -- the reference ----------------------------------------------------------------------------
 
 def _numpy_model(P, H, V):
-    m = NumpyBackend(V, H, np.float64)
+    m = NumpyBackend(vanilla(H, V), np.float64)
     m.flat[...] = P
     return m
 
@@ -402,7 +403,7 @@ def optimizer_reference(optimizer, P, G, S1, S2, settings):
     parameters, the new state buffers (None where unused) and the gradient norm (-1 without
     clip_norm)."""
     g = {**DEFAULT_SCALARS, **settings}
-    m = NumpyBackend(1, 1, np.float64)
+    m = NumpyBackend(vanilla(1, 1), np.float64)
     m.flat = np.array(P, np.float64)
     name = OPTIMIZER_NAMES[optimizer]
     state = {"adagrad": {"mem": S1}, "sgd": {}, "rmsprop": {"mean_square": S1},

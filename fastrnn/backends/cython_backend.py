@@ -66,8 +66,8 @@ class CythonBackend(NumpyBackend):
                 f"C compiler and Cython>=3), or `python setup.py build_ext --inplace` for "
                 f"a development checkout. backend='numpy' works without them.")
 
-    def __init__(self, vocab_size, hidden_size, dtype, device="cpu"):
-        super().__init__(vocab_size, hidden_size, dtype, device)
+    def __init__(self, spec, dtype, device="cpu"):
+        super().__init__(spec, dtype, device)
         self._work = {}
         self._grads = None  # gradient scratch of the fused train step
         self._undo = None   # old values saved by the guarded train step
@@ -93,11 +93,15 @@ class CythonBackend(NumpyBackend):
         return self._workspace(*inputs.shape, threads), threads
 
     def forward_loss(self, inputs, targets, h):
+        if not self.spec.legacy:
+            return super().forward_loss(inputs, targets, h)
         work, threads = self._chunk_args(inputs)
         return _kernels.forward_loss(self.flat, inputs, targets, h, work, self.H, self.V,
                                      threads=threads)
 
-    def loss_and_grads(self, inputs, targets, h, want_dh0=False):
+    def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
+        if not self.spec.legacy:
+            return super().loss_and_grads(inputs, targets, h, want_dh0, masks)
         grads = self.zeros()
         dh0 = np.empty_like(h) if want_dh0 else None
         work, threads = self._chunk_args(inputs)
@@ -121,10 +125,10 @@ class CythonBackend(NumpyBackend):
                                   opt.beta1, opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale)
         opt.steps += 1
 
-    def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
+    def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         code = _kernels.OPTIMIZERS.get(opt.name)
-        if code is None:
-            return super().train_step(inputs, targets, h, opt, grad_scale)
+        if code is None or not self.spec.legacy:
+            return super().train_step(inputs, targets, h, opt, grad_scale, masks)
         if self._grads is None:
             self._grads = self.zeros()
         mem, mem2 = self._states(opt)
@@ -136,17 +140,17 @@ class CythonBackend(NumpyBackend):
         opt.steps += 1
         return loss
 
-    def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0):
+    def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         """The fused step, guarded inside the kernel: it saves the old values it overwrites as
         it updates, and puts them back if any new one is not finite (see _kernels.train_step)."""
         code = _kernels.OPTIMIZERS.get(opt.name)
-        if code is None:
-            return super().train_step_guarded(inputs, targets, h, opt, grad_scale)
+        if code is None or not self.spec.legacy:
+            return super().train_step_guarded(inputs, targets, h, opt, grad_scale, masks)
         if self._grads is None:
             self._grads = self.zeros()
         size = _kernels.undo_size(self.flat.shape[0], code)
         if self._undo is None or self._undo.shape[0] < size:
-            self._undo = aligned_empty(size, self.dtype, at=self.H * self.V)
+            self._undo = aligned_empty(size, self.dtype, at=self.anchor)
         mem, mem2 = self._states(opt)
         work, threads = self._chunk_args(inputs)
         loss, taken = self._train_step(
@@ -158,6 +162,8 @@ class CythonBackend(NumpyBackend):
         return loss, taken
 
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
+        if not self.spec.legacy:
+            return super().generate(n, h, uniforms, temperature, greedy, top_k, top_p)
         out = np.empty(n, dtype=np.int32)
         work = aligned_empty(_kernels.sample_work_size(self.H, self.V), self.dtype)
         _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V,

@@ -1,17 +1,26 @@
-"""The numpy backend: the readable math of the model and the test oracle.
+"""The numpy backend: the readable math of every model and the test oracle.
 
-    h_t = tanh(Wxh[:, x_t] + Whh h_{t-1} + bh)      (the one-hot input is a column gather)
-    p_t = softmax(Why h_t + by)
-    L   = sum_t -ln p_t[y_t]                         (summed over all B*T tokens)
+Per layer k (PyTorch's nn.RNN / nn.LSTM / nn.GRU, gate order i,f,g,o and r,z,n):
+    gx_t = W_ih x_t + b_ih        layer 0: x_t is one-hot, so this is a column gather of W_ih
+    gh_t = W_hh h_{t-1} + b_hh
+    rnn   h_t = act(gx_t + gh_t)                        act = tanh or relu
+    lstm  i, f, g, o = sig, sig, tanh, sig of (gx_t + gh_t) split in four
+          c_t = f*c_{t-1} + i*g ;  h_t = o*tanh(c_t)
+    gru   r = sig(gx_r + gh_r) ; z = sig(gx_z + gh_z) ; n = tanh(gx_n + r*gh_n)
+          h_t = (1-z)*n + z*h_{t-1}
+Layer k+1 reads layer k's h_t, times a dropout mask when training with dropout. The head reads the
+last layer: p_t = softmax(Why h_t + by), L = sum over all B*T tokens of -ln p_t[y_t].
+min-char-rnn's model (one tanh layer) is the rnn cell with Wxh, Whh, bh and no b_hh.
 
-Arrays are batched: inputs/targets (B,T) int32, hidden states (B,H). Other backends subclass
-this one and override what they accelerate, so every method here is also the reference.
+Arrays are batched: inputs/targets (B,T) int32; the state is a tuple of (L,B,H) arrays, (h,) or
+(h, c) for lstm (min-char-rnn's model also takes one (B,H) array). Other backends subclass this one
+and override what they accelerate, so every method here is also the reference.
 """
 import math
 
 import numpy as np
 
-from .._params import aligned_zeros, check_fits, num_params, pack, unflatten
+from .._params import check_fits, flat_anchor, pack, unflatten, zeros_like_params
 
 
 def _copy(buf):
@@ -27,6 +36,65 @@ def _all_finite(buf):
     return n == 0 or (math.isfinite(float(buf.min())) and math.isfinite(float(buf.max())))
 
 
+def _sigmoid(x):
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives the right 0
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+# -- cells: forward(gx, gh, c) -> (h, c, cache) and backward(dh, dc, cache) -> (dgx, dgh, dc_prev,
+# dh_prev_direct); gx, gh (B, G*H) hold the input and recurrent products with their biases ------
+
+def rnn_forward(gx, gh, c, h_prev, relu=False):
+    pre = gx + gh
+    h = np.maximum(pre, 0) if relu else np.tanh(pre)
+    return h, None, (h,)
+
+
+def rnn_backward(dh, dc, cache, relu=False):
+    (h,) = cache
+    dpre = dh * (h > 0) if relu else dh * (1 - h * h)
+    return dpre, dpre, None, 0.0
+
+
+def lstm_forward(gx, gh, c, h_prev, relu=False):
+    a = gx + gh
+    i, f, g, o = np.split(a, 4, axis=1)
+    i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+    c_new = f * c + i * g
+    tc = np.tanh(c_new)
+    return o * tc, c_new, (i, f, g, o, c, tc)
+
+
+def lstm_backward(dh, dc, cache, relu=False):
+    i, f, g, o, c_prev, tc = cache
+    dtc = dh * o * (1 - tc * tc) + dc
+    da = np.concatenate([dtc * g * i * (1 - i), dtc * c_prev * f * (1 - f), dtc * i * (1 - g * g),
+                         dh * tc * o * (1 - o)], axis=1)
+    return da, da, dtc * f, 0.0
+
+
+def gru_forward(gx, gh, c, h_prev, relu=False):
+    H = h_prev.shape[1]
+    r = _sigmoid(gx[:, :H] + gh[:, :H])
+    z = _sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
+    n = np.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h_prev, None, (r, z, n, gh[:, 2 * H:], h_prev)
+
+
+def gru_backward(dh, dc, cache, relu=False):
+    r, z, n, ghn, h_prev = cache
+    dn = dh * (1 - z) * (1 - n * n)                 # through tanh
+    dr = dn * ghn * r * (1 - r)
+    dz = dh * (h_prev - n) * z * (1 - z)
+    dgx = np.concatenate([dr, dz, dn], axis=1)
+    dgh = np.concatenate([dr, dz, dn * r], axis=1)
+    return dgx, dgh, None, dh * z
+
+
+CELLS = {"rnn": (rnn_forward, rnn_backward), "lstm": (lstm_forward, lstm_backward),
+         "gru": (gru_forward, gru_backward)}
+
+
 class NumpyBackend:
     name = "numpy"
 
@@ -34,20 +102,22 @@ class NumpyBackend:
     def check_available(cls):
         """Raises ImportError with an actionable message if this backend cannot run here."""
 
-    def __init__(self, vocab_size, hidden_size, dtype, device="cpu"):
+    def __init__(self, spec, dtype, device="cpu"):
         if device not in (None, "cpu"):
             raise ValueError(f"backend {self.name!r} runs on the CPU only; got device={device!r} "
                              f"(use backend='torch' for CUDA)")
-        self.V, self.H, self.dtype = vocab_size, hidden_size, np.dtype(dtype)
+        self.spec = spec
+        self.V, self.H, self.L = spec.vocab_size, spec.hidden_size, spec.num_layers
+        self.dtype = np.dtype(dtype)
         self.device = "cpu"
         self.flat = self.zeros()
-        self.params = unflatten(self.flat, hidden_size, vocab_size)
+        self.params = unflatten(self.flat, spec)
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
         """A zeroed flat buffer shaped like the parameters (gradients, optimizer state), placed
-        so that its Whh starts a 64-byte line (see _params.aligned_empty)."""
-        return aligned_zeros(num_params(self.H, self.V), self.dtype, at=self.H * self.V)
+        as _params.flat_anchor says."""
+        return zeros_like_params(self.spec, self.dtype)
 
     def get_params(self):
         return {k: v.copy() for k, v in self.params.items()}
@@ -57,12 +127,12 @@ class NumpyBackend:
             self.params[k][...] = v
 
     def to_flat(self, tensors):
-        """A new flat buffer holding a dict of the five tensors (already shape-checked)."""
-        return pack(tensors, self.H, self.V, self.dtype)
+        """A new flat buffer holding a dict of the named tensors (already shape-checked)."""
+        return pack(tensors, self.spec, self.dtype)
 
     def to_dict(self, flat):
-        """Copies of the five tensors of a flat buffer, as numpy arrays."""
-        return {k: np.array(v) for k, v in unflatten(flat, self.H, self.V).items()}
+        """Copies of the named tensors of a flat buffer, as numpy arrays."""
+        return {k: np.array(v) for k, v in unflatten(flat, self.spec).items()}
 
     def to_numpy(self, buf):
         """A buffer of this backend (parameters, optimizer state) as a numpy array."""
@@ -72,63 +142,128 @@ class NumpyBackend:
         """Overwrites a buffer of this backend with the values of numpy array `a`."""
         buf[...] = a
 
+    @property
+    def anchor(self):
+        return flat_anchor(self.spec)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _stack(self, state):
+        """The state as a tuple of (L,B,H) views: a lone (B,H) or (H,) array (min-char-rnn's
+        model) is viewed as (1,B,H)."""
+        if isinstance(state, np.ndarray):
+            return (state.reshape(1, -1, self.H),)
+        return tuple(s.reshape(self.L, -1, self.H) for s in state)
+
+    def _layer(self, k):
+        """(W_ih, W_hh, b_ih, b_hh or None) of layer k."""
+        return tuple(None if n is None else self.params[n] for n in self.spec.layer_names(k))
+
     # -- math ----------------------------------------------------------------------------------
-    def _hidden_states(self, inputs, h0):
-        """[h0, h_1, ..., h_T], each (B,H)."""
-        p = self.params
-        hs = [h0]
-        for t in range(inputs.shape[1]):
-            hs.append(np.tanh(p["Wxh"][:, inputs[:, t]].T + hs[-1] @ p["Whh"].T + p["bh"]))
-        return hs
+    def _forward(self, inputs, state, masks=None, keep=False):
+        """Runs the stack over a chunk; the state (tuple of (L,B,H)) becomes the last one.
+        Returns the last layer's outputs (B,T,H) and, with keep, per layer what BPTT needs:
+        (layer input, h before each step, caches)."""
+        forward, _ = CELLS[self.spec.cell]
+        relu = self.spec.nonlinearity == "relu"
+        B, T = inputs.shape
+        lstm = self.spec.cell == "lstm"
+        kept, x = [], None
+        for k in range(self.L):
+            w_ih, w_hh, b_ih, b_hh = self._layer(k)
+            if k == 0:
+                gx_all = w_ih[:, inputs].transpose(1, 2, 0) + b_ih   # column gather: (B,T,GH)
+            else:
+                gx_all = x @ w_ih.T + b_ih
+            h, c = state[0][k].copy(), (state[1][k].copy() if lstm else None)
+            out = np.empty((B, T, self.H), dtype=self.dtype)
+            h_prev, caches = [], []
+            for t in range(T):
+                gh = h @ w_hh.T
+                if b_hh is not None:
+                    gh = gh + b_hh
+                h_prev.append(h)
+                h, c, cache = forward(gx_all[:, t], gh, c, h, relu)
+                out[:, t] = h
+                caches.append(cache)
+            state[0][k] = h
+            if lstm:
+                state[1][k] = c
+            if keep:
+                kept.append((x, h_prev, caches))
+            x = out if masks is None or k == self.L - 1 else out * masks[k]
+        return out, kept
+
+    def _logits(self, out):
+        return out @ self.params["Why"].T + self.params["by"]
 
     def forward_loss(self, inputs, targets, h):
-        """Summed cross-entropy of a chunk (0.0 without targets); h (B,H) becomes the last state."""
-        p = self.params
-        hs = self._hidden_states(inputs, h)
-        loss = 0.0
-        if targets is not None:
-            rows = np.arange(inputs.shape[0])
-            for t in range(inputs.shape[1]):
-                z = hs[t + 1] @ p["Why"].T + p["by"]
-                z = z - z.max(axis=1, keepdims=True)
-                loss += float(np.sum(np.log(np.exp(z).sum(axis=1)) - z[rows, targets[:, t]]))
-        h[...] = hs[-1]
-        return loss
+        """Summed cross-entropy of a chunk (0.0 without targets); the state h becomes the last
+        one."""
+        out, _ = self._forward(inputs, self._stack(h))
+        if targets is None:
+            return 0.0
+        z = self._logits(out)
+        z = z - z.max(axis=2, keepdims=True)
+        picked = np.take_along_axis(z, targets[..., None].astype(np.intp), axis=2)[..., 0]
+        return float(np.sum(np.log(np.exp(z).sum(axis=2)) - picked))
 
-    def loss_and_grads(self, inputs, targets, h, want_dh0=False):
-        """Forward and BPTT over one chunk.
+    def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
+        """Forward and BPTT over one chunk; masks (L-1,B,T,H) multiply each layer's output into
+        the next (dropout; None: off).
 
-        Returns (loss, flat unclipped gradients, dL/dh0 or None); h (B,H) becomes the last state.
-        """
-        p = self.params
+        Returns (loss, flat unclipped gradients, dL/d(initial state) or None): the last is shaped
+        like the state (a tuple for a stacked model). The state h becomes the last one."""
+        backward = CELLS[self.spec.cell][1]
+        relu = self.spec.nonlinearity == "relu"
+        state = self._stack(h)
         B, T = inputs.shape
-        rows = np.arange(B)
-        hs = self._hidden_states(inputs, h)
-        loss, probs = 0.0, []
-        for t in range(T):
-            z = hs[t + 1] @ p["Why"].T + p["by"]
-            z = z - z.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            s = e.sum(axis=1, keepdims=True)
-            loss += float(np.sum(np.log(s[:, 0]) - z[rows, targets[:, t]]))
-            probs.append(e / s)
+        out, kept = self._forward(inputs, state, masks, keep=True)
+        z = self._logits(out)
+        z = z - z.max(axis=2, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=2, keepdims=True)
+        tgt = targets[..., None].astype(np.intp)
+        loss = float(np.sum(np.log(s[..., 0]) - np.take_along_axis(z, tgt, axis=2)[..., 0]))
 
         flat = self.zeros()
-        g = unflatten(flat, self.H, self.V)
-        dh_next = np.zeros_like(h)
-        for t in reversed(range(T)):
-            dz = probs[t]
-            dz[rows, targets[:, t]] -= 1                   # softmax - onehot
-            g["Why"] += dz.T @ hs[t + 1]
-            g["by"] += dz.sum(axis=0)
-            dh = dz @ p["Why"] + dh_next
-            dhraw = (1 - hs[t + 1] ** 2) * dh               # through tanh
-            g["bh"] += dhraw.sum(axis=0)
-            np.add.at(g["Wxh"].T, inputs[:, t], dhraw)      # scatter-add into input columns
-            g["Whh"] += dhraw.T @ hs[t]
-            dh_next = dhraw @ p["Whh"]
-        h[...] = hs[-1]
-        return loss, flat, (dh_next if want_dh0 else None)
+        g = unflatten(flat, self.spec)
+        dz = e / s
+        np.put_along_axis(dz, tgt, np.take_along_axis(dz, tgt, axis=2) - 1, axis=2)  # p - onehot
+        g["Why"][...] = np.einsum("btv,bth->vh", dz, out)
+        g["by"][...] = dz.sum(axis=(0, 1))
+        d_out = dz @ self.params["Why"]                                  # dL/d(top outputs)
+        dstate = [np.zeros_like(a) for a in state]
+        for k in reversed(range(self.L)):
+            names = self.spec.layer_names(k)
+            w_ih, w_hh = self.params[names[0]], self.params[names[1]]
+            x, h_prev, caches = kept[k]
+            dgx = np.empty((B, T, w_hh.shape[0]), dtype=self.dtype)
+            dgh = np.empty_like(dgx)
+            dh_next = np.zeros((B, self.H), dtype=self.dtype)
+            dc_next = np.zeros((B, self.H), dtype=self.dtype) if len(state) == 2 else None
+            for t in reversed(range(T)):
+                dgx[:, t], dgh[:, t], dc_next, direct = backward(d_out[:, t] + dh_next, dc_next,
+                                                                 caches[t], relu)
+                dh_next = dgh[:, t] @ w_hh + direct
+            dstate[0][k] = dh_next
+            if dc_next is not None:
+                dstate[1][k] = dc_next
+            g[names[1]][...] = np.einsum("btg,bth->gh", dgh, np.stack(h_prev, axis=1))
+            if names[3] is not None:
+                g[names[3]][...] = dgh.sum(axis=(0, 1))
+            g[names[2]][...] = dgx.sum(axis=(0, 1))
+            if k == 0:
+                np.add.at(g[names[0]].T, inputs, dgx)                   # scatter into columns
+            else:
+                g[names[0]][...] = np.einsum("btg,bti->gi", dgx, x)
+                d_out = dgx @ w_ih
+                if masks is not None:
+                    d_out = d_out * masks[k - 1]
+        if not want_dh0:
+            return loss, flat, None
+        if isinstance(h, np.ndarray):
+            return loss, flat, dstate[0].reshape(h.shape)
+        return loss, flat, tuple(dstate)
 
     def _check_optimizer(self, opt):
         """Refuses an unknown optimizer, or hyperparameters the model's dtype cannot hold."""
@@ -176,14 +311,14 @@ class NumpyBackend:
             raise ValueError(f"unknown optimizer {opt.name!r}")
         opt.steps = t
 
-    def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
-        """One training iteration; h (B,H) becomes the last state. Returns the summed loss."""
+    def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
+        """One training iteration; the state h becomes the last one. Returns the summed loss."""
         self._check_optimizer(opt)  # before h changes, as the fused compiled step does
-        loss, grads, _ = self.loss_and_grads(inputs, targets, h)
+        loss, grads, _ = self.loss_and_grads(inputs, targets, h, masks=masks)
         self.update(opt, grads, grad_scale)
         return loss
 
-    def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0):
+    def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         """train_step that is only taken when its loss is finite and it leaves the parameters
         and the optimizer state finite; otherwise parameters, optimizer state (step count
         included) and h are left exactly as they were. Returns (loss, taken).
@@ -193,31 +328,56 @@ class NumpyBackend:
         bufs = [self.flat] + [opt.state[name] for name in opt.state_names]
         saved = [_copy(b) for b in bufs]
         steps = opt.steps
-        h_new = h.copy()
+        h_new = h.copy() if isinstance(h, np.ndarray) else tuple(a.copy() for a in h)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            loss = self.train_step(inputs, targets, h_new, opt, grad_scale)
+            loss = self.train_step(inputs, targets, h_new, opt, grad_scale, masks=masks)
         if math.isfinite(loss) and all(_all_finite(b) for b in bufs):
-            h[...] = h_new
+            for a, b in zip(self._stack(h), self._stack(h_new)):
+                a[...] = b
             return loss, True
         for b, s in zip(bufs, saved):
             b[...] = s
         opt.steps = steps
         return loss, False
 
+    # -- generation ----------------------------------------------------------------------------
+    def step_one(self, idx, state):
+        """Advances the state (tuple of (L,1,H)) by one input id; returns the top layer's h."""
+        forward = CELLS[self.spec.cell][0]
+        relu = self.spec.nonlinearity == "relu"
+        lstm = self.spec.cell == "lstm"
+        x = None
+        for k in range(self.L):
+            w_ih, w_hh, b_ih, b_hh = self._layer(k)
+            gx = (w_ih[:, idx] if k == 0 else w_ih @ x) + b_ih
+            gh = w_hh @ state[0][k, 0]
+            if b_hh is not None:
+                gh = gh + b_hh
+            h, c, _ = forward(gx[None], gh[None], state[1][k] if lstm else None, state[0][k],
+                              relu)
+            state[0][k] = h
+            if lstm:
+                state[1][k] = c
+            x = h[0]
+        return x
+
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
-        """n ids from state h (H,), updated in place. Each id: logits z = Why h + by, then the
-        argmax (greedy), or a draw: masses e = exp((z - max z) / temperature); all but the top_k
+        """n ids from the state h ((H,) for min-char-rnn's model, else a tuple of (L,H)),
+        updated in place. Each id: logits z = Why h + by of the top layer, then the argmax
+        (greedy), or a draw: masses e = exp((z - max z) / temperature); all but the top_k
         highest logits zeroed (0: none; ties rank the lower id first), then all but the smallest
         run of the rest, in rank order, whose mass reaches top_p of theirs; the id is the first
-        whose cumulative mass, in id order, exceeds uniforms[k] times the kept total. Then h
-        steps on that id."""
+        whose cumulative mass, in id order, exceeds uniforms[k] times the kept total. Then the
+        state steps on that id."""
         p = self.params
         V = self.V
+        state = self._stack(h)
         out = np.empty(n, dtype=np.int32)
         n_rank = top_k if 0 < top_k < V else V
         filtered = n_rank < V or top_p < 1
+        top = state[0][-1, 0]
         for k in range(n):
-            z = p["Why"] @ h + p["by"]
+            z = p["Why"] @ top + p["by"]
             if greedy:
                 idx = int(np.argmax(z))
             else:
@@ -236,5 +396,5 @@ class NumpyBackend:
                 if idx >= V:  # rounding left no id above the target: the last one with mass
                     idx = int(np.flatnonzero(e)[-1])
             out[k] = idx
-            h[...] = np.tanh(p["Wxh"][:, idx] + p["Whh"] @ h + p["bh"])
+            top = self.step_one(idx, state)
         return out

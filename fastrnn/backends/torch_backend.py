@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .._optional import cuda_available, require_torch
-from .._params import num_params, pack, unflatten
+from .._params import pack, unflatten
 from .._threads import apply_to_torch
 from .numpy_backend import NumpyBackend
 
@@ -83,13 +83,15 @@ class TorchBackend(NumpyBackend):
     """
     name = "torch"
 
-    def __init__(self, vocab_size, hidden_size, dtype, device="cpu"):
-        self.V, self.H, self.dtype = vocab_size, hidden_size, np.dtype(dtype)
+    def __init__(self, spec, dtype, device="cpu"):
+        self.spec = spec
+        self.V, self.H, self.L = spec.vocab_size, spec.hidden_size, spec.num_layers
+        self.dtype = np.dtype(dtype)
         self.torch_device = resolve_device(device)
         self.device = str(self.torch_device)
-        self.flat = torch.zeros(num_params(hidden_size, vocab_size),
-                                dtype=TORCH_DTYPES[self.dtype], device=self.torch_device)
-        self.params = unflatten(self.flat, hidden_size, vocab_size)
+        self.flat = torch.zeros(spec.num_params, dtype=TORCH_DTYPES[self.dtype],
+                                device=self.torch_device)
+        self.params = unflatten(self.flat, spec)
         self.reduce_grads = None
         self._work = {}
         self._train = None  # [grads | loss], a scratch like the parameters, the grads' views
@@ -103,11 +105,11 @@ class TorchBackend(NumpyBackend):
         return self.to_dict(self.flat)
 
     def set_params(self, tensors):
-        """Sets all five tensors (numpy arrays of the model dtype) in one host-to-device copy."""
-        self.flat.copy_(torch.from_numpy(pack(tensors, self.H, self.V, self.dtype)))
+        """Sets all named tensors (numpy arrays of the model dtype) in one host-to-device copy."""
+        self.flat.copy_(torch.from_numpy(pack(tensors, self.spec, self.dtype)))
 
     def to_flat(self, tensors):
-        return torch.from_numpy(pack(tensors, self.H, self.V, self.dtype)).to(self.torch_device)
+        return torch.from_numpy(pack(tensors, self.spec, self.dtype)).to(self.torch_device)
 
     def to_dict(self, flat):
         return super().to_dict(flat.detach().cpu().numpy())
@@ -135,7 +137,7 @@ class TorchBackend(NumpyBackend):
         if self._train is None:
             P = self.flat.numel()
             buf = torch.zeros(P + 1, dtype=self.flat.dtype, device=self.torch_device)
-            self._train = (buf, self.zeros(), unflatten(buf[:P], self.H, self.V))
+            self._train = (buf, self.zeros(), unflatten(buf[:P], self.spec))
         return self._train
 
     @staticmethod
@@ -214,11 +216,11 @@ class TorchBackend(NumpyBackend):
         loss, h[...] = self._fetch(loss, hs[-1])
         return float(loss)
 
-    def loss_and_grads(self, inputs, targets, h, want_dh0=False):
+    def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
         work = self._workspace(*inputs.shape)
         x, y = self._upload(work, h, inputs, targets)
         grads = self.zeros()
-        loss, dh0 = self._loss_and_grads(x, y, work, unflatten(grads, self.H, self.V), want_dh0)
+        loss, dh0 = self._loss_and_grads(x, y, work, unflatten(grads, self.spec), want_dh0)
         out = self._fetch(loss, work.hs[-1], *([dh0] if want_dh0 else []))
         h[...] = out[1]
         return float(out[0]), grads, (out[2] if want_dh0 else None)
@@ -305,7 +307,7 @@ class TorchBackend(NumpyBackend):
         buf, scratch, _ = self._train_buffers()
         self._update(opt, buf[:-1], scratch, grad_scale, src=grads)  # grads stay unchanged
 
-    def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
+    def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         self._check_optimizer(opt)
         buf, scratch, g = self._train_buffers()
         work = self._workspace(*inputs.shape)
