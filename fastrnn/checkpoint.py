@@ -1,12 +1,17 @@
 """Checkpoints: one .npz file, no pickled objects written or read, written atomically.
 
-Keys of a model checkpoint (format version 1):
-    format           "fastrnn-checkpoint"            format_version   1
-    Wxh Whh Why bh by  the parameters                vocab_codes      uint32 code points of the vocab
+Keys of a model checkpoint (format version 2):
+    format           "fastrnn-checkpoint"            format_version   2
+    cell, num_layers, nonlinearity, dropout          the model (fastrnn._layout.ModelSpec)
     hidden_size, vocab_size                          dtype            "float32" | "float64"
+    NAME             each named tensor (Wxh … for min-char-rnn's model, weight_ih_l0 … else)
+    vocab_codes      uint32 code points of the vocab
     backend, device  where it was saved from (informational; any backend/device loads it)
     vocab_byte_level True when the vocab's characters stand for bytes (absent: False)
-Other components (trainer, optimizer state) add keys under their own prefix, e.g. "trainer/…".
+Other components add keys under their own prefix: "trainer/…", and "optimizer/…" whose state
+buffers are saved per named tensor ("optimizer/state/mem/Why"), so a later change of the flat
+layout never breaks a resume. Version 1 files (min-char-rnn's model, its optimizer state as flat
+buffers) still load.
 """
 import os
 import re
@@ -21,7 +26,8 @@ except ImportError:  # Windows: no flock; files left by killed writers are then 
     fcntl = None
 
 FORMAT = "fastrnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TMP_TAG = ".fastrnn-"  # temporary files are "<name>.fastrnn-XXXXXXXX.tmp" next to "<name>"
 
 
@@ -153,17 +159,20 @@ def read_npz(path):
     if str(arrays.get("format", "")) != FORMAT:
         raise CheckpointError(f"{path} is not a fastrnn checkpoint (no 'format' entry)")
     version = _int_entry(arrays, "format_version", path, default=-1)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint format version {version}; this fastrnn "
-                              f"reads version {FORMAT_VERSION}")
+                              f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     return arrays
 
 
 def model_arrays(model):
     """The entries that describe a model: parameters, vocabulary, sizes, dtype."""
     from .vocab import code_points
+    spec = model.spec
     arrays = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
-              "hidden_size": np.array(model.hidden_size), "vocab_size": np.array(model.vocab_size),
+              "hidden_size": np.array(spec.hidden_size), "vocab_size": np.array(spec.vocab_size),
+              "cell": np.array(spec.cell), "num_layers": np.array(spec.num_layers),
+              "nonlinearity": np.array(spec.nonlinearity), "dropout": np.array(spec.dropout),
               "dtype": np.array(model.dtype.name), "backend": np.array(model.backend),
               "device": np.array(str(model.device))}
     if model.vocab is not None:
@@ -173,20 +182,54 @@ def model_arrays(model):
     return arrays
 
 
-def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None):
-    """A CharRNN rebuilt from checkpoint entries, on any backend and device."""
-    from ._params import PARAM_NAMES, check_dtype, check_tensors, vanilla
-    from .model import CharRNN
-    from .vocab import Vocab, from_code_points
-    try:
-        H, V = _int_entry(arrays, "hidden_size", path), _int_entry(arrays, "vocab_size", path)
-        saved_dtype = str(arrays["dtype"])
-        params = {k: arrays[k] for k in PARAM_NAMES}
-    except KeyError as exc:
-        raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
+def _str_entry(arrays, key, path, default):
+    if key not in arrays:
+        return default
+    a = np.asarray(arrays[key])
+    if a.shape != () or a.dtype.kind != "U":
+        raise CheckpointError(f"{path}: {key} must be a string, got a {a.dtype} array of shape "
+                              f"{a.shape}")
+    return str(a)
+
+
+def spec_from_arrays(arrays, path="checkpoint"):
+    """The ModelSpec a checkpoint describes (version 1: min-char-rnn's model)."""
+    from ._layout import ModelSpec
+    H, V = _int_entry(arrays, "hidden_size", path), _int_entry(arrays, "vocab_size", path)
     if H < 1 or V < 1:
         raise CheckpointError(f"{path}: hidden_size and vocab_size must be positive, got {H} "
                               f"and {V}")
+    dropout = 0.0
+    if "dropout" in arrays:
+        d = np.asarray(arrays["dropout"])
+        if d.shape != () or d.dtype.kind != "f":
+            raise CheckpointError(f"{path}: dropout must be a float scalar")
+        dropout = float(d)
+    try:
+        return ModelSpec(_str_entry(arrays, "cell", path, "rnn"), V, H,
+                         _int_entry(arrays, "num_layers", path, default=1),
+                         _str_entry(arrays, "nonlinearity", path, "tanh"), dropout)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _tensors(arrays, spec, prefix):
+    """The spec's named tensors, their names under prefix."""
+    return {name: arrays[prefix + name] for name in spec.names}
+
+
+def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None):
+    """A CharRNN rebuilt from checkpoint entries, on any backend and device."""
+    from ._params import check_dtype, check_tensors
+    from .model import CharRNN
+    from .vocab import Vocab, from_code_points
+    try:
+        spec = spec_from_arrays(arrays, path)
+        H, V = spec.hidden_size, spec.vocab_size
+        saved_dtype = str(arrays["dtype"])
+        params = _tensors(arrays, spec, "")
+    except KeyError as exc:
+        raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
     vocab = None
     if "vocab_codes" in arrays:
         try:
@@ -199,12 +242,14 @@ def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cp
                                   f"vocab_size is {V}")
     try:
         # the sizes must match the arrays actually stored before a model of that size is built
-        check_tensors(params, vanilla(H, V))
+        check_tensors(params, spec)
         if dtype is None:
             check_dtype(saved_dtype)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model = CharRNN(vocab if vocab is not None else V, H, backend=backend, device=device,
+    model = CharRNN(vocab if vocab is not None else V, H, cell=spec.cell,
+                    num_layers=spec.num_layers, nonlinearity=spec.nonlinearity,
+                    dropout=spec.dropout, backend=backend, device=device,
                     dtype=dtype or saved_dtype)
     try:
         model.set_params(params)
@@ -236,8 +281,13 @@ def write_training_checkpoint(path, trainer):
     arrays["optimizer/name"] = np.array(opt.name)
     for k, v in opt.hyperparameters().items():
         arrays[f"optimizer/hyper/{k}"] = _plain(v)
+    from ._layout import unflatten
     for k, v in opt.state_dict().items():
-        arrays[f"optimizer/{k}"] = np.asarray(v)
+        if k in opt.state_names:  # per named tensor (see the module docstring)
+            for name, a in unflatten(np.asarray(v), trainer.model.spec).items():
+                arrays[f"optimizer/state/{k}/{name}"] = a
+        else:
+            arrays[f"optimizer/{k}"] = np.asarray(v)
     for k, v in trainer.state_dict().items():
         arrays[f"trainer/{k}"] = np.asarray(v)
     for k, v in trainer.meta.items():
@@ -266,7 +316,7 @@ def read_training_checkpoint(path, ids, *, val_ids=None, backend="cython", devic
         if "betas" in hyper:
             hyper["betas"] = tuple(float(b) for b in hyper["betas"])
         opt = make_optimizer(str(arrays["optimizer/name"]), model, **hyper)
-        opt.load_state_dict(section(arrays, "optimizer"))
+        opt.load_state_dict(_optimizer_state(arrays, opt, model, path))
         state = section(arrays, "trainer")
         trainer = Trainer(model, ids, seq_length=int(state["seq_length"]),
                           batch_size=int(state["batch_size"]), optimizer=opt,
@@ -277,6 +327,26 @@ def read_training_checkpoint(path, ids, *, val_ids=None, backend="cython", devic
         raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
     trainer.meta = {k: _unplain(v) for k, v in section(arrays, "meta").items()}
     return trainer
+
+
+def _optimizer_state(arrays, opt, model, path):
+    """The optimizer's state_dict from a checkpoint: version 2 buffers are reassembled from
+    their named tensors into the model's flat layout; version 1 ones are flat already."""
+    from ._params import check_tensors, pack
+    state = section(arrays, "optimizer")
+    for k in opt.state_names:
+        prefix = f"optimizer/state/{k}/"
+        if not any(key.startswith(prefix) for key in arrays):
+            continue  # version 1: state[k] is the flat buffer itself
+        try:
+            tensors = check_tensors(_tensors(arrays, model.spec, prefix), model.spec,
+                                    what=f"optimizer state {k!r}")
+        except KeyError as exc:
+            raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        state[k] = pack(tensors, model.spec, model.dtype)
+    return state
 
 
 def read_meta(path):

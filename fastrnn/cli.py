@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 import fastrnn
+import fastrnn._layout
 import fastrnn.checkpoint
 from fastrnn.trainer import NAN_POLICIES
 from fastrnn.vocab import OOV_POLICIES, read_ids
@@ -22,7 +23,14 @@ PRESETS = {
     "lab": dict(hidden_size=256, seq_length=128, batch_size=64, optimizer="adam",
                 optim=dict(lr=6e-3, betas=(0.9, 0.99), clip_norm=5.0), reduction="mean",
                 iterations=2000, init="uniform", lr_decay=0.5),
+    # karpathy/char-rnn's train.lua defaults: 2-layer LSTM 128, RMSprop lr 2e-3 (decay 0.95),
+    # elementwise clip 5, seq 50, batch 50, mean loss over the batch's tokens
+    "char-rnn": dict(hidden_size=128, seq_length=50, batch_size=50, optimizer="rmsprop",
+                     optim=dict(lr=2e-3, decay=0.95, clip=5.0), reduction="mean",
+                     iterations=5000, init="uniform", lr_decay=None, model="lstm",
+                     num_layers=2, dropout=0.0),
 }
+MODEL_DEFAULTS = dict(model="rnn", num_layers=1, dropout=0.0, nonlinearity="tanh")
 
 
 # Checks of numeric options, made before anything is loaded: (test, what it must be).
@@ -35,6 +43,7 @@ OPTION_CHECKS = {
     "temperature": (lambda v: v >= 0 and _FINITE(v), "a finite number >= 0 (0: greedy)"),
     "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "start": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 OPTIONS = {"hidden_size": "positive integer", "seq_length": "positive integer",
            "batch_size": "positive integer", "threads": "positive integer",
@@ -43,7 +52,7 @@ OPTIONS = {"hidden_size": "positive integer", "seq_length": "positive integer",
            "checkpoint_every": "count", "length": "count", "seed": "count", "lr": "positive",
            "epochs": "positive", "clip": "clip", "clip_norm": "clip",
            "temperature": "temperature", "top_p": "fraction", "lr_decay": "start",
-           "lr_decay_to": "fraction"}
+           "lr_decay_to": "fraction", "num_layers": "positive integer", "dropout": "dropout"}
 
 
 def check_options(args):
@@ -123,18 +132,27 @@ def _new_trainer(args, out):
                                      dtype=args.dtype)
         if model.vocab is None:
             raise ValueError(f"{args.init_from} has no vocabulary to fine-tune with")
-        if args.hidden_size is not None and args.hidden_size != model.hidden_size:
-            raise ValueError(f"--hidden-size {args.hidden_size} differs from the "
-                             f"--init-from model's {model.hidden_size}")
+        for key, have in (("hidden_size", model.hidden_size), ("model", model.cell),
+                          ("num_layers", model.num_layers), ("nonlinearity", model.nonlinearity),
+                          ("dropout", model.dropout)):
+            given = getattr(args, key)
+            if given is not None and given != have:
+                raise ValueError(f"--{key.replace('_', '-')} {given} differs from the "
+                                 f"--init-from model's {have}")
         if args.bytes and not model.vocab.byte_level:
             raise ValueError(f"--bytes: the --init-from model {args.init_from} models "
                              f"characters, not bytes; leave out --bytes")
         vocab, ids, source = _load_ids(args.data, model.vocab.byte_level, model.vocab, args.oov)
     else:
         vocab, ids, source = _load_ids(args.data, args.bytes)
-        model = fastrnn.CharRNN(vocab, H, backend=args.backend, device=args.device,
-                                dtype=args.dtype or "float32", seed=args.seed,
-                                init=args.init or preset["init"])
+        cell, layers, dropout, nonlinearity = (
+            getattr(args, k) if getattr(args, k) is not None else preset.get(k, MODEL_DEFAULTS[k])
+            for k in ("model", "num_layers", "dropout", "nonlinearity"))
+        model = fastrnn.CharRNN(vocab, H, cell=cell, num_layers=layers, dropout=dropout,
+                                nonlinearity=nonlinearity, backend=args.backend,
+                                device=args.device, dtype=args.dtype or "float32",
+                                seed=args.seed, init=args.init or preset["init"],
+                                forget_bias=args.forget_bias or 0.0)
     train_ids, val_ids = _split(ids, args.val_frac)
     _check_length(train_ids, val_ids, T, B, source)
     if args.preset:  # the preset's optimizer and settings
@@ -177,7 +195,7 @@ def _total_iterations(args, trainer, preset):
 
 FIXED_BY_RESUME = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
                    "clip_norm", "reduction", "reset", "init_from", "dtype", "init", "lr_decay",
-                   "lr_decay_to")
+                   "lr_decay_to", "model", "num_layers", "dropout", "nonlinearity", "forget_bias")
 
 
 def _resumed_trainer(args, out):
@@ -408,13 +426,25 @@ def build_parser():
                    help="min-char-rnn: H=100 T=25 B=1 Adagrad lr 0.1 clip 5, 5000 iterations; "
                         "lab: H=256 T=128 B=64 Adam lr 6e-3 betas (0.9, 0.99) clip-norm 5, "
                         "mean loss, uniform init, lr lowered over the second half, 2000 "
-                        "iterations")
+                        "iterations; char-rnn: 2-layer LSTM 128, T=50 B=50, RMSprop lr 2e-3 "
+                        "decay 0.95, clip 5, mean loss")
     _add_model_location(t)
     t.add_argument("--dtype", choices=["float32", "float64"],
                    help="default float32 (with --init-from: the checkpoint's)")
     t.add_argument("--init", choices=list(fastrnn.model.INITS),
                    help="a new model's weights: gist, N(0,1)*0.01 as min-char-rnn; uniform, "
                         "U(+-1/sqrt(H)) as PyTorch's nn.RNN (default: the preset's)")
+    t.add_argument("--model", choices=list(fastrnn._layout.CELLS),
+                   help="the cell: rnn (Elman, min-char-rnn's), lstm or gru (default: the "
+                        "preset's; rnn)")
+    t.add_argument("--num-layers", type=int, help="stacked layers (default: the preset's; 1)")
+    t.add_argument("--dropout", type=float,
+                   help="dropout on each layer's output but the last, while training (0: off)")
+    t.add_argument("--nonlinearity", choices=list(fastrnn._layout.NONLINEARITIES),
+                   help="--model rnn's activation: tanh (default) or relu (with --init identity:"
+                        " the IRNN)")
+    t.add_argument("--forget-bias", type=float,
+                   help="--model lstm: the forget gates' initial bias (char-rnn: 1)")
     t.add_argument("--hidden-size", type=int)
     t.add_argument("--seq-length", type=int)
     t.add_argument("--batch-size", type=int)

@@ -169,7 +169,10 @@ class Trainer:
         self._skips_in_a_row = 0
         self._fingerprint = None
         self.smooth_loss = -math.log(1.0 / model.vocab_size) * T * B
-        self.h = np.zeros((B, model.hidden_size), dtype=model.dtype)
+        self.h = model._initial_state(None, B, False)  # carried state, as the backend takes it
+        # dropout masks come from their own generator, saved with checkpoints, so a resumed run
+        # draws the same masks (and the samples shown during fit do not shift them)
+        self.dropout_rng = np.random.default_rng([seed, 1])
         self.position = 0            # offset of the next chunk inside every stream
         self.history = {"train": [], "val": []}   # (iteration, nats/char[, smooth nats/char])
         self.best_val_loss = math.inf
@@ -192,15 +195,15 @@ class Trainer:
             if p + T + 1 >= len(ids) or self.iteration == 0:
                 p = 0
                 if self.reset == "wrap":
-                    self.h[...] = 0
+                    self._zero_state()
             if self.reset == "every":
-                self.h[...] = 0
+                self._zero_state()
             self.position = p + T
             w = ids[p:p + T + 1].astype(np.int32)
             return w[None, :-1], w[None, 1:]
         p = self.position
         if self.reset == "every" or (self.reset == "wrap" and p == 0):
-            self.h[...] = 0
+            self._zero_state()
         t = min(T, self.stream_length - p)
         rows = (self.starts + p)[:, None] + np.arange(t + 1)
         window = ids[rows]
@@ -235,7 +238,26 @@ class Trainer:
         """One fused training iteration on the chunk (x, y) from the carried states self.h
         (updated in place), gradients scaled by grad_scale; returns (summed loss, taken): a step
         with a non-finite loss or update is not taken (see nan_policy)."""
-        return self.model._backend.train_step_guarded(x, y, self.h, self.optimizer, grad_scale)
+        return self.model._backend.train_step_guarded(x, y, self.h, self.optimizer, grad_scale,
+                                                       self.dropout_masks(*x.shape))
+
+    def _zero_state(self):
+        for a in self._states():
+            a[...] = 0
+
+    def _states(self):
+        """The carried state's arrays: (h,) or (h, c)."""
+        return (self.h,) if isinstance(self.h, np.ndarray) else self.h
+
+    def dropout_masks(self, B, T):
+        """Inverted-dropout masks (L-1,B,T,H) for a training chunk: 0 with probability p, else
+        1/(1-p); None when the model has no dropout."""
+        m = self.model
+        p, L = m.dropout, m.num_layers
+        if p == 0 or L == 1:
+            return None
+        keep = self.dropout_rng.random((L - 1, B, T, m.hidden_size), dtype=np.float32) >= p
+        return keep.astype(m.dtype) * m.dtype.type(1.0 / (1.0 - p))
 
     def _refused(self, loss, position, tokens):
         """What follows a step the backend refused to take (non-finite)."""
@@ -248,7 +270,7 @@ class Trainer:
             raise DivergedError(f"training diverged at iteration {self.iteration + 1}: {what}; "
                                 f"the parameters are kept from before that step ({hint})",
                                 self.iteration + 1, what)
-        self.h[...] = 0
+        self._zero_state()
         self.iteration += 1
         self.skipped_steps += 1
         self._skips_in_a_row += 1
@@ -372,12 +394,16 @@ class Trainer:
         return {
             "seq_length": self.seq_length, "batch_size": self.batch_size, "reset": self.reset,
             "reduction": self.reduction, "iteration": self.iteration,
-            "smooth_loss": self.smooth_loss, "h": self.h.copy(), "position": self.position,
+            "smooth_loss": self.smooth_loss, "h": self._states()[0].copy(),
+            "position": self.position,
             "stream_positions": self.starts + self.position,
             "best_val_loss": self.best_val_loss,
             "history_train": np.array(self.history["train"], dtype=np.float64).reshape(-1, 3),
             "history_val": np.array(self.history["val"], dtype=np.float64).reshape(-1, 2),
             "rng_state": json.dumps(rng), "data_length": len(self.ids),
+            "dropout_rng_state": json.dumps(self.dropout_rng.bit_generator.state),
+            **({"c": self.h[1].copy()} if isinstance(self.h, tuple) and len(self.h) == 2
+               else {}),
             "data_sha256": self.data_fingerprint(),
             "loss_since": self._loss_since, "tokens_since": self._tokens_since,
             "nan_policy": self.nan_policy, "skipped_steps": self.skipped_steps,
@@ -401,7 +427,14 @@ class Trainer:
         self.reset, self.reduction = str(state["reset"]), str(state["reduction"])
         self.iteration = int(state["iteration"])
         self.smooth_loss = float(state["smooth_loss"])
-        self.h[...] = np.asarray(state["h"])
+        for name, a in zip(("h", "c"), self._states()):
+            saved = np.asarray(state[name])
+            if saved.shape != a.shape:
+                raise ValueError(f"the checkpoint's carried state {name!r} has shape "
+                                 f"{saved.shape}; this trainer's is {a.shape}")
+            a[...] = saved
+        if "dropout_rng_state" in state:  # absent from checkpoints older than dropout
+            self.dropout_rng.bit_generator.state = json.loads(str(state["dropout_rng_state"]))
         self.position = int(state["position"])
         self.best_val_loss = float(state["best_val_loss"])
         self.history = {"train": [tuple(r) for r in np.asarray(state["history_train"])],

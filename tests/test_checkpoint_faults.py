@@ -92,7 +92,7 @@ def write(tmp_path, name, **changes):
 
 
 @pytest.mark.parametrize("changes,match", [
-    (dict(format_version=np.array(2)), "version 2"),
+    (dict(format_version=np.array(3)), "version 3"),
     (dict(format_version=np.array([1, 1])), "format_version"),
     (dict(format_version=np.array("one")), "format_version"),
     (dict(format=None), "not a fastrnn checkpoint"),
