@@ -8,6 +8,7 @@ Keys of a model checkpoint (format version 1):
     vocab_byte_level True when the vocab's characters stand for bytes (absent: False)
 Other components (trainer, optimizer state) add keys under their own prefix, e.g. "trainer/…".
 """
+import math
 import os
 import re
 import tempfile
@@ -133,23 +134,22 @@ def _int_entry(arrays, key, path, default=None):
 
 
 def read_npz(path):
-    """All arrays of a checkpoint file, loaded with allow_pickle=False and checked for format."""
+    """All arrays of a checkpoint file, checked for format. The file is parsed here, not by
+    np.load: only expected member names (see `expected_member`), only plain numeric, bool and
+    string dtypes (never a pickle), every member's declared shape and size checked against the
+    zip directory and the file's own size before its data is read (see `_member_array`); any
+    fault of a crafted or damaged file is one CheckpointError."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # np.load would try other formats, pickle among them
-        raise CheckpointError(f"{path} is not a readable .npz checkpoint (truncated or another "
-                              f"kind of file)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable .npz checkpoint "
-                              f"(truncated or another kind of file): {exc}") from None
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise CheckpointError(f"{path} holds pickled objects; fastrnn never loads those")
-        raise CheckpointError(f"{path} is not a readable .npz checkpoint: {exc}") from None
+    with open(path, "rb") as f:  # OSErrors of the open itself (permissions) stay OSErrors
+        try:
+            arrays = _read_members(f, path)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything a crafted file provokes
+            raise CheckpointError(f"{path} is not a readable .npz checkpoint (truncated, "
+                                  f"damaged or another kind of file): {_one_line(exc)}") from None
     if str(arrays.get("format", "")) != FORMAT:
         raise CheckpointError(f"{path} is not a fastrnn checkpoint (no 'format' entry)")
     version = _int_entry(arrays, "format_version", path, default=-1)
@@ -157,6 +157,128 @@ def read_npz(path):
         raise CheckpointError(f"{path} has checkpoint format version {version}; this fastrnn "
                               f"reads version {FORMAT_VERSION}")
     return arrays
+
+
+# -- the reader: what a checkpoint may hold, and the limits checked before any data is read ----
+
+# Entries at the top level besides the model's parameters (PARAM_NAMES), and the prefixes of
+# the sections other components add; a new model kind extends these two (and PARAM_NAMES).
+MODEL_ENTRIES = frozenset({"format", "format_version", "hidden_size", "vocab_size", "dtype",
+                           "backend", "device", "vocab_codes", "vocab_byte_level"})
+SECTION_PREFIXES = ("optimizer/hyper/", "optimizer/", "trainer/", "meta/")
+_SECTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_MEMBERS = 1024          # a checkpoint holds a few dozen entries
+MAX_HEADER = 4096           # bytes of an .npy header (numpy writes 128 for ours)
+MAX_NDIM = 8
+DTYPE_KINDS = "biufUS"      # bool, integers, floats, str, bytes: nothing that unpickles
+INFLATE_FREE = 16 << 20     # compressed members may inflate to this much in all, plus ...
+MAX_INFLATION = 20          # ... this many times the file's size (fastrnn itself never compresses)
+_DESCR = re.compile(r"[<>|=]?([biufUS])([0-9]{1,7})")
+_HEADER = re.compile(r"\{'descr': *'([^']{1,16})', *'fortran_order': *(True|False), *"
+                     r"'shape': *\(([0-9, ]{0,200})\),? *\} *\n?")
+
+
+def expected_member(name):
+    """True for the names a checkpoint may hold: the model's entries and parameters, and
+    simple keys under the known section prefixes."""
+    from ._params import PARAM_NAMES
+    if name in MODEL_ENTRIES or name in PARAM_NAMES:
+        return True
+    for prefix in SECTION_PREFIXES:
+        if name.startswith(prefix):
+            return bool(_SECTION_KEY.fullmatch(name[len(prefix):]))
+    return False
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _read_members(f, path):
+    """{name: array} of an open .npz file (see read_npz); raises on any fault."""
+    head = f.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip from its first byte: no
+        raise CheckpointError(f"{path} is not a readable .npz checkpoint (not a zip file from "
+                              f"its first byte; truncated or another kind of file)")
+    size = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    with zipfile.ZipFile(f) as z:
+        infos = z.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise CheckpointError(f"{path} holds {len(infos)} entries; a checkpoint holds at "
+                                  f"most {MAX_MEMBERS}")
+        if "format.npy" not in {info.filename for info in infos}:
+            raise CheckpointError(f"{path} is not a fastrnn checkpoint (no 'format' entry)")
+        names, stored, inflated = set(), 0, 0
+        for info in infos:  # every name and size first: nothing is read from a refused file
+            name = info.filename[:-4] if info.filename.endswith(".npy") else None
+            if name is None or not expected_member(name):
+                raise CheckpointError(f"{path} holds an unexpected entry {info.filename[:80]!r}"
+                                      f"; fastrnn reads only its own entries")
+            if name in names:
+                raise CheckpointError(f"{path} holds the entry {name!r} twice")
+            names.add(name)
+            if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                raise CheckpointError(f"{path}: entry {name!r} is damaged (stored size "
+                                      f"{info.compress_size} != {info.file_size})")
+            stored += info.compress_size
+            if info.compress_type != zipfile.ZIP_STORED:
+                inflated += info.file_size
+        if stored > size:
+            raise CheckpointError(f"{path}: its entries claim {stored:,} bytes, more than the "
+                                  f"file's {size:,}")
+        if inflated > INFLATE_FREE + MAX_INFLATION * size:
+            raise CheckpointError(f"{path}: its compressed entries would inflate to "
+                                  f"{inflated:,} bytes from a {size:,}-byte file; refused")
+        return {info.filename[:-4]: _member_array(z, info, path) for info in infos}
+
+
+def _member_array(z, info, path):
+    """One member as an array: its .npy header parsed strictly (no eval), its declared dtype,
+    shape and size checked against the zip entry's size before the data is read."""
+    name = info.filename[:-4]
+    with z.open(info) as f:
+        magic = f.read(8)
+        if len(magic) != 8 or magic[:6] != b"\x93NUMPY" or magic[6] not in (1, 2, 3):
+            raise CheckpointError(f"{path}: entry {name!r} is not an .npy array")
+        width = 2 if magic[6] == 1 else 4
+        raw = f.read(width)
+        n = int.from_bytes(raw, "little") if len(raw) == width else -1
+        if not 0 < n <= MAX_HEADER:
+            raise CheckpointError(f"{path}: entry {name!r} has a bad .npy header length {n}")
+        header = f.read(n)
+        try:
+            header = header.decode("utf-8" if magic[6] == 3 else "latin-1")
+        except UnicodeDecodeError:
+            header = ""
+        m = _HEADER.fullmatch(header)
+        d = m and _DESCR.fullmatch(m.group(1))
+        if not d:
+            raise CheckpointError(f"{path}: entry {name!r} has an .npy header fastrnn does not "
+                                  f"read: {header[:80]!r}")
+        dtype = np.dtype(m.group(1))
+        if dtype.kind not in DTYPE_KINDS:
+            raise CheckpointError(f"{path}: entry {name!r} has dtype {dtype}; checkpoints hold "
+                                  f"numbers and strings only")
+        dims = [x.strip() for x in m.group(3).split(",")]
+        if dims and dims[-1] == "":
+            dims.pop()
+        if len(dims) > MAX_NDIM or not all(x.isdigit() and len(x) <= 12 for x in dims):
+            raise CheckpointError(f"{path}: entry {name!r} declares the shape "
+                                  f"({m.group(3)[:60]}); fastrnn does not read it")
+        shape = tuple(int(x) for x in dims)
+        nbytes = math.prod(shape) * dtype.itemsize
+        offset = 8 + width + n
+        if offset + nbytes != info.file_size:  # before anything that size is allocated
+            raise CheckpointError(f"{path}: entry {name!r} declares {shape} {dtype} "
+                                  f"({nbytes:,} bytes) but holds {info.file_size - offset:,}")
+        data = bytearray(nbytes)
+        got = f.readinto(data) if nbytes else 0
+        if got != nbytes or f.read(1):  # read to the end: the zip's CRC-32 is checked there
+            raise CheckpointError(f"{path}: entry {name!r} is truncated")
+    a = np.frombuffer(data, dtype=dtype, count=math.prod(shape))
+    return a.reshape(shape, order="F" if m.group(2) == "True" else "C")
 
 
 def model_arrays(model):
@@ -175,6 +297,13 @@ def model_arrays(model):
 
 def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None):
     """A CharRNN rebuilt from checkpoint entries, on any backend and device."""
+    try:
+        return _model_from_arrays(arrays, path, backend, device, dtype)
+    except (TypeError, IndexError, OverflowError, RecursionError, AttributeError) as exc:
+        raise CheckpointError(f"{path} holds an invalid model: {_one_line(exc)}") from None
+
+
+def _model_from_arrays(arrays, path, backend, device, dtype):
     from ._params import PARAM_NAMES, check_dtype, check_tensors
     from .model import CharRNN
     from .vocab import Vocab, from_code_points
@@ -252,33 +381,66 @@ def section(arrays, prefix):
 
 
 def read_training_checkpoint(path, ids, *, val_ids=None, backend="cython", device="cpu"):
-    """A Trainer continuing exactly from a file written by write_training_checkpoint."""
-    from .optim import make_optimizer
-    from .trainer import Trainer
+    """A Trainer continuing exactly from a file written by write_training_checkpoint. A value
+    in the file that cannot be right (a position outside the data, a state of another shape,
+    an rng state that is not one) is a CheckpointError; training data other than the
+    checkpoint's is a ResumeMismatch (a ValueError)."""
+    from .trainer import ResumeMismatch
     arrays = read_npz(path)
     if "trainer/iteration" not in arrays or "optimizer/name" not in arrays:
         raise CheckpointError(f"{path} holds a model only, not a training run to resume "
                               f"(use it with --init-from to fine-tune)")
     model = model_from_arrays(arrays, path, backend=backend, device=device)
     try:
-        hyper = {k[len("hyper/"):]: _unplain(v) for k, v in section(arrays, "optimizer").items()
-                 if k.startswith("hyper/")}
-        if "betas" in hyper:
-            hyper["betas"] = tuple(float(b) for b in hyper["betas"])
-        opt = make_optimizer(str(arrays["optimizer/name"]), model, **hyper)
-        opt.load_state_dict(section(arrays, "optimizer"))
-        state = section(arrays, "trainer")
-        trainer = Trainer(model, ids, seq_length=int(state["seq_length"]),
-                          batch_size=int(state["batch_size"]), optimizer=opt,
-                          reset=str(state["reset"]), reduction=str(state["reduction"]),
-                          val_ids=val_ids)
-        trainer.load_state_dict(state)
+        return _training_from_arrays(arrays, model, ids, val_ids, path)
+    except (ResumeMismatch, CheckpointError):
+        raise
     except KeyError as exc:
-        raise CheckpointError(f"{path} lacks the entry {exc.args[0]!r}") from None
-    trainer.meta = {k: _unplain(v) for k, v in section(arrays, "meta").items()}
+        raise CheckpointError(f"{path} lacks the entry {_one_line(exc)}") from None
+    except (ValueError, TypeError, IndexError, OverflowError, RecursionError, MemoryError,
+            AttributeError) as exc:  # values of a damaged or crafted file
+        raise CheckpointError(f"{path} holds an invalid training state: "
+                              f"{_one_line(exc)}") from None
+
+
+def _training_from_arrays(arrays, model, ids, val_ids, path):
+    from .optim import make_optimizer
+    from .trainer import Trainer
+    hyper = {k[len("hyper/"):]: _unplain(v) for k, v in section(arrays, "optimizer").items()
+             if k.startswith("hyper/")}
+    if "betas" in hyper:
+        hyper["betas"] = tuple(float(b) for b in hyper["betas"])
+    opt = make_optimizer(_text(arrays["optimizer/name"]), model, **hyper)
+    opt.load_state_dict(section(arrays, "optimizer"))
+    state = section(arrays, "trainer")
+    trainer = Trainer(model, ids, seq_length=_int_entry(state, "seq_length", path),
+                      batch_size=_int_entry(state, "batch_size", path), optimizer=opt,
+                      reset=_text(state["reset"]), reduction=_text(state["reduction"]),
+                      val_ids=val_ids)
+    trainer.load_state_dict(state)
+    trainer.meta = _meta(arrays, path)
     return trainer
+
+
+def _text(a):
+    """A string entry (a 0-d str array), or ValueError."""
+    a = np.asarray(a)
+    if a.shape != () or a.dtype.kind != "U":
+        raise ValueError(f"expected a string, got a {a.dtype} array of shape {a.shape}")
+    return str(a)
+
+
+def _meta(arrays, path="checkpoint"):
+    """The "meta/…" entries as plain values (each must be a scalar)."""
+    meta = {}
+    for k, v in section(arrays, "meta").items():
+        if np.ndim(v) != 0:
+            raise CheckpointError(f"{path}: meta/{k} must be a single value, got shape "
+                                  f"{np.shape(v)}")
+        meta[k] = _unplain(v)
+    return meta
 
 
 def read_meta(path):
     """The "meta/…" entries of a training checkpoint (empty for a model-only file)."""
-    return {k: _unplain(v) for k, v in section(read_npz(path), "meta").items()}
+    return _meta(read_npz(path), path)

@@ -47,6 +47,21 @@ MAX_SKIPS_IN_A_ROW = 100  # "skip" gives up after this many refused steps in a r
 HASH_CHUNK = 1 << 22      # ids hashed this many at a time (as int32, the fingerprint's format)
 
 
+def _sha256_ids(ids):
+    digest = hashlib.sha256()
+    for i in range(0, len(ids), HASH_CHUNK):
+        digest.update(ids[i:i + HASH_CHUNK].astype(np.int32).data)
+    return digest.hexdigest()
+
+
+def _count(state, key):
+    """A non-negative integer entry of a state dict, or ValueError."""
+    a = np.asarray(state[key])
+    if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
+        raise ValueError(f"{key} must be a non-negative integer, got {a!r}"[:200])
+    return int(a)
+
+
 class DivergedError(FloatingPointError):
     """Training diverged: `iteration` is the step not taken, `reason` why; the model and the
     optimizer are as before that step."""
@@ -54,6 +69,13 @@ class DivergedError(FloatingPointError):
     def __init__(self, message, iteration, reason):
         super().__init__(message)
         self.iteration, self.reason = iteration, reason
+
+
+class ResumeMismatch(ValueError):
+    """Resuming a checkpoint with data or settings other than its own."""
+
+
+MAX_RNG_STATE = 4096  # characters of the JSON rng state in a checkpoint (PCG64's is ~150)
 
 
 def ids_dtype(vocab_size):
@@ -167,7 +189,7 @@ class Trainer:
         self.iteration = 0
         self.skipped_steps = 0       # steps refused as non-finite and skipped, in all
         self._skips_in_a_row = 0
-        self._fingerprint = None
+        self._fingerprint = self._val_fingerprint = None
         self.smooth_loss = -math.log(1.0 / model.vocab_size) * T * B
         self.h = np.zeros((B, model.hidden_size), dtype=model.dtype)
         self.position = 0            # offset of the next chunk inside every stream
@@ -360,11 +382,16 @@ class Trainer:
         """sha256 of the training ids as int32 (whatever type they are kept in), computed once:
         the trainer's ids must not be changed."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for i in range(0, len(self.ids), HASH_CHUNK):
-                digest.update(self.ids[i:i + HASH_CHUNK].astype(np.int32).data)
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = _sha256_ids(self.ids)
         return self._fingerprint
+
+    def val_fingerprint(self):
+        """sha256 of the held-out ids as int32 (None without val_ids)."""
+        if self.val_ids is None:
+            return None
+        if self._val_fingerprint is None:
+            self._val_fingerprint = _sha256_ids(self.val_ids)
+        return self._val_fingerprint
 
     def state_dict(self):
         """Everything besides the model that continuing exactly needs, as plain values."""
@@ -379,6 +406,7 @@ class Trainer:
             "history_val": np.array(self.history["val"], dtype=np.float64).reshape(-1, 2),
             "rng_state": json.dumps(rng), "data_length": len(self.ids),
             "data_sha256": self.data_fingerprint(),
+            **({} if self.val_ids is None else {"val_sha256": self.val_fingerprint()}),
             "loss_since": self._loss_since, "tokens_since": self._tokens_since,
             "nan_policy": self.nan_policy, "skipped_steps": self.skipped_steps,
             "lr_schedule": "" if self.lr_schedule is None else json.dumps(
@@ -387,37 +415,67 @@ class Trainer:
 
     def load_state_dict(self, state):
         """Restores what state_dict returned; the data and settings must be those it was saved
-        with."""
+        with (else ResumeMismatch). Every value is checked before it is used: ValueError for
+        one that cannot be right (a position outside the data, a state of another shape)."""
         for key in ("seq_length", "batch_size"):
             if int(state[key]) != getattr(self, key):
-                raise ValueError(f"the checkpoint was trained with {key}={int(state[key])}, "
-                                 f"this trainer has {getattr(self, key)}")
+                raise ResumeMismatch(f"the checkpoint was trained with {key}={int(state[key])}, "
+                                     f"this trainer has {getattr(self, key)}")
         if int(state["data_length"]) != len(self.ids) or \
                 str(state["data_sha256"]) != self.data_fingerprint():
-            raise ValueError(f"the training data differs from the checkpoint's "
-                             f"({int(state['data_length'])} ids, sha256 "
-                             f"{str(state['data_sha256'])[:12]}…); resuming needs the same data "
-                             f"and --val-frac")
-        self.reset, self.reduction = str(state["reset"]), str(state["reduction"])
-        self.iteration = int(state["iteration"])
+            raise ResumeMismatch(f"the training data differs from the checkpoint's "
+                                 f"({int(state['data_length'])} ids, sha256 "
+                                 f"{str(state['data_sha256'])[:12]}…); resuming needs the same "
+                                 f"data and --val-frac")
+        if "val_sha256" in state and self.val_ids is not None and \
+                str(state["val_sha256"]) != self.val_fingerprint():
+            raise ResumeMismatch("the held-out (validation) data differs from the checkpoint's "
+                                 "although the training data is the same; resuming needs the "
+                                 "same data and --val-frac")
+        reset, reduction = str(state["reset"]), str(state["reduction"])
+        if reset not in RESETS or reduction not in REDUCTIONS:
+            raise ValueError(f"reset {reset!r} or reduction {reduction!r} is not one fastrnn has")
+        iteration, position = _count(state, "iteration"), _count(state, "position")
+        limit = len(self.ids) if self.batch_size == 1 else self.stream_length
+        if position >= limit:
+            raise ValueError(f"position {position} lies outside the data's [0, {limit})")
+        h = np.asarray(state["h"])
+        if h.shape != self.h.shape or not np.all(np.isfinite(h)):
+            raise ValueError(f"the carried state h must be finite of shape {self.h.shape}, got "
+                             f"shape {h.shape}")
+        history = {}
+        for key, width in (("train", 3), ("val", 2)):
+            a = np.asarray(state["history_" + key], dtype=np.float64)
+            if a.ndim != 2 or a.shape[1] != width:
+                raise ValueError(f"history_{key} has shape {a.shape}; expected (n, {width})")
+            history[key] = [tuple(r) for r in a.tolist()]
+        rng = str(state["rng_state"])
+        if len(rng) > MAX_RNG_STATE:
+            raise ValueError(f"rng_state is {len(rng)} characters; at most {MAX_RNG_STATE}")
+        try:
+            self.rng.bit_generator.state = json.loads(rng)
+        except RecursionError:
+            raise ValueError("rng_state is nested too deeply") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"rng_state is not a generator state ({exc})") from None
+        self.reset, self.reduction = reset, reduction
+        self.iteration, self.position, self.history = iteration, position, history
+        self.h[...] = h
         self.smooth_loss = float(state["smooth_loss"])
-        self.h[...] = np.asarray(state["h"])
-        self.position = int(state["position"])
         self.best_val_loss = float(state["best_val_loss"])
-        self.history = {"train": [tuple(r) for r in np.asarray(state["history_train"])],
-                        "val": [tuple(r) for r in np.asarray(state["history_val"])]}
-        self.rng.bit_generator.state = json.loads(str(state["rng_state"]))
         self._loss_since = float(state["loss_since"])
-        self._tokens_since = int(state["tokens_since"])
+        self._tokens_since = _count(state, "tokens_since")
         if "nan_policy" in state:  # absent from checkpoints older than nan_policy
             policy = str(state["nan_policy"])
             if policy not in NAN_POLICIES:
                 raise ValueError(f"the checkpoint's nan_policy {policy!r} is not one of "
                                  f"{', '.join(NAN_POLICIES)}")
             self.nan_policy = policy
-            self.skipped_steps = int(state["skipped_steps"])
+            self.skipped_steps = _count(state, "skipped_steps")
         schedule = str(state["lr_schedule"]) if "lr_schedule" in state else ""  # absent: older
         if schedule:
+            if len(schedule) > MAX_RNG_STATE:
+                raise ValueError("lr_schedule is too long")
             d = json.loads(schedule)
             self.lr_schedule = LinearDecay(d["start"], d["end"], d["to"])
             self.base_lr = float(d["base_lr"])
