@@ -453,32 +453,39 @@ class Trainer:
         if len(rng) > MAX_RNG_STATE:
             raise ValueError(f"rng_state is {len(rng)} characters; at most {MAX_RNG_STATE}")
         try:
-            self.rng.bit_generator.state = json.loads(rng)
+            rng = json.loads(rng)
+            np.random.default_rng().bit_generator.state = rng  # checked on a scratch generator
         except RecursionError:
             raise ValueError("rng_state is nested too deeply") from None
         except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"rng_state is not a generator state ({exc})") from None
+            raise ValueError(f"rng_state is not a generator state ({exc!r})") from None
+        policy = str(state["nan_policy"]) if "nan_policy" in state else None  # absent: older
+        if policy is not None and policy not in NAN_POLICIES:
+            raise ValueError(f"the checkpoint's nan_policy {policy!r} is not one of "
+                             f"{', '.join(NAN_POLICIES)}")
+        schedule = str(state["lr_schedule"]) if "lr_schedule" in state else ""  # absent: older
+        if len(schedule) > MAX_RNG_STATE:
+            raise ValueError("lr_schedule is too long")
+        if schedule:
+            try:
+                d = json.loads(schedule)
+                schedule = LinearDecay(d["start"], d["end"], d["to"]), float(d["base_lr"])
+            except (KeyError, TypeError, ValueError, RecursionError) as exc:
+                raise ValueError(f"lr_schedule is not a schedule ({exc!r})") from None
+        values = (float(state["smooth_loss"]), float(state["best_val_loss"]),
+                  float(state["loss_since"]), _count(state, "tokens_since"),
+                  _count(state, "skipped_steps") if policy is not None else 0)
+        # every value is checked: now the trainer changes, all at once
+        self.rng.bit_generator.state = rng
         self.reset, self.reduction = reset, reduction
         self.iteration, self.position, self.history = iteration, position, history
         self.h[...] = h
-        self.smooth_loss = float(state["smooth_loss"])
-        self.best_val_loss = float(state["best_val_loss"])
-        self._loss_since = float(state["loss_since"])
-        self._tokens_since = _count(state, "tokens_since")
-        if "nan_policy" in state:  # absent from checkpoints older than nan_policy
-            policy = str(state["nan_policy"])
-            if policy not in NAN_POLICIES:
-                raise ValueError(f"the checkpoint's nan_policy {policy!r} is not one of "
-                                 f"{', '.join(NAN_POLICIES)}")
-            self.nan_policy = policy
-            self.skipped_steps = _count(state, "skipped_steps")
-        schedule = str(state["lr_schedule"]) if "lr_schedule" in state else ""  # absent: older
+        (self.smooth_loss, self.best_val_loss, self._loss_since, self._tokens_since,
+         skipped) = values
+        if policy is not None:
+            self.nan_policy, self.skipped_steps = policy, skipped
         if schedule:
-            if len(schedule) > MAX_RNG_STATE:
-                raise ValueError("lr_schedule is too long")
-            d = json.loads(schedule)
-            self.lr_schedule = LinearDecay(d["start"], d["end"], d["to"])
-            self.base_lr = float(d["base_lr"])
+            self.lr_schedule, self.base_lr = schedule
 
     def save(self, path):
         """Writes model, optimizer and trainer state to one .npz checkpoint, atomically."""
