@@ -11,7 +11,9 @@ Other components (trainer, optimizer state) add keys under their own prefix, e.g
 import math
 import os
 import re
-import tempfile
+import secrets
+import sys
+import time
 import zipfile
 
 import numpy as np
@@ -34,11 +36,14 @@ def write_npz_atomic(path, arrays):
     """Writes `arrays` (name -> array) to `path` as .npz: to a temporary file in the same
     directory, flushed to disk, then renamed over `path`, so `path` is always either the old
     complete file or the new complete one, whatever interrupts the write (an exception, SIGINT,
-    SIGKILL, a full disk).
+    SIGKILL, a full disk). The file gets the mode a new file gets (0666 less the umask).
 
     The writer holds an exclusive flock on its temporary file until the rename; temporary files
     that nobody holds were left by killed writers and are removed by the next write, so they
-    never pile up. An OSError (unwritable directory, full disk) is raised again naming `path`.
+    never pile up. Removing them and creating and locking one's own temporary file happen under
+    an exclusive flock of the directory, so that no writer removes another's temporary file
+    between its creation and its lock. An OSError (unwritable directory, full disk) is raised
+    again naming `path`.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -46,15 +51,14 @@ def write_npz_atomic(path, arrays):
     for name, a in arrays.items():
         if np.asarray(a).dtype == object:
             raise TypeError(f"checkpoint entry {name!r} is an object array; refusing to pickle")
-    _remove_stale_temporaries(directory, base)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=base + TMP_TAG, suffix=".tmp", dir=directory)
+        with _DirectoryLock(directory) as exact:
+            _remove_stale_temporaries(directory, base, exact)
+            fd, tmp = _create_temporary(directory, base)
     except OSError as exc:
         raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -73,6 +77,122 @@ def write_npz_atomic(path, arrays):
     _fsync_directory(directory)
 
 
+STALE_AFTER = 600  # seconds: without a directory lock, only older unheld temporaries are stale
+
+
+class _DirectoryLock:
+    """An exclusive flock of a directory while cleaning and creating temporary files; entering
+    gives True when the directory is locked, False where it cannot be (no flock, a filesystem
+    that refuses to lock a directory)."""
+
+    def __enter__(self):
+        return self.fd is not None
+
+    def __init__(self, directory):
+        self.fd = None
+        if fcntl is None:
+            return
+        try:
+            self.fd = os.open(directory, os.O_RDONLY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:
+            if self.fd is not None:
+                os.close(self.fd)
+            self.fd = None
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+
+
+def _create_temporary(directory, base):
+    """(fd, path) of a new temporary file "<base>.fastrnn-XXXXXXXX.tmp", locked (flock) before
+    it is returned, created with mode 0666 so that the umask decides its mode as for any new
+    file (mkstemp would make it 0600)."""
+    for _ in range(100):
+        tmp = os.path.join(directory, f"{base}{TMP_TAG}{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o666)
+        except FileExistsError:
+            continue
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file is closed
+            except OSError:
+                os.close(fd)
+                os.unlink(tmp)
+                raise
+        return fd, tmp
+    raise FileExistsError(f"no free temporary file name for {base} in {directory}")
+
+
+RUN_LOCK = ".fastrnn-run.lock"  # in a checkpoint directory while a run writes there
+
+
+class DirectoryInUseError(OSError):
+    """Another training run holds the checkpoint directory."""
+
+
+class RunLock:
+    """Ownership of a checkpoint directory for one training run: an exclusive flock on
+    RUN_LOCK in it, held until release(), the file naming the holder (pid and command) for
+    whoever is refused. The holder removes the file on release, while still holding it; a
+    taker that finds it locked a file no longer at that name tries again."""
+
+    def __init__(self, directory):
+        self.directory = os.fspath(directory)
+        self.path = os.path.join(self.directory, RUN_LOCK)
+        self.fd = None
+
+    def acquire(self):
+        if fcntl is None:
+            return self  # no flock (Windows): runs are not kept apart
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip()
+                os.close(fd)
+                pid, _, command = holder.partition(" ")
+                who = f"pid {pid}: {command}" if pid.isdigit() else "pid unknown"
+                raise DirectoryInUseError(
+                    f"checkpoint directory {self.directory} is in use by another training run "
+                    f"({' '.join(who.split())[:200]}); wait for it to end or write elsewhere "
+                    f"(--checkpoint-dir)") from None
+            except OSError:  # a filesystem without flock: go on unlocked
+                os.close(fd)
+                return self
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except OSError:
+                same = False
+            if same:
+                command = " ".join(getattr(sys, "orig_argv", sys.argv))
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {command[:300]}\n".encode("utf-8", "replace"), 0)
+                self.fd = fd
+                return self
+            os.close(fd)  # its holder removed it meanwhile: take the new one
+        raise DirectoryInUseError(f"could not lock checkpoint directory {self.directory}")
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def _write_error(path, exc):
     """The OSError of a failed write, reworded to name the checkpoint (same errno, so still a
     PermissionError etc.)."""
@@ -81,10 +201,13 @@ def _write_error(path, exc):
     return OSError(exc.errno, message) if exc.errno is not None else OSError(message)
 
 
-def _remove_stale_temporaries(directory, base):
+def _remove_stale_temporaries(directory, base, exact=True):
     """Deletes the temporary files of earlier writes of `base` whose writer died before it could
     clean up (SIGKILL, power loss). A live writer holds a lock on its file; one we can lock has
-    no writer."""
+    no writer. Called under the directory's lock (exact): every writer locks its temporary file
+    before it releases the directory, so any we can lock is stale. Without the directory lock
+    a file may be one whose writer has not locked it yet: then only files older than
+    STALE_AFTER are taken."""
     if fcntl is None:
         return
     pattern = re.compile(re.escape(base + TMP_TAG) + r"[a-z0-9_]{8}\.tmp")
@@ -100,7 +223,9 @@ def _remove_stale_temporaries(directory, base):
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.path.samestat(os.fstat(fd), os.stat(stale)):  # not renamed meanwhile
+            st = os.fstat(fd)
+            old = exact or time.time() - st.st_mtime > STALE_AFTER
+            if old and os.path.samestat(st, os.stat(stale)):  # not renamed meanwhile
                 os.unlink(stale)
         except OSError:
             pass  # held by a live writer, or gone already

@@ -32,11 +32,13 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._progress import LN2, Reporter, SigintFlag
+from ._progress import LN2, Reporter, SigintFlag, append_bounded
+from .checkpoint import RunLock
 from .model import check_positive_int
 from .optim import Adagrad, Adam, LinearDecay
 
@@ -45,6 +47,8 @@ REDUCTIONS = ("sum", "mean")
 NAN_POLICIES = ("raise", "skip")
 MAX_SKIPS_IN_A_ROW = 100  # "skip" gives up after this many refused steps in a row
 HASH_CHUNK = 1 << 22      # ids hashed this many at a time (as int32, the fingerprint's format)
+MAX_LOSSES = 1 << 20      # TrainResult.losses keeps the last this many (8 MiB)
+UNIGRAM_MARGIN = 0.01    # nats/char a model may trail the unigram guess by before a warning
 
 
 def _sha256_ids(ids):
@@ -69,6 +73,10 @@ class DivergedError(FloatingPointError):
     def __init__(self, message, iteration, reason):
         super().__init__(message)
         self.iteration, self.reason = iteration, reason
+
+
+class WorseThanUnigramWarning(RuntimeWarning):
+    """A trained model predicts worse than the training characters' frequencies do."""
 
 
 class ResumeMismatch(ValueError):
@@ -103,10 +111,13 @@ def compact_ids(a, vocab_size, name):
 
 @dataclass
 class TrainResult:
-    """What one `Trainer.fit` call did. `losses` holds each iteration's summed chunk loss."""
+    """What one `Trainer.fit` call did. `losses` holds the summed chunk loss of each of the
+    call's last min(steps, MAX_LOSSES) iterations, oldest first (all of them unless the call
+    ran more than MAX_LOSSES: memory does not grow with the number of iterations)."""
     iterations: int                  # total iterations of the trainer so far
     smooth_loss: float               # min-char-rnn EMA of the chunk loss
     losses: np.ndarray = field(repr=False)
+    steps: int = 0                   # iterations run by this call
     seconds: float = 0.0             # wall time of the call, evaluation and checkpoints included
     chars_per_sec: float = 0.0       # trained characters per second of wall time
     step_seconds: float = 0.0        # time spent in training iterations alone
@@ -189,7 +200,7 @@ class Trainer:
         self.iteration = 0
         self.skipped_steps = 0       # steps refused as non-finite and skipped, in all
         self._skips_in_a_row = 0
-        self._fingerprint = self._val_fingerprint = None
+        self._fingerprint = self._val_fingerprint = self._unigram = None
         self.smooth_loss = -math.log(1.0 / model.vocab_size) * T * B
         self.h = np.zeros((B, model.hidden_size), dtype=model.dtype)
         self.position = 0            # offset of the next chunk inside every stream
@@ -323,16 +334,20 @@ class Trainer:
             raise ValueError("eval_every needs a trainer made with val_ids")
         if checkpoint_dir is not None:
             os.makedirs(checkpoint_dir, exist_ok=True)
-        report = Reporter(self, iterations, progress, print_every, file, log)
-        losses = np.empty(iterations, dtype=np.float64)
+        lock = report = None
+        # the last MAX_LOSSES losses, in a ring: memory does not grow with the iterations
+        losses = np.empty(min(iterations, MAX_LOSSES), dtype=np.float64)
         t0, done, tokens, interrupted = time.perf_counter(), 0, 0, False
         skipped = self.skipped_steps
         step_seconds = 0.0
         try:
+            if checkpoint_dir is not None:  # the run owns its directory
+                lock = RunLock(checkpoint_dir).acquire()
+            report = Reporter(self, iterations, progress, print_every, file, log)
             with SigintFlag() as sigint:
                 for i in range(iterations):
                     t_step = time.perf_counter()
-                    losses[i] = loss = self.step()
+                    losses[i % MAX_LOSSES] = loss = self.step()
                     t_step = time.perf_counter() - t_step
                     report.step_seconds += t_step
                     step_seconds += t_step
@@ -341,7 +356,7 @@ class Trainer:
                     last = i == iterations - 1
                     report.iteration(loss)
                     if eval_every and (self.iteration % eval_every == 0 or last):
-                        self._validate(report, checkpoint_dir)
+                        self._validate(report, checkpoint_dir, last)
                     if sample_every and self.iteration % sample_every == 0 and \
                             self.model.vocab is not None:
                         text = self.model.sample_text(sample_length,
@@ -358,24 +373,57 @@ class Trainer:
                 if checkpoint_dir is not None:
                     self.save(os.path.join(checkpoint_dir, "latest.npz"))
         finally:
-            report.close()
+            if report is not None:
+                report.close()
+            if lock is not None:
+                lock.release()
         seconds = time.perf_counter() - t0
+        if done > MAX_LOSSES:  # the ring, oldest first
+            cut = done % MAX_LOSSES
+            losses = np.concatenate((losses[cut:], losses[:cut]))
         return TrainResult(iterations=self.iteration, smooth_loss=self.smooth_loss,
-                           losses=losses[:done], seconds=seconds,
+                           losses=losses[:done], steps=done, seconds=seconds,
                            chars_per_sec=tokens / seconds if seconds > 0 else float("inf"),
                            interrupted=interrupted, best_val_loss=self.best_val_loss,
                            step_seconds=step_seconds,
                            skipped_steps=self.skipped_steps - skipped)
 
-    def _validate(self, report, checkpoint_dir):
+    def _validate(self, report, checkpoint_dir, last=False):
         m = self.evaluate()
-        self.history["val"].append((self.iteration, m["nats_per_char"]))
-        best = m["nats_per_char"] < self.best_val_loss
+        nats = m["nats_per_char"]
+        had_beaten_unigram = self.best_val_loss < self.unigram_nats()
+        append_bounded(self.history["val"], (self.iteration, nats))
+        best = nats < self.best_val_loss
         if best:
-            self.best_val_loss = m["nats_per_char"]
+            self.best_val_loss = nats
             if checkpoint_dir is not None:
                 self.save(os.path.join(checkpoint_dir, "best.npz"))
         report.validation(m, best)
+        if last or had_beaten_unigram:  # early in a run a model may still trail it
+            message = self.unigram_warning(nats, "validation")
+            if message:
+                report.warning(message)
+                warnings.warn(message, WorseThanUnigramWarning, stacklevel=3)
+
+    def unigram_nats(self):
+        """The unigram guess's loss: the entropy (nats/char) of the training ids' frequencies,
+        what a model that ignores context scores; a trained model must do better."""
+        if self._unigram is None:
+            p = np.bincount(self.ids, minlength=self.model.vocab_size) / len(self.ids)
+            p = p[p > 0]
+            self._unigram = float(-(p * np.log(p)).sum())
+        return self._unigram
+
+    def unigram_warning(self, nats, what):
+        """The one-line warning for a model whose loss `nats` on `what` is worse than the
+        unigram guess, or None."""
+        unigram = self.unigram_nats()
+        if not nats > unigram + UNIGRAM_MARGIN:  # NaN warns too
+            return None
+        return (f"the model's {what} loss, {nats:.3f} nats/char at iteration "
+                f"{self.iteration:,}, is worse than a unigram guess ({unigram:.3f} nats/char "
+                f"from the training characters' frequencies): this model is useless; train "
+                f"with a smaller learning rate, and use the best checkpoint if one was kept")
 
     # -- checkpoints ---------------------------------------------------------------------------
     def data_fingerprint(self):

@@ -289,8 +289,8 @@ def test_unwritable_directory_gives_a_clear_error(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    with monkeypatch.context() as m:  # what a read-only directory does to mkstemp
-        m.setattr(checkpoint.tempfile, "mkstemp", refuse)
+    with monkeypatch.context() as m:  # what a read-only directory does to creating a file
+        m.setattr(checkpoint, "_create_temporary", refuse)
         with pytest.raises(PermissionError) as info:
             model.save(path)
     assert str(path) in str(info.value) and "unchanged" in str(info.value)
@@ -518,3 +518,88 @@ def test_byte_mutated_checkpoints_load_exactly_or_give_one_checkpoint_error(tmp_
         loaded += 1
     print(f"{refused} mutants refused, {loaded} loaded exactly")
     assert refused > 100
+
+
+# -- writers racing in one directory (issue 17) ----------------------------------------------
+
+def _racing_writer(path, seed, rounds, start_fd):
+    """Child process body: save a model `rounds` times; exit 0, or 1 with the error on stderr."""
+    code = 0
+    try:
+        model = make(seed=seed, H=32)
+        os.read(start_fd, 1)
+        for _ in range(rounds):
+            model.save(path)
+    except BaseException as exc:  # noqa: BLE001 - reported through the exit code
+        os.write(2, f"writer {seed}: {exc!r}\n".encode())
+        code = 1
+    finally:
+        os._exit(code)
+
+
+@posix_only
+def test_writers_of_one_checkpoint_never_delete_each_others_temporaries(tmp_path):
+    """Issue 17: a writer's stale-temporary cleanup deleted another writer's temporary file
+    between its creation and its lock, and that writer died ("No such file or directory").
+    Four processes save the same path 300 times each: none may fail, the file stays complete
+    and no temporary is left."""
+    path = tmp_path / "ckpt.npz"
+    r, w = os.pipe()
+    pids = []
+    for seed in range(4):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover
+            os.close(w)
+            _racing_writer(path, seed, 300, r)
+        pids.append(pid)
+    os.close(r)
+    os.write(w, b"go!!")
+    os.close(w)
+    codes = [os.waitpid(pid, 0)[1] for pid in pids]
+    assert codes == [0] * 4, codes
+    loaded = fastrnn.CharRNN.load(path, backend="numpy")
+    assert any(same_params(loaded, make(seed=s, H=32)) for s in range(4))
+    assert temporaries(tmp_path) == [] and os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+@posix_only
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoints_get_the_mode_the_umask_gives_a_new_file(tmp_path, umask):
+    """Issue 17: checkpoints were always 0600 (mkstemp's mode) whatever the umask."""
+    old = os.umask(umask)
+    try:
+        make().save(tmp_path / "m.npz")
+        (tmp_path / "plain").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "m.npz").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask == (tmp_path / "plain").stat().st_mode & 0o777
+
+
+def test_a_checkpoint_directory_belongs_to_one_run(tmp_path):
+    """A second fit writing to a directory a running fit holds is refused in one line naming
+    the holder; once the first ends, the directory is free again and the lock file is gone."""
+    text = "abcdefgh" * 200
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+
+    def trainer():
+        return fastrnn.Trainer(fastrnn.CharRNN(vocab, 8, backend="numpy", seed=0), ids,
+                               seq_length=10)
+
+    errors = []
+
+    def second(tr, loss):
+        if tr.iteration == 2:
+            try:
+                trainer().fit(3, checkpoint_dir=tmp_path)
+            except checkpoint.DirectoryInUseError as exc:
+                errors.append(str(exc))
+
+    trainer().fit(5, checkpoint_dir=tmp_path, callback=second)
+    assert len(errors) == 1 and str(tmp_path) in errors[0], errors
+    assert f"pid {os.getpid()}" in errors[0] and "\n" not in errors[0]
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz"]  # the second wrote nothing
+    assert int(checkpoint.read_npz(tmp_path / "latest.npz")["trainer/iteration"]) == 5
+    trainer().fit(3, checkpoint_dir=tmp_path)  # free again
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz"]

@@ -1,4 +1,6 @@
+import io
 import math
+import os
 import subprocess
 import sys
 
@@ -307,3 +309,38 @@ def test_linear_decay_schedule():
     assert all(np.array_equal(runs[0][0][k], runs[1][0][k]) for k in runs[0][0])
     with pytest.raises(TypeError, match="lr_schedule"):
         fastrnn.Trainer(m, ids, seq_length=12, lr_schedule=0.5)
+
+
+def test_fit_memory_does_not_grow_with_the_iterations(monkeypatch):
+    """Issue 17: fit reserved 8 bytes per requested iteration up front (`--iterations
+    1000000000000` failed to allocate 7.28 TiB) and kept every loss. Now a trillion-iteration
+    fit starts at once and stops cleanly at Ctrl-C; losses keep the last MAX_LOSSES, in order;
+    the history is thinned past MAX_HISTORY points."""
+    import signal
+    import tracemalloc
+    import fastrnn.trainer as trainer_module
+    import fastrnn._progress as progress
+    text = "hello world, " * 200
+    vocab = fastrnn.Vocab.from_text(text)
+    tr = fastrnn.Trainer(fastrnn.CharRNN(vocab, 8, backend="numpy", seed=0),
+                         vocab.encode(text), seq_length=10)
+
+    def ctrl_c_at_5(t, loss):
+        if t.iteration == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    tracemalloc.start()
+    try:
+        r = tr.fit(10**12, callback=ctrl_c_at_5, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.interrupted and r.steps == 5 and len(r.losses) == 5
+    assert peak < 12 << 20  # the ring of MAX_LOSSES float64 (8 MiB), nothing per iteration
+    monkeypatch.setattr(trainer_module, "MAX_LOSSES", 64)
+    monkeypatch.setattr(progress, "MAX_HISTORY", 50)
+    seen = []
+    r = tr.fit(300, callback=lambda t, loss: seen.append(loss), print_every=1, file=io.StringIO())
+    assert r.steps == 300 and list(r.losses) == seen[-64:]
+    its = [p[0] for p in tr.history["train"]]
+    assert len(its) <= 50 and its[-1] == tr.iteration and its == sorted(its) and its[0] <= 10
