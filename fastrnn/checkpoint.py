@@ -127,7 +127,7 @@ def _create_temporary(directory, base):
     raise FileExistsError(f"no free temporary file name for {base} in {directory}")
 
 
-RUN_LOCK = ".fastrnn-run.lock"  # in a checkpoint directory while a run writes there
+RUN_LOCK = ".fastrnn.lock"  # in a checkpoint directory while a run writes there
 
 
 class DirectoryInUseError(OSError):

@@ -373,10 +373,10 @@ class Trainer:
                 if checkpoint_dir is not None:
                     self.save(os.path.join(checkpoint_dir, "latest.npz"))
         finally:
-            if report is not None:
-                report.close()
             if lock is not None:
                 lock.release()
+            if report is not None:
+                report.close()
         seconds = time.perf_counter() - t0
         if done > MAX_LOSSES:  # the ring, oldest first
             cut = done % MAX_LOSSES
