@@ -409,7 +409,10 @@ class Trainer:
         """The unigram guess's loss: the entropy (nats/char) of the training ids' frequencies,
         what a model that ignores context scores; a trained model must do better."""
         if self._unigram is None:
-            p = np.bincount(self.ids, minlength=self.model.vocab_size) / len(self.ids)
+            counts = np.zeros(self.model.vocab_size, dtype=np.int64)
+            for i in range(0, len(self.ids), 1 << 20):  # bincount widens its input to intp
+                counts += np.bincount(self.ids[i:i + (1 << 20)], minlength=len(counts))
+            p = counts / len(self.ids)
             p = p[p > 0]
             self._unigram = float(-(p * np.log(p)).sum())
         return self._unigram
