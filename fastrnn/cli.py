@@ -286,7 +286,7 @@ def cmd_train(args):
     if ckpt:
         print(f"checkpoints: {os.path.join(ckpt, 'latest.npz')}"
               f"{', ' + os.path.join(ckpt, 'best.npz') if has_val else ''}", file=out)
-    elif trainer.iteration:  # no validation: the training text's score tells as much
+    if not has_val and trainer.iteration:  # no validation: the training text's score tells
         tail = trainer.ids[-TAIL_CHECK:]
         _show_warning(trainer.unigram_warning(trainer.evaluate(tail)["nats_per_char"],
                                               f"training-text (last {len(tail):,} chars)"))

@@ -417,3 +417,42 @@ def test_threads_beyond_the_cores_warn_and_zero_is_an_error(tmp_path):
     err = cli("train", "--data", "d.txt", "--threads", "0", cwd=tmp_path, ok=False)
     assert "--threads must be at least 1, got 0" in err.stderr_text
     # the API (set_num_threads): test_errors.py::test_threads...
+
+
+# -- issue 17: a useless model is said so, and the sample comes from the best checkpoint -------
+
+def test_a_run_that_ends_worse_than_unigram_warns_and_samples_the_best(tmp_path, capsys,
+                                                                       monkeypatch):
+    """The model is ruined (all mass on one character) after iteration 150 of 200: the
+    evaluations after it warn on stderr, one line each, and the end-of-run sample is drawn from
+    best.npz (iteration 150), not from the ruined final model. Without validation, the last
+    training characters are scored at the end instead."""
+    from test_trainer import _ruin
+    (tmp_path / "d.txt").write_text(TEXT)
+    original = fastrnn.Trainer._train_chunk
+
+    def ruining(self, x, y, scale):
+        out = original(self, x, y, scale)
+        if self.iteration >= 150:
+            _ruin(self)
+        return out
+
+    monkeypatch.setattr(fastrnn.Trainer, "_train_chunk", ruining)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capsys, "train", "--data", "d.txt", "--hidden-size", "16",
+                              "--iterations", "200", "--eval-every", "50", "--print-every",
+                              "1000", "--sample-length", "60", "--backend", "numpy")
+    assert code == 0, err
+    warned = err.strip().splitlines()
+    assert len(warned) == 1 and warned[0].startswith("fastrnn: warning: the model's validation "
+                                                     "loss") and "iteration 200" in warned[0]
+    best = read_npz(tmp_path / "checkpoints" / "best.npz")
+    assert int(best["trainer/iteration"]) == 150
+    assert "sample from the best checkpoint, checkpoints/best.npz (iteration 150" in out
+    sample = out.split("):\n----\n", 1)[1].rsplit("\n----\n", 1)[0]
+    model = fastrnn.CharRNN.load(tmp_path / "checkpoints" / "best.npz", backend="numpy")
+    assert sample == model.sample_text(60, seed=0)
+    code, out, err = run_main(capsys, "train", "--data", "d.txt", "--hidden-size", "16",
+                              "--iterations", "160", "--val-frac", "0", "--sample-length", "0",
+                              "--checkpoint-dir", "nv", "--backend", "numpy")
+    assert code == 0 and err.startswith("fastrnn: warning: the model's training-text (last ")
