@@ -289,7 +289,8 @@ def cmd_train(args):
     if not has_val and trainer.iteration:  # no validation: the training text's score tells
         tail = trainer.ids[-TAIL_CHECK:]
         _show_warning(trainer.unigram_warning(trainer.evaluate(tail)["nats_per_char"],
-                                              f"training-text (last {len(tail):,} chars)"))
+                                              f"training-text (last {len(tail):,} chars)",
+                                              tail))
     model, note = _best_model(trainer, ckpt, args) if has_val else (trainer.model, "")
     if args.sample_length:
         if note:

@@ -58,6 +58,15 @@ def _sha256_ids(ids):
     return digest.hexdigest()
 
 
+def _counts(ids, n):
+    """np.bincount(ids, minlength=n), a million ids at a time (bincount widens its input to
+    intp: 8 bytes an id)."""
+    counts = np.zeros(n, dtype=np.int64)
+    for i in range(0, len(ids), 1 << 20):
+        counts += np.bincount(ids[i:i + (1 << 20)], minlength=n)
+    return counts
+
+
 def _count(state, key):
     """A non-negative integer entry of a state dict, or ValueError."""
     a = np.asarray(state[key])
@@ -201,6 +210,7 @@ class Trainer:
         self.skipped_steps = 0       # steps refused as non-finite and skipped, in all
         self._skips_in_a_row = 0
         self._fingerprint = self._val_fingerprint = self._unigram = None
+        self._unigram_on = {}
         self.smooth_loss = -math.log(1.0 / model.vocab_size) * T * B
         self.h = np.zeros((B, model.hidden_size), dtype=model.dtype)
         self.position = 0            # offset of the next chunk inside every stream
@@ -391,7 +401,7 @@ class Trainer:
     def _validate(self, report, checkpoint_dir, last=False):
         m = self.evaluate()
         nats = m["nats_per_char"]
-        had_beaten_unigram = self.best_val_loss < self.unigram_nats()
+        had_beaten_unigram = self.best_val_loss < self.unigram_nats(self.val_ids)
         append_bounded(self.history["val"], (self.iteration, nats))
         best = nats < self.best_val_loss
         if best:
@@ -405,22 +415,30 @@ class Trainer:
                 report.warning(message)
                 warnings.warn(message, WorseThanUnigramWarning, stacklevel=3)
 
-    def unigram_nats(self):
-        """The unigram guess's loss: the entropy (nats/char) of the training ids' frequencies,
-        what a model that ignores context scores; a trained model must do better."""
+    def unigram_nats(self, ids=None):
+        """The unigram guess's loss (nats/char) on `ids` (default: the training ids): each id
+        after the first predicted with the training characters' frequencies (each count + 1/2,
+        so that none is impossible), ignoring context. A trained model must do better; on the
+        training ids this is their entropy, near enough."""
         if self._unigram is None:
-            counts = np.zeros(self.model.vocab_size, dtype=np.int64)
-            for i in range(0, len(self.ids), 1 << 20):  # bincount widens its input to intp
-                counts += np.bincount(self.ids[i:i + (1 << 20)], minlength=len(counts))
-            p = counts / len(self.ids)
-            p = p[p > 0]
-            self._unigram = float(-(p * np.log(p)).sum())
-        return self._unigram
+            counts = _counts(self.ids, self.model.vocab_size) + 0.5
+            self._unigram = np.log(counts / counts.sum())
+        if ids is None or ids is self.val_ids:
+            key = "train" if ids is None else "val"
+            if key not in self._unigram_on:
+                scored = self.ids if ids is None else self.val_ids
+                self._unigram_on[key] = self._unigram_loss(scored)
+            return self._unigram_on[key]
+        return self._unigram_loss(np.asarray(ids))
 
-    def unigram_warning(self, nats, what):
-        """The one-line warning for a model whose loss `nats` on `what` is worse than the
-        unigram guess, or None."""
-        unigram = self.unigram_nats()
+    def _unigram_loss(self, ids):
+        counts = _counts(ids[1:], self.model.vocab_size)
+        return float(-(counts @ self._unigram) / max(counts.sum(), 1))
+
+    def unigram_warning(self, nats, what, ids=None):
+        """The one-line warning for a model whose loss `nats` on `what` (the ids `ids`;
+        default: the validation ids) is worse than the unigram guess's there, or None."""
+        unigram = self.unigram_nats(self.val_ids if ids is None else ids)
         if not nats > unigram + UNIGRAM_MARGIN:  # NaN warns too
             return None
         return (f"the model's {what} loss, {nats:.3f} nats/char at iteration "

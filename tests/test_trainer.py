@@ -365,11 +365,12 @@ def test_a_model_worse_than_the_unigram_guess_is_warned_about():
     text = "the cat sat on the mat. " * 100
     vocab = fastrnn.Vocab.from_text(text)
     ids = vocab.encode(text)
-    counts = np.bincount(ids[:-300]) / len(ids[:-300])
-    unigram = -(counts[counts > 0] * np.log(counts[counts > 0])).sum()
+    p = (np.bincount(ids[:-300], minlength=len(vocab)) + 0.5) / (len(ids) - 300 + 0.5 * len(vocab))
+    unigram = -np.log(p[ids[-299:]]).mean()  # the unigram guess on the validation ids
     tr = fastrnn.Trainer(fastrnn.CharRNN(vocab, 16, backend="numpy", seed=0), ids[:-300],
                          seq_length=12, val_ids=ids[-300:])
-    assert tr.unigram_nats() == pytest.approx(unigram, rel=1e-12)
+    assert tr.unigram_nats(tr.val_ids) == pytest.approx(unigram, rel=1e-12)
+    assert tr.unigram_nats() == pytest.approx(-np.log(p[ids[1:-300]]).mean(), rel=1e-12)
     log = io.StringIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
