@@ -3,7 +3,8 @@
 Trains one model per seed with the settings of a `fastrnn train` command line, then scores the
 final model on the held-out part (when --val-frac leaves one) and on the last --score-chars
 characters of the training text, each against the unigram guess's loss on the same text (the
-training characters' frequencies: what a model that ignores context scores). Prints one line per seed and the counts.
+training characters' frequencies: what a model that ignores context scores). Prints one line
+per seed and the counts.
 
     python bench/robustness.py --seeds 10 -- --data corpus.txt --iterations 500
 
