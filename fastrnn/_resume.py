@@ -24,7 +24,7 @@ def _path(p):
     return os.path.abspath(p) if p else None
 
 
-def record(args, trainer, preset, init, decay, decay_to):
+def record(args, trainer, init, decay, decay_to):
     """Meta entries of a new run: the settings only the command line knows (the model,
     optimizer and trainer hold the others) and its display options."""
     trainer.meta.update({"preset": args.preset or "", "init": init or "",

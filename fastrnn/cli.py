@@ -159,8 +159,8 @@ def _new_trainer(args, out):
                     "iterations": _total_iterations(args, trainer, preset)}
     decay = args.lr_decay if args.lr_decay is not None else preset["lr_decay"]
     decay_to = args.lr_decay_to if args.lr_decay_to is not None else 0.01
-    _resume.record(args, trainer, preset, None if args.init_from else args.init or
-                   preset["init"], decay, decay_to)
+    _resume.record(args, trainer, None if args.init_from else args.init or preset["init"],
+                   decay, decay_to)
     if decay is not None:
         total = trainer.meta["iterations"]
         if total >= 2:
