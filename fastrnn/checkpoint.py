@@ -286,12 +286,16 @@ def read_npz(path):
 
 # -- the reader: what a checkpoint may hold, and the limits checked before any data is read ----
 
-# Entries at the top level besides the model's parameters (PARAM_NAMES), and the prefixes of
-# the sections other components add; a new model kind extends these two (and PARAM_NAMES).
+# Entries at the top level besides the model's parameters (PARAM_NAMES, and the per-layer names
+# of PARAM_PATTERNS: weight_ih_l0 ... of the stacked models of checkpoint format 2), and the
+# prefixes of the sections other components add, each followed by up to three simple names
+# ("optimizer/hyper/lr", "optimizer/state/mem/Why"). A new model kind extends these.
 MODEL_ENTRIES = frozenset({"format", "format_version", "hidden_size", "vocab_size", "dtype",
-                           "backend", "device", "vocab_codes", "vocab_byte_level"})
-SECTION_PREFIXES = ("optimizer/hyper/", "optimizer/", "trainer/", "meta/")
-_SECTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+                           "backend", "device", "vocab_codes", "vocab_byte_level", "cell",
+                           "num_layers", "nonlinearity", "dropout"})
+PARAM_PATTERNS = (re.compile(r"(weight|bias)_(ih|hh)_l[0-9]{1,3}"),)
+SECTION_PREFIXES = ("optimizer/", "trainer/", "meta/")
+_SECTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(/[A-Za-z_][A-Za-z0-9_]{0,63}){0,2}")
 MAX_MEMBERS = 1024          # a checkpoint holds a few dozen entries
 MAX_HEADER = 4096           # bytes of an .npy header (numpy writes 128 for ours)
 MAX_NDIM = 8
@@ -307,7 +311,8 @@ def expected_member(name):
     """True for the names a checkpoint may hold: the model's entries and parameters, and
     simple keys under the known section prefixes."""
     from ._params import PARAM_NAMES
-    if name in MODEL_ENTRIES or name in PARAM_NAMES:
+    if name in MODEL_ENTRIES or name in PARAM_NAMES or \
+            any(p.fullmatch(name) for p in PARAM_PATTERNS):
         return True
     for prefix in SECTION_PREFIXES:
         if name.startswith(prefix):

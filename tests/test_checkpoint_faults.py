@@ -603,3 +603,16 @@ def test_a_checkpoint_directory_belongs_to_one_run(tmp_path):
     assert int(checkpoint.read_npz(tmp_path / "latest.npz")["trainer/iteration"]) == 5
     trainer().fit(3, checkpoint_dir=tmp_path)  # free again
     assert sorted(os.listdir(tmp_path)) == ["latest.npz"]
+
+
+def test_the_reader_takes_exactly_the_entries_fastrnn_writes():
+    """The schema of expected_member: the entries of format versions 1 and 2 (stacked models'
+    per-layer tensors and per-tensor optimizer state), nothing else."""
+    for name in ("format", "Wxh", "by", "cell", "num_layers", "weight_ih_l0", "bias_hh_l12",
+                 "optimizer/name", "optimizer/hyper/lr", "optimizer/state/mem/Why",
+                 "optimizer/state/m/weight_hh_l1", "trainer/rng_state", "meta/data"):
+        assert checkpoint.expected_member(name), name
+    for name in ("x", "padding", "Wxh2", "weight_ih", "weight_xx_l0", "optimizer",
+                 "optimizer/", "trainer/a/b/c/d", "meta/../x", "meta/a b", "other/x",
+                 "trainer/" + "a" * 65, "format.npy", "WXH"):
+        assert not checkpoint.expected_member(name), name
