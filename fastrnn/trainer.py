@@ -67,6 +67,22 @@ def _counts(ids, n):
     return counts
 
 
+def _generator_state(state, key):
+    """The numpy bit generator state saved as JSON under `key`, checked (on a scratch
+    generator) before any trainer's generator is given it; ValueError if it is not one."""
+    text = str(state[key])
+    if len(text) > MAX_RNG_STATE:
+        raise ValueError(f"{key} is {len(text)} characters; at most {MAX_RNG_STATE}")
+    try:
+        value = json.loads(text)
+        np.random.default_rng().bit_generator.state = value
+    except RecursionError:
+        raise ValueError(f"{key} is nested too deeply") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{key} is not a generator state ({exc!r})") from None
+    return value
+
+
 def _count(state, key):
     """A non-negative integer entry of a state dict, or ValueError."""
     a = np.asarray(state[key])
@@ -518,16 +534,7 @@ class Trainer:
             if a.ndim != 2 or a.shape[1] != width:
                 raise ValueError(f"history_{key} has shape {a.shape}; expected (n, {width})")
             history[key] = [tuple(r) for r in a.tolist()]
-        rng = str(state["rng_state"])
-        if len(rng) > MAX_RNG_STATE:
-            raise ValueError(f"rng_state is {len(rng)} characters; at most {MAX_RNG_STATE}")
-        try:
-            rng = json.loads(rng)
-            np.random.default_rng().bit_generator.state = rng  # checked on a scratch generator
-        except RecursionError:
-            raise ValueError("rng_state is nested too deeply") from None
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"rng_state is not a generator state ({exc!r})") from None
+        rng = _generator_state(state, "rng_state")
         policy = str(state["nan_policy"]) if "nan_policy" in state else None  # absent: older
         if policy is not None and policy not in NAN_POLICIES:
             raise ValueError(f"the checkpoint's nan_policy {policy!r} is not one of "
