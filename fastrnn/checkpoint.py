@@ -514,7 +514,7 @@ def read_training_checkpoint(path, ids, *, val_ids=None, backend="cython", devic
     """A Trainer continuing exactly from a file written by write_training_checkpoint. A value
     in the file that cannot be right (a position outside the data, a state of another shape,
     an rng state that is not one) is a CheckpointError; training data other than the
-    checkpoint's is a ResumeMismatch (a ValueError)."""
+    checkpoint's is a ResumeMismatch (a CheckpointError)."""
     from .trainer import ResumeMismatch
     arrays = read_npz(path)
     if "trainer/iteration" not in arrays or "optimizer/name" not in arrays:

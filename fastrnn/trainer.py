@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._progress import LN2, Reporter, SigintFlag, append_bounded
-from .checkpoint import RunLock
+from .checkpoint import CheckpointError, RunLock
 from .model import check_positive_int
 from .optim import Adagrad, Adam, LinearDecay
 
@@ -104,8 +104,9 @@ class WorseThanUnigramWarning(RuntimeWarning):
     """A trained model predicts worse than the training characters' frequencies do."""
 
 
-class ResumeMismatch(ValueError):
-    """Resuming a checkpoint with data or settings other than its own."""
+class ResumeMismatch(CheckpointError):
+    """Resuming a checkpoint with data or settings other than its own (a ValueError, and a
+    CheckpointError: the file is not one this trainer can continue)."""
 
 
 MAX_RNG_STATE = 4096  # characters of the JSON rng state in a checkpoint (PCG64's is ~150)
