@@ -118,8 +118,10 @@ def check(args, trainer, byte_level):
 
 def hint(args, where):
     """The command that continues an interrupted run (its display options are in the
-    checkpoint)."""
-    extra = "".join(f" --{k} {v}" for k, v in (("backend", args.backend),
-                                                ("device", args.device))
-                    if v != {"backend": "cython", "device": "cpu"}[k])
+    checkpoint; where it ran is not)."""
+    extra = ""
+    if args.backend != "cython":
+        extra += f" --backend {args.backend}"
+    if args.device != "cpu":
+        extra += f" --device {args.device}"
     return f"fastrnn train --resume {where}{extra}"

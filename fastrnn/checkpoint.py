@@ -85,9 +85,6 @@ class _DirectoryLock:
     gives True when the directory is locked, False where it cannot be (no flock, a filesystem
     that refuses to lock a directory)."""
 
-    def __enter__(self):
-        return self.fd is not None
-
     def __init__(self, directory):
         self.fd = None
         if fcntl is None:
@@ -99,6 +96,9 @@ class _DirectoryLock:
             if self.fd is not None:
                 os.close(self.fd)
             self.fd = None
+
+    def __enter__(self):
+        return self.fd is not None
 
     def __exit__(self, *exc):
         if self.fd is not None:

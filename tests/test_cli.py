@@ -246,3 +246,12 @@ def test_resume_refuses_other_held_out_data(tmp_path):
     err = cli("train", "--resume", "ck/latest.npz", "--iterations", "20", cwd=tmp_path,
               ok=False).stderr_text
     assert "held-out (validation) data differs" in err
+
+
+def test_the_continue_hint_carries_where_the_run_ran():
+    from argparse import Namespace
+    from fastrnn._resume import hint
+    assert hint(Namespace(backend="cython", device="cpu"), "ck/latest.npz") == \
+        "fastrnn train --resume ck/latest.npz"
+    assert hint(Namespace(backend="torch", device="cuda:1"), "ck/latest.npz") == \
+        "fastrnn train --resume ck/latest.npz --backend torch --device cuda:1"
