@@ -8,6 +8,16 @@ import threading
 import time
 
 LN2 = math.log(2)
+MAX_HISTORY = 100_000  # points of a history list; past it every other older point is dropped
+
+
+def append_bounded(points, point):
+    """Appends to a history list, halving it (every other point but the first and last
+    dropped) when it passes MAX_HISTORY: a run of any length keeps a bounded curve of its
+    whole course."""
+    points.append(point)
+    if len(points) > MAX_HISTORY:
+        del points[1:len(points) - 1:2]
 
 
 class SigintFlag:
@@ -87,7 +97,7 @@ class Reporter:
         nats = tr._loss_since / tokens
         cps = tokens / self.step_seconds if self.step_seconds > 0 else float("inf")
         smooth_per_char = tr.smooth_loss / (tr.seq_length * tr.batch_size)
-        tr.history["train"].append((tr.iteration, nats, smooth_per_char))
+        append_bounded(tr.history["train"], (tr.iteration, nats, smooth_per_char))
         tr._loss_since, tr._tokens_since, self.step_seconds = 0.0, 0, 0.0
         self._write({"kind": "train", "iteration": tr.iteration, "epoch": round(tr.epoch, 4),
                      "loss": nats, "bits_per_char": nats / LN2, "smooth_loss": tr.smooth_loss,
@@ -112,6 +122,9 @@ class Reporter:
         self._say(f"iter {tr.iteration}: val loss {m['nats_per_char']:.4f} nats/char "
                   f"({m['bits_per_char']:.4f} bits/char, perplexity {m['perplexity']:.2f}"
                   f"{extra}){' *best*' if best else ''}")
+
+    def warning(self, message):
+        self._write({"kind": "warning", "iteration": self.tr.iteration, "message": message})
 
     def sample(self, text):
         self._write({"kind": "sample", "iteration": self.tr.iteration, "text": text})

@@ -12,7 +12,8 @@ import numpy as np
 import fastrnn
 import fastrnn._layout
 import fastrnn.checkpoint
-from fastrnn.trainer import NAN_POLICIES
+from fastrnn import _resume
+from fastrnn.trainer import NAN_POLICIES, WorseThanUnigramWarning
 from fastrnn.vocab import OOV_POLICIES, read_ids
 
 # Model, walk and optimizer settings of each preset; the optimizer's own defaults complete them.
@@ -121,6 +122,8 @@ def optimizer_from_args(args, model, name, base=()):
 
 def _new_trainer(args, out):
     """A fresh (or --init-from) model, optimizer and trainer from the command line."""
+    if args.seed is None:
+        args.seed = _resume.DEFAULT_SEED
     preset = PRESETS[args.preset or "min-char-rnn"]
     H, T, B = (preset[k] if getattr(args, k) is None else getattr(args, k)
                for k in ("hidden_size", "seq_length", "batch_size"))
@@ -153,7 +156,8 @@ def _new_trainer(args, out):
                                 device=args.device, dtype=args.dtype or "float32",
                                 seed=args.seed, init=args.init or preset["init"],
                                 forget_bias=args.forget_bias or 0.0)
-    train_ids, val_ids = _split(ids, args.val_frac)
+    val_frac = args.val_frac if args.val_frac is not None else _resume.DEFAULT_VAL_FRAC
+    train_ids, val_ids = _split(ids, val_frac)
     _check_length(train_ids, val_ids, T, B, source)
     if args.preset:  # the preset's optimizer and settings
         default = preset["optimizer"], preset["optim"]
@@ -169,15 +173,17 @@ def _new_trainer(args, out):
                               reduction=reduction, val_ids=val_ids, seed=args.seed,
                               nan_policy=args.nan_policy or "raise")
     trainer.meta = {"data": os.path.abspath(args.data) if args.data else "",
-                    "val_frac": args.val_frac,
+                    "val_frac": val_frac,
                     "iterations": _total_iterations(args, trainer, preset)}
     decay = args.lr_decay if args.lr_decay is not None else preset["lr_decay"]
+    decay_to = args.lr_decay_to if args.lr_decay_to is not None else 0.01
+    _resume.record(args, trainer, None if args.init_from else args.init or preset["init"],
+                   decay, decay_to)
     if decay is not None:
         total = trainer.meta["iterations"]
         if total >= 2:
             trainer.lr_schedule = fastrnn.LinearDecay(
-                min(int(decay * total), total - 1), total,
-                args.lr_decay_to if args.lr_decay_to is not None else 0.01)
+                min(int(decay * total), total - 1), total, decay_to)
     print(f"fastrnn {fastrnn.__version__}: training on {source}: {len(train_ids):,} chars"
           f"{f' + {len(val_ids):,} held out' if val_ids is not None else ''}, vocab "
           f"{len(model.vocab)}{' (bytes)' if model.vocab.byte_level else ''}; {model}",
@@ -193,26 +199,25 @@ def _total_iterations(args, trainer, preset):
     return args.iterations if args.iterations is not None else preset["iterations"]
 
 
-FIXED_BY_RESUME = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
-                   "clip_norm", "reduction", "reset", "init_from", "dtype", "init", "lr_decay",
-                   "lr_decay_to", "model", "num_layers", "dropout", "nonlinearity", "forget_bias")
-
-
 def _resumed_trainer(args, out):
-    fixed = [k for k in FIXED_BY_RESUME if getattr(args, k) is not None]
-    if fixed:
-        raise ValueError(f"--resume continues a run with its own settings; leave out "
-                         f"{', '.join('--' + k.replace('_', '-') for k in fixed)}")
     meta = fastrnn.checkpoint.read_meta(args.resume)
     probe = fastrnn.CharRNN.load(args.resume, backend="numpy")
     if probe.vocab is None:
         raise ValueError(f"{args.resume} has no vocabulary")
     data = args.data if args.data is not None else (meta.get("data") or None)
-    val_frac = meta.get("val_frac", args.val_frac)
+    val_frac = meta.get("val_frac")
+    if val_frac is None:  # a checkpoint written by the API: what is given, else the default
+        val_frac = args.val_frac if args.val_frac is not None else _resume.DEFAULT_VAL_FRAC
     _, ids, source = _load_ids(data, probe.vocab.byte_level, probe.vocab, args.oov)
     train_ids, val_ids = _split(ids, val_frac)
+    # loaded with the checkpoint's --val-frac: one given that differs is named by check()
     trainer = fastrnn.Trainer.load(args.resume, train_ids, val_ids=val_ids,
                                    backend=args.backend, device=args.device)
+    trainer.meta.setdefault("val_frac", val_frac)
+    _resume.check(args, trainer, probe.vocab.byte_level)
+    _resume.restore_run_options(args, trainer.meta)
+    if args.seed is None:
+        args.seed = int(trainer.meta.get("seed") or 0)
     if args.nan_policy is not None:
         trainer.nan_policy = args.nan_policy
     if args.epochs is not None or args.iterations is not None:
@@ -230,6 +235,8 @@ def cmd_train(args):
     if args.threads is not None:
         _set_threads(args.threads)
     trainer = _resumed_trainer(args, out) if args.resume else _new_trainer(args, out)
+    if args.plot:  # restored from the checkpoint
+        fastrnn.plot.require_matplotlib()
     prime = args.prime
     if prime:  # checked now, not after the training
         vocab = trainer.model.vocab
@@ -250,12 +257,17 @@ def cmd_train(args):
         ckpt = os.path.dirname(args.resume) or "." if args.resume else "checkpoints"
     ckpt = ckpt or None
     try:
-        result = trainer.fit(todo, print_every=print_every, file=out, progress=None,
-                             eval_every=eval_every if has_val else 0,
-                             sample_every=args.sample_every, sample_length=args.sample_length,
-                             checkpoint_every=(args.checkpoint_every if args.checkpoint_every
-                                               is not None else eval_every),
-                             checkpoint_dir=ckpt, log=log)
+        with warnings.catch_warnings():  # each evaluation's warning as it comes, one line
+            warnings.simplefilter("always", WorseThanUnigramWarning)
+            warnings.showwarning = _show_warning
+            result = trainer.fit(todo, print_every=print_every, file=out, progress=None,
+                                 eval_every=eval_every if has_val else 0,
+                                 sample_every=args.sample_every or 0,
+                                 sample_length=args.sample_length,
+                                 checkpoint_every=(args.checkpoint_every if
+                                                   args.checkpoint_every is not None
+                                                   else eval_every),
+                                 checkpoint_dir=ckpt, log=log)
     except fastrnn.trainer.DivergedError as exc:  # say what is on disk, and what to change
         where = os.path.join(ckpt, "latest.npz") if ckpt else None
         kept = ("no checkpoint was written (no --checkpoint-dir)" if not where else
@@ -272,14 +284,15 @@ def cmd_train(args):
     if result.interrupted:
         where = os.path.join(ckpt, "latest.npz") if ckpt else None
         print(f"fastrnn: interrupted at iteration {trainer.iteration:,}"
-              + (f"; checkpoint written to {where}; continue with: fastrnn train --resume "
-                 f"{where}" if where else " (no --checkpoint-dir: nothing saved)"),
+              + (f"; checkpoint written to {where}; continue with: "
+                 f"{_resume.hint(args, where)}" if where else
+                 " (no --checkpoint-dir: nothing saved)"),
               file=sys.stderr)
         return 130
     tpc = trainer.seq_length * trainer.batch_size
-    trained = len(result.losses) * tpc
+    trained = result.steps * tpc
     print(f"{trainer.iteration} iterations ({trainer.epoch:.3g} epochs), this run "
-          f"{len(result.losses)} in {result.seconds:.1f} s ({result.step_seconds:.1f} s "
+          f"{result.steps} in {result.seconds:.1f} s ({result.step_seconds:.1f} s "
           f"training, {trained / max(result.step_seconds, 1e-9):,.0f} chars/s); smooth loss "
           f"{result.smooth_loss:.3f} ({result.smooth_loss / tpc:.4f} nats/char)"
           f"{f'; {result.skipped_steps} non-finite steps skipped' if result.skipped_steps else ''}",
@@ -291,13 +304,53 @@ def cmd_train(args):
     if ckpt:
         print(f"checkpoints: {os.path.join(ckpt, 'latest.npz')}"
               f"{', ' + os.path.join(ckpt, 'best.npz') if has_val else ''}", file=out)
+    if not has_val and trainer.iteration:  # no validation: the training text's score tells
+        tail = trainer.ids[-TAIL_CHECK:]
+        _show_warning(trainer.unigram_warning(trainer.evaluate(tail)["nats_per_char"],
+                                              f"training-text (last {len(tail):,} chars)",
+                                              tail))
+    model, note = _best_model(trainer, ckpt, args) if has_val else (trainer.model, "")
     if args.sample_length:
+        if note:
+            print(note, file=out)
         print("----", file=out)
-        _write_text(trainer.model.vocab, trainer.model.stream(
+        _write_text(model.vocab, model.stream(
             args.sample_length, prime=prime, temperature=args.temperature,
             seed=args.seed), out, prime=prime)
         print("\n----", file=out)
     return 0
+
+
+TAIL_CHECK = 50_000  # training characters scored at the end of a run without validation
+
+
+def _show_warning(message, *args, **kwargs):
+    """A warning as one line on stderr (also warnings.showwarning's signature)."""
+    if message:
+        print(f"fastrnn: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _best_model(trainer, ckpt, args):
+    """(model, note): the model of best.npz when it is this run's best (same data, the best
+    validation loss this trainer knows) and not the final model, else the final model."""
+    path = os.path.join(ckpt, "best.npz") if ckpt else None
+    if not path or not os.path.exists(path) or not trainer.history["val"]:
+        return trainer.model, ""
+    if trainer.history["val"][-1][1] <= trainer.best_val_loss:
+        return trainer.model, ""  # the final model is the best
+    try:
+        arrays = fastrnn.checkpoint.read_npz(path)
+        ours = (str(arrays.get("trainer/data_sha256", "")) == trainer.data_fingerprint() and
+                float(arrays["trainer/best_val_loss"]) == trainer.best_val_loss)
+        model = fastrnn.checkpoint.model_from_arrays(arrays, path, backend=args.backend,
+                                                     device=args.device) if ours else None
+    except (ValueError, KeyError, OSError):
+        model = None
+    if model is None:
+        return trainer.model, ""
+    it = int(arrays["trainer/iteration"])
+    return model, (f"sample from the best checkpoint, {path} (iteration {it:,}, validation "
+                   f"{trainer.best_val_loss:.4f} nats/char):")
 
 
 def _set_threads(n):
@@ -467,12 +520,16 @@ def build_parser():
                         "the default) or their mean")
     t.add_argument("--reset", choices=["wrap", "never", "every"],
                    help="when a stream's carried hidden state is zeroed (default: wrap)")
-    t.add_argument("--val-frac", type=float, default=0.05,
-                   help="fraction held out from the end for validation (0: none)")
+    t.add_argument("--val-frac", type=float,
+                   help="fraction held out from the end for validation (0: none; default "
+                        "0.05, with --resume the checkpoint's)")
     t.add_argument("--eval-every", type=int, help="default: a tenth of the run")
     t.add_argument("--print-every", type=int,
                    help="print lines this often instead of a progress bar")
-    t.add_argument("--sample-every", type=int, default=0)
+    t.add_argument("--sample-every", type=int,
+                   help="show a sample this often (default: never; with --resume, as the "
+                        "checkpoint's run did, as for --log, --plot, --eval-every and "
+                        "--checkpoint-every)")
     t.add_argument("--sample-length", type=int, default=400)
     t.add_argument("--prime", default="", help="text to warm the state on before sampling")
     t.add_argument("--temperature", type=float, default=1.0)
@@ -489,7 +546,7 @@ def build_parser():
     t.add_argument("--nan-policy", choices=NAN_POLICIES,
                    help="a step whose loss or update is not finite is never taken; raise (the "
                         "default): stop with an error; skip: go on without it")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, help="default 0 (with --resume: the checkpoint's)")
     t.add_argument("--threads", type=int, help="threads: the compiled kernels split a batch over "
                                                "them; numpy's BLAS and torch use as many "
                                                "(default: $FASTRNN_NUM_THREADS or all cores)")

@@ -12,9 +12,13 @@ where h' drops the oldest id of h, P_0(w) = 1 / V (so ids never seen in training
 mass) and D_k = n1 / (n1 + 2 n2) from the numbers n1, n2 of k-grams whose a_k is 1 and 2
 (Chen & Goodman, 1998). Each P_k(. | h) sums to 1 over the vocabulary.
 """
+import math
+
 import numpy as np
 
 from .model import as_ids, check_positive_int
+
+MAX_ORDER = 62  # V**order < 2**62 for any vocabulary of 2 or more
 
 
 def _codes(ids, k, V):
@@ -39,6 +43,9 @@ class KneserNey:
 
     def __init__(self, order=5, vocab_size=None):
         self.order = check_positive_int(order, "order")
+        if self.order > MAX_ORDER:  # checked before V**order is ever computed
+            raise ValueError(f"order {self.order} is too high: an n-gram order is at most "
+                             f"{MAX_ORDER} (V**order must stay below 2**62 for V >= 2)")
         self.V = None if vocab_size is None else check_positive_int(vocab_size, "vocab_size")
 
     def fit(self, ids):
@@ -47,7 +54,7 @@ class KneserNey:
             self.V = int(ids.max()) + 1 if ids.size else 1
         ids = as_ids(ids, self.V, "ids", ndims=(1,)).astype(np.int64)
         N, V = self.order, self.V
-        if V ** N >= 2 ** 62:
+        if N * math.log2(max(V, 1)) >= 62 or V ** N >= 2 ** 62:  # the first test is cheap
             raise ValueError(f"order {N} is too high for a vocabulary of {V} "
                              f"(V**order must stay below 2**62)")
         self.tables = []   # per order k = 1..N: (sorted k-gram codes, a_k, context table, D_k)

@@ -32,11 +32,13 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._progress import LN2, Reporter, SigintFlag
+from ._progress import LN2, Reporter, SigintFlag, append_bounded
+from .checkpoint import CheckpointError, RunLock
 from .model import check_positive_int
 from .optim import Adagrad, Adam, LinearDecay
 
@@ -45,6 +47,48 @@ REDUCTIONS = ("sum", "mean")
 NAN_POLICIES = ("raise", "skip")
 MAX_SKIPS_IN_A_ROW = 100  # "skip" gives up after this many refused steps in a row
 HASH_CHUNK = 1 << 22      # ids hashed this many at a time (as int32, the fingerprint's format)
+MAX_LOSSES = 1 << 20      # TrainResult.losses keeps the last this many (8 MiB)
+UNIGRAM_MARGIN = 0.01    # nats/char a model may trail the unigram guess by before a warning
+
+
+def _sha256_ids(ids):
+    digest = hashlib.sha256()
+    for i in range(0, len(ids), HASH_CHUNK):
+        digest.update(ids[i:i + HASH_CHUNK].astype(np.int32).data)
+    return digest.hexdigest()
+
+
+def _counts(ids, n):
+    """np.bincount(ids, minlength=n), a million ids at a time (bincount widens its input to
+    intp: 8 bytes an id)."""
+    counts = np.zeros(n, dtype=np.int64)
+    for i in range(0, len(ids), 1 << 20):
+        counts += np.bincount(ids[i:i + (1 << 20)], minlength=n)
+    return counts
+
+
+def _generator_state(state, key):
+    """The numpy bit generator state saved as JSON under `key`, checked (on a scratch
+    generator) before any trainer's generator is given it; ValueError if it is not one."""
+    text = str(state[key])
+    if len(text) > MAX_RNG_STATE:
+        raise ValueError(f"{key} is {len(text)} characters; at most {MAX_RNG_STATE}")
+    try:
+        value = json.loads(text)
+        np.random.default_rng().bit_generator.state = value
+    except RecursionError:
+        raise ValueError(f"{key} is nested too deeply") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{key} is not a generator state ({exc!r})") from None
+    return value
+
+
+def _count(state, key):
+    """A non-negative integer entry of a state dict, or ValueError."""
+    a = np.asarray(state[key])
+    if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
+        raise ValueError(f"{key} must be a non-negative integer, got {a!r}"[:200])
+    return int(a)
 
 
 class DivergedError(FloatingPointError):
@@ -54,6 +98,18 @@ class DivergedError(FloatingPointError):
     def __init__(self, message, iteration, reason):
         super().__init__(message)
         self.iteration, self.reason = iteration, reason
+
+
+class WorseThanUnigramWarning(RuntimeWarning):
+    """A trained model predicts worse than the training characters' frequencies do."""
+
+
+class ResumeMismatch(CheckpointError):
+    """Resuming a checkpoint with data or settings other than its own (a ValueError, and a
+    CheckpointError: the file is not one this trainer can continue)."""
+
+
+MAX_RNG_STATE = 4096  # characters of the JSON rng state in a checkpoint (PCG64's is ~150)
 
 
 def ids_dtype(vocab_size):
@@ -81,10 +137,13 @@ def compact_ids(a, vocab_size, name):
 
 @dataclass
 class TrainResult:
-    """What one `Trainer.fit` call did. `losses` holds each iteration's summed chunk loss."""
+    """What one `Trainer.fit` call did. `losses` holds the summed chunk loss of each of the
+    call's last min(steps, MAX_LOSSES) iterations, oldest first (all of them unless the call
+    ran more than MAX_LOSSES: memory does not grow with the number of iterations)."""
     iterations: int                  # total iterations of the trainer so far
     smooth_loss: float               # min-char-rnn EMA of the chunk loss
     losses: np.ndarray = field(repr=False)
+    steps: int = 0                   # iterations run by this call
     seconds: float = 0.0             # wall time of the call, evaluation and checkpoints included
     chars_per_sec: float = 0.0       # trained characters per second of wall time
     step_seconds: float = 0.0        # time spent in training iterations alone
@@ -167,7 +226,8 @@ class Trainer:
         self.iteration = 0
         self.skipped_steps = 0       # steps refused as non-finite and skipped, in all
         self._skips_in_a_row = 0
-        self._fingerprint = None
+        self._fingerprint = self._val_fingerprint = self._unigram = None
+        self._unigram_on = {}
         self.smooth_loss = -math.log(1.0 / model.vocab_size) * T * B
         self.h = model._initial_state(None, B, False)  # carried state, as the backend takes it
         # dropout masks come from their own generator, saved with checkpoints, so a resumed run
@@ -323,16 +383,20 @@ class Trainer:
             raise ValueError("eval_every needs a trainer made with val_ids")
         if checkpoint_dir is not None:
             os.makedirs(checkpoint_dir, exist_ok=True)
-        report = Reporter(self, iterations, progress, print_every, file, log)
-        losses = np.empty(iterations, dtype=np.float64)
+        lock = report = None
+        # the last MAX_LOSSES losses, in a ring: memory does not grow with the iterations
+        losses = np.empty(min(iterations, MAX_LOSSES), dtype=np.float64)
         t0, done, tokens, interrupted = time.perf_counter(), 0, 0, False
         skipped = self.skipped_steps
         step_seconds = 0.0
         try:
+            if checkpoint_dir is not None:  # the run owns its directory
+                lock = RunLock(checkpoint_dir).acquire()
+            report = Reporter(self, iterations, progress, print_every, file, log)
             with SigintFlag() as sigint:
                 for i in range(iterations):
                     t_step = time.perf_counter()
-                    losses[i] = loss = self.step()
+                    losses[i % MAX_LOSSES] = loss = self.step()
                     t_step = time.perf_counter() - t_step
                     report.step_seconds += t_step
                     step_seconds += t_step
@@ -341,7 +405,7 @@ class Trainer:
                     last = i == iterations - 1
                     report.iteration(loss)
                     if eval_every and (self.iteration % eval_every == 0 or last):
-                        self._validate(report, checkpoint_dir)
+                        self._validate(report, checkpoint_dir, last)
                     if sample_every and self.iteration % sample_every == 0 and \
                             self.model.vocab is not None:
                         text = self.model.sample_text(sample_length,
@@ -358,35 +422,84 @@ class Trainer:
                 if checkpoint_dir is not None:
                     self.save(os.path.join(checkpoint_dir, "latest.npz"))
         finally:
-            report.close()
+            if lock is not None:
+                lock.release()
+            if report is not None:
+                report.close()
         seconds = time.perf_counter() - t0
+        if done > MAX_LOSSES:  # the ring, oldest first
+            cut = done % MAX_LOSSES
+            losses = np.concatenate((losses[cut:], losses[:cut]))
         return TrainResult(iterations=self.iteration, smooth_loss=self.smooth_loss,
-                           losses=losses[:done], seconds=seconds,
+                           losses=losses[:done], steps=done, seconds=seconds,
                            chars_per_sec=tokens / seconds if seconds > 0 else float("inf"),
                            interrupted=interrupted, best_val_loss=self.best_val_loss,
                            step_seconds=step_seconds,
                            skipped_steps=self.skipped_steps - skipped)
 
-    def _validate(self, report, checkpoint_dir):
+    def _validate(self, report, checkpoint_dir, last=False):
         m = self.evaluate()
-        self.history["val"].append((self.iteration, m["nats_per_char"]))
-        best = m["nats_per_char"] < self.best_val_loss
+        nats = m["nats_per_char"]
+        had_beaten_unigram = self.best_val_loss < self.unigram_nats(self.val_ids)
+        append_bounded(self.history["val"], (self.iteration, nats))
+        best = nats < self.best_val_loss
         if best:
-            self.best_val_loss = m["nats_per_char"]
+            self.best_val_loss = nats
             if checkpoint_dir is not None:
                 self.save(os.path.join(checkpoint_dir, "best.npz"))
         report.validation(m, best)
+        if last or had_beaten_unigram:  # early in a run a model may still trail it
+            message = self.unigram_warning(nats, "validation")
+            if message:
+                report.warning(message)
+                warnings.warn(message, WorseThanUnigramWarning, stacklevel=3)
+
+    def unigram_nats(self, ids=None):
+        """The unigram guess's loss (nats/char) on `ids` (default: the training ids): each id
+        after the first predicted with the training characters' frequencies (each count + 1/2,
+        so that none is impossible), ignoring context. A trained model must do better; on the
+        training ids this is their entropy, near enough."""
+        if self._unigram is None:
+            counts = _counts(self.ids, self.model.vocab_size) + 0.5
+            self._unigram = np.log(counts / counts.sum())
+        if ids is None or ids is self.val_ids:
+            key = "train" if ids is None else "val"
+            if key not in self._unigram_on:
+                scored = self.ids if ids is None else self.val_ids
+                self._unigram_on[key] = self._unigram_loss(scored)
+            return self._unigram_on[key]
+        return self._unigram_loss(np.asarray(ids))
+
+    def _unigram_loss(self, ids):
+        counts = _counts(ids[1:], self.model.vocab_size)
+        return float(-(counts @ self._unigram) / max(counts.sum(), 1))
+
+    def unigram_warning(self, nats, what, ids=None):
+        """The one-line warning for a model whose loss `nats` on `what` (the ids `ids`;
+        default: the validation ids) is worse than the unigram guess's there, or None."""
+        unigram = self.unigram_nats(self.val_ids if ids is None else ids)
+        if not nats > unigram + UNIGRAM_MARGIN:  # NaN warns too
+            return None
+        return (f"the model's {what} loss, {nats:.3f} nats/char at iteration "
+                f"{self.iteration:,}, is worse than a unigram guess ({unigram:.3f} nats/char "
+                f"from the training characters' frequencies): this model is useless; train "
+                f"with a smaller learning rate, and use the best checkpoint if one was kept")
 
     # -- checkpoints ---------------------------------------------------------------------------
     def data_fingerprint(self):
         """sha256 of the training ids as int32 (whatever type they are kept in), computed once:
         the trainer's ids must not be changed."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for i in range(0, len(self.ids), HASH_CHUNK):
-                digest.update(self.ids[i:i + HASH_CHUNK].astype(np.int32).data)
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = _sha256_ids(self.ids)
         return self._fingerprint
+
+    def val_fingerprint(self):
+        """sha256 of the held-out ids as int32 (None without val_ids)."""
+        if self.val_ids is None:
+            return None
+        if self._val_fingerprint is None:
+            self._val_fingerprint = _sha256_ids(self.val_ids)
+        return self._val_fingerprint
 
     def state_dict(self):
         """Everything besides the model that continuing exactly needs, as plain values."""
@@ -405,6 +518,7 @@ class Trainer:
             **({"c": self.h[1].copy()} if isinstance(self.h, tuple) and len(self.h) == 2
                else {}),
             "data_sha256": self.data_fingerprint(),
+            **({} if self.val_ids is None else {"val_sha256": self.val_fingerprint()}),
             "loss_since": self._loss_since, "tokens_since": self._tokens_since,
             "nan_policy": self.nan_policy, "skipped_steps": self.skipped_steps,
             "lr_schedule": "" if self.lr_schedule is None else json.dumps(
@@ -413,47 +527,76 @@ class Trainer:
 
     def load_state_dict(self, state):
         """Restores what state_dict returned; the data and settings must be those it was saved
-        with."""
+        with (else ResumeMismatch). Every value is checked before it is used: ValueError for
+        one that cannot be right (a position outside the data, a state of another shape)."""
         for key in ("seq_length", "batch_size"):
             if int(state[key]) != getattr(self, key):
-                raise ValueError(f"the checkpoint was trained with {key}={int(state[key])}, "
-                                 f"this trainer has {getattr(self, key)}")
+                raise ResumeMismatch(f"the checkpoint was trained with {key}={int(state[key])}, "
+                                     f"this trainer has {getattr(self, key)}")
         if int(state["data_length"]) != len(self.ids) or \
                 str(state["data_sha256"]) != self.data_fingerprint():
-            raise ValueError(f"the training data differs from the checkpoint's "
-                             f"({int(state['data_length'])} ids, sha256 "
-                             f"{str(state['data_sha256'])[:12]}…); resuming needs the same data "
-                             f"and --val-frac")
-        self.reset, self.reduction = str(state["reset"]), str(state["reduction"])
-        self.iteration = int(state["iteration"])
-        self.smooth_loss = float(state["smooth_loss"])
+            raise ResumeMismatch(f"the training data differs from the checkpoint's "
+                                 f"({int(state['data_length'])} ids, sha256 "
+                                 f"{str(state['data_sha256'])[:12]}…); resuming needs the same "
+                                 f"data and --val-frac")
+        if "val_sha256" in state and self.val_ids is not None and \
+                str(state["val_sha256"]) != self.val_fingerprint():
+            raise ResumeMismatch("the held-out (validation) data differs from the checkpoint's "
+                                 "although the training data is the same; resuming needs the "
+                                 "same data and --val-frac")
+        reset, reduction = str(state["reset"]), str(state["reduction"])
+        if reset not in RESETS or reduction not in REDUCTIONS:
+            raise ValueError(f"reset {reset!r} or reduction {reduction!r} is not one fastrnn has")
+        iteration, position = _count(state, "iteration"), _count(state, "position")
+        limit = len(self.ids) if self.batch_size == 1 else self.stream_length
+        if position >= limit:
+            raise ValueError(f"position {position} lies outside the data's [0, {limit})")
+        carried = []
         for name, a in zip(("h", "c"), self._states()):
             saved = np.asarray(state[name])
-            if saved.shape != a.shape:
-                raise ValueError(f"the checkpoint's carried state {name!r} has shape "
-                                 f"{saved.shape}; this trainer's is {a.shape}")
-            a[...] = saved
-        if "dropout_rng_state" in state:  # absent from checkpoints older than dropout
-            self.dropout_rng.bit_generator.state = json.loads(str(state["dropout_rng_state"]))
-        self.position = int(state["position"])
-        self.best_val_loss = float(state["best_val_loss"])
-        self.history = {"train": [tuple(r) for r in np.asarray(state["history_train"])],
-                        "val": [tuple(r) for r in np.asarray(state["history_val"])]}
-        self.rng.bit_generator.state = json.loads(str(state["rng_state"]))
-        self._loss_since = float(state["loss_since"])
-        self._tokens_since = int(state["tokens_since"])
-        if "nan_policy" in state:  # absent from checkpoints older than nan_policy
-            policy = str(state["nan_policy"])
-            if policy not in NAN_POLICIES:
-                raise ValueError(f"the checkpoint's nan_policy {policy!r} is not one of "
-                                 f"{', '.join(NAN_POLICIES)}")
-            self.nan_policy = policy
-            self.skipped_steps = int(state["skipped_steps"])
+            if saved.shape != a.shape or not np.all(np.isfinite(saved)):
+                raise ValueError(f"the carried state {name} must be finite of shape {a.shape}, "
+                                 f"got shape {saved.shape}")
+            carried.append(saved)
+        dropout_rng = (_generator_state(state, "dropout_rng_state")
+                       if "dropout_rng_state" in state else None)  # absent: older checkpoints
+        history = {}
+        for key, width in (("train", 3), ("val", 2)):
+            a = np.asarray(state["history_" + key], dtype=np.float64)
+            if a.ndim != 2 or a.shape[1] != width:
+                raise ValueError(f"history_{key} has shape {a.shape}; expected (n, {width})")
+            history[key] = [tuple(r) for r in a.tolist()]
+        rng = _generator_state(state, "rng_state")
+        policy = str(state["nan_policy"]) if "nan_policy" in state else None  # absent: older
+        if policy is not None and policy not in NAN_POLICIES:
+            raise ValueError(f"the checkpoint's nan_policy {policy!r} is not one of "
+                             f"{', '.join(NAN_POLICIES)}")
         schedule = str(state["lr_schedule"]) if "lr_schedule" in state else ""  # absent: older
+        if len(schedule) > MAX_RNG_STATE:
+            raise ValueError("lr_schedule is too long")
         if schedule:
-            d = json.loads(schedule)
-            self.lr_schedule = LinearDecay(d["start"], d["end"], d["to"])
-            self.base_lr = float(d["base_lr"])
+            try:
+                d = json.loads(schedule)
+                schedule = LinearDecay(d["start"], d["end"], d["to"]), float(d["base_lr"])
+            except (KeyError, TypeError, ValueError, RecursionError) as exc:
+                raise ValueError(f"lr_schedule is not a schedule ({exc!r})") from None
+        values = (float(state["smooth_loss"]), float(state["best_val_loss"]),
+                  float(state["loss_since"]), _count(state, "tokens_since"),
+                  _count(state, "skipped_steps") if policy is not None else 0)
+        # every value is checked: now the trainer changes, all at once
+        self.rng.bit_generator.state = rng
+        self.reset, self.reduction = reset, reduction
+        self.iteration, self.position, self.history = iteration, position, history
+        for a, saved in zip(self._states(), carried):
+            a[...] = saved
+        if dropout_rng is not None:
+            self.dropout_rng.bit_generator.state = dropout_rng
+        (self.smooth_loss, self.best_val_loss, self._loss_since, self._tokens_since,
+         skipped) = values
+        if policy is not None:
+            self.nan_policy, self.skipped_steps = policy, skipped
+        if schedule:
+            self.lr_schedule, self.base_lr = schedule
 
     def save(self, path):
         """Writes model, optimizer and trainer state to one .npz checkpoint, atomically."""

@@ -1,6 +1,8 @@
 """Character vocabulary: the sorted set of characters (or bytes) of a text."""
 import codecs
+import io
 import os
+import stat
 
 import numpy as np
 
@@ -29,46 +31,99 @@ def _not_utf8_error(path):
             offset += len(raw)
 
 
-def _chunks(path, byte_level):
-    """The code points of a file, CHUNK characters at a time: a uint8 array for bytes (byte
-    level) or ASCII text, else uint32. Text is read as open(path, encoding="utf-8") reads it
-    (universal newlines)."""
+def _chunks(f, path, byte_level):
+    """The code points of an open binary file, CHUNK characters at a time: a uint8 array for
+    bytes (byte level) or ASCII text, else uint32. Text is read as open(path, encoding="utf-8")
+    reads it (universal newlines)."""
+    if byte_level:
+        while raw := f.read(CHUNK):
+            yield np.frombuffer(raw, dtype=np.uint8)
+        return
+    text = io.TextIOWrapper(f, encoding="utf-8")
     try:
-        if byte_level:
-            with open(path, "rb") as f:
-                while raw := f.read(CHUNK):
-                    yield np.frombuffer(raw, dtype=np.uint8)
-            return
-        with open(path, encoding="utf-8") as f:
-            while text := f.read(CHUNK):
-                yield (np.frombuffer(text.encode("ascii"), dtype=np.uint8) if text.isascii()
-                       else code_points(text))
-    except UnicodeDecodeError:
-        raise _not_utf8_error(path) from None
+        while chunk := text.read(CHUNK):
+            yield (np.frombuffer(chunk.encode("ascii"), dtype=np.uint8) if chunk.isascii()
+                   else code_points(chunk))
+    except UnicodeDecodeError as exc:
+        if os.path.isfile(path):  # a regular file can be read again to find the bad byte
+            raise _not_utf8_error(path) from None
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason}); use --bytes "
+                         f"(byte_level=True) to model it byte by byte") from None
+    finally:
+        text.detach()
+
+
+class _Growing:
+    """A 1-D array filled by appending: capacity doubles when full, and the dtype widens
+    (uint8, uint16, uint32) when appended values need it."""
+
+    def __init__(self, dtype, capacity):
+        self.a = np.empty(max(int(capacity), 1 << 16), dtype=dtype)
+        self.n = 0
+
+    def extend(self, values):
+        if values.dtype.itemsize > self.a.dtype.itemsize:
+            self.a = self.a.astype(values.dtype)
+        end = self.n + len(values)
+        if end > len(self.a):
+            grown = np.empty(max(end, 2 * len(self.a)), dtype=self.a.dtype)
+            grown[:self.n] = self.a[:self.n]
+            self.a = grown
+        self.a[self.n:end] = values
+        self.n = end
+
+    def array(self):
+        return self.a[:self.n]
 
 
 def read_ids(path, byte_level=False, vocab=None, oov="error"):
-    """(vocab, ids) of a text file (or, with byte_level, any file), without ever holding its
-    text: read in chunks, and the ids in vocab.dtype (one byte a character for up to 256
-    symbols). vocab=None builds the vocabulary from the file (a first pass); else the file is
-    encoded with `vocab` and the `oov` policy."""
+    """(vocab, ids) of a text file (or, with byte_level, any file), read once, in chunks, from
+    its start to its end: a FIFO, a pipe (/dev/stdin) or a file being appended to read like a
+    regular file (what was there when the read reached it). The ids are in vocab.dtype (one
+    byte a character for up to 256 symbols). vocab=None builds the vocabulary from the file:
+    its code points are kept meanwhile in the smallest of uint8, uint16, uint32 that holds
+    them (for ASCII, encoded in place); else the file is encoded with `vocab` and the `oov`
+    policy as it is read."""
     path = os.fspath(path)
-    if vocab is None:
-        present = np.zeros(256 if byte_level else MAX_CODE, dtype=bool)
-        for codes in _chunks(path, byte_level):
-            present[codes] = True
-        codes = np.flatnonzero(present)
-        if len(codes) == 0:
-            raise ValueError(f"{path} is empty: there is no text to build a vocabulary from")
-        vocab = Vocab(from_code_points(codes), byte_level=byte_level)
-    # at most one character a byte: untouched pages of the tail are never really allocated
-    out = np.empty(os.path.getsize(path), dtype=vocab.dtype)
-    n = 0
-    for codes in _chunks(path, byte_level):
-        ids = vocab.encode_codes(codes, oov)
-        out[n:n + len(ids)] = ids
-        n += len(ids)
-    return vocab, out[:n]
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        hint = st.st_size if stat.S_ISREG(st.st_mode) else 0  # at most a character a byte
+        if vocab is not None:
+            out = _Growing(vocab.dtype, hint)
+            for codes in _chunks(f, path, byte_level):
+                out.extend(vocab.encode_codes(codes, oov).astype(vocab.dtype, copy=False))
+            return vocab, out.array()
+        # each character gets a provisional id as it first appears, renumbered in sorted
+        # order at the end, in place: the ids take their final size from the start
+        index = np.full(256 if byte_level else MAX_CODE, -1, dtype=np.int32)
+        first_seen, known = [], 0
+        kept = _Growing(np.uint8, hint)
+        for codes in _chunks(f, path, byte_level):
+            ids = index[codes]
+            unseen = ids < 0
+            if unseen.any():
+                new = np.unique(codes[unseen])
+                index[new] = np.arange(known, known + len(new))
+                first_seen.append(new)
+                known += len(new)
+                ids = index[codes]
+            kept.extend(ids.astype(ids_dtype_for(known)))
+    if not first_seen:
+        raise ValueError(f"{path} is empty: there is no text to build a vocabulary from")
+    codes = np.concatenate(first_seen)  # provisional id -> code point
+    order = np.argsort(codes)
+    vocab = Vocab(from_code_points(codes[order]), byte_level=byte_level)
+    rank = np.empty(len(codes), dtype=vocab.dtype)
+    rank[order] = np.arange(len(codes))
+    ids = kept.array()
+    for i in range(0, len(ids), CHUNK):
+        ids[i:i + CHUNK] = rank[ids[i:i + CHUNK]]
+    return vocab, ids
+
+
+def ids_dtype_for(n):
+    """The smallest unsigned type that holds ids 0..n-1 (Vocab.dtype of n characters)."""
+    return np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.uint32
 
 
 def read_text(path, byte_level=False):

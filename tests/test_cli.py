@@ -189,15 +189,69 @@ def test_baseline_and_export(trained, tmp_path):
     (["train", "--data", "x.txt", "--optimizer", "sgd", "--lr", "-1"], "lr"),
     (["train", "--data", "x.txt", "--batch-size", "1000"], "needs at least"),
     (["baseline", "x.txt", "--order", "0"], "order"),
-    (["train", "--resume", "x.npz", "--lr", "0.1", "--batch-size", "2"],
-     "leave out --batch-size, --lr"),
     (["train", "--data", "x.txt", "--hidden-size", "0"], "--hidden-size must be at least 1"),
     (["train", "--init-from", "x.npz", "--init", "uniform"], "leave out one"),
     (["train", "--data", "x.txt", "--lr-decay", "1"], "--lr-decay must be in [0, 1)"),
     (["train", "--data", "x.txt", "--lr-decay-to", "0"], "--lr-decay-to must be in (0, 1]"),
-    (["train", "--resume", "x.npz", "--lr-decay", "0.5"], "leave out --lr-decay"),
-    (["train", "--resume", "x.npz", "--init", "gist"], "leave out --init"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, match):
     (tmp_path / "x.txt").write_text(TEXT)
     assert match in cli(*args, cwd=tmp_path, ok=False).stderr_text
+
+
+# -- resuming: the original command with --resume added (issue 17) ---------------------------
+
+ORIGINAL = ["train", "--data", "data.txt", "--hidden-size", "16", "--seq-length", "20", "--lr",
+            "0.05", "--clip", "3", "--eval-every", "10", "--sample-length", "0", "--checkpoint-dir",
+            "ck", "--val-frac", "0.1", "--seed", "3", "--print-every", "1000", "--init", "gist"]
+
+
+def test_resume_accepts_the_original_settings_and_names_each_that_differs(tmp_path):
+    (tmp_path / "data.txt").write_text(TEXT)
+    cli(*ORIGINAL, "--iterations", "20", cwd=tmp_path)
+    cli(*ORIGINAL, "--iterations", "40", "--resume", "ck/latest.npz", cwd=tmp_path)
+    ck = read_npz(tmp_path / "ck/latest.npz")
+    assert int(ck["trainer/iteration"]) == 40
+    err = cli(*ORIGINAL, "--resume", "ck/latest.npz", "--hidden-size", "17", "--lr", "0.1",
+              "--val-frac", "0.2", "--clip", "0", "--seq-length", "20", cwd=tmp_path,
+              ok=False).stderr_text
+    for part in ("--hidden-size 17 (the checkpoint's: 16)", "--lr 0.1 (the checkpoint's: 0.05)",
+                 "--val-frac 0.2 (the checkpoint's: 0.1)",
+                 "--clip (none) (the checkpoint's: 3.0)"):
+        assert part in err, err
+    assert "--seq-length" not in err and "--seed" not in err
+    # issue 17, item 6: --val-frac alone was silently ignored on --resume
+    err = cli("train", "--resume", "ck/latest.npz", "--val-frac", "0.3", cwd=tmp_path,
+              ok=False).stderr_text
+    assert "--val-frac 0.3 (the checkpoint's: 0.1)" in err
+    # settings a checkpoint written by the API does not record must be left out
+    vocab = fastrnn.Vocab.from_text(TEXT)
+    ids = vocab.encode(TEXT)
+    tr = fastrnn.Trainer(fastrnn.CharRNN(vocab, 8, backend="numpy"), ids[:-int(len(ids) * 0.05)],
+                         seq_length=10)
+    tr.save(tmp_path / "api.npz")
+    err = cli("train", "--resume", "api.npz", "--data", "data.txt", "--seed", "0", "--iterations",
+              "2", cwd=tmp_path, ok=False).stderr_text
+    assert "does not record --seed" in err
+    cli("train", "--resume", "api.npz", "--data", "data.txt", "--hidden-size", "8",
+        "--iterations", "2", "--sample-length", "0", cwd=tmp_path)
+
+
+def test_resume_refuses_other_held_out_data(tmp_path):
+    """Issue 17: a file whose held-out tail alone had changed was accepted on resume."""
+    (tmp_path / "data.txt").write_text(TEXT)
+    cli(*ORIGINAL, "--iterations", "10", cwd=tmp_path)
+    held = TEXT[-int(len(TEXT) * 0.1):]
+    (tmp_path / "data.txt").write_text(TEXT[:-len(held)] + held[::-1])
+    err = cli("train", "--resume", "ck/latest.npz", "--iterations", "20", cwd=tmp_path,
+              ok=False).stderr_text
+    assert "held-out (validation) data differs" in err
+
+
+def test_the_continue_hint_carries_where_the_run_ran():
+    from argparse import Namespace
+    from fastrnn._resume import hint
+    assert hint(Namespace(backend="cython", device="cpu"), "ck/latest.npz") == \
+        "fastrnn train --resume ck/latest.npz"
+    assert hint(Namespace(backend="torch", device="cuda:1"), "ck/latest.npz") == \
+        "fastrnn train --resume ck/latest.npz --backend torch --device cuda:1"

@@ -82,3 +82,19 @@ def test_bad_orders():
         KneserNey(0)
     with pytest.raises(ValueError, match="too high"):
         KneserNey(12, 200).fit([0, 1, 2])
+
+
+def test_absurd_orders_are_refused_at_once(tmp_path):
+    """Issue 17: `fastrnn baseline d.txt --order 1000000000` hung computing V**order before
+    its range check."""
+    import time
+    from test_cli import cli
+    for order, V in ((10**9, None), (63, None), (40, 4), (10**18, 2)):
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match="too high"):
+            KneserNey(order, V).fit([0, 1, 2, 3])
+        assert time.perf_counter() - t0 < 0.5
+    assert KneserNey(30, 4).fit([0, 1, 2, 3] * 10).order == 30  # 4**30 = 2**60 fits
+    (tmp_path / "d.txt").write_text("abcd" * 100)
+    err = cli("baseline", "d.txt", "--order", "1000000000", cwd=tmp_path, ok=False)
+    assert "too high" in err.stderr_text

@@ -174,3 +174,85 @@ def test_every_optimizer_comes_back_with_its_settings(tmp_path, name, kw):
     back.fit(5)
     for k, v in tr.model.get_params().items():
         assert np.array_equal(back.model.get_params()[k], v)
+
+
+def _start(cmd, cwd, until):
+    """A CLI run started in the background, once a stdout line holds `until`."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastrnn", *cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
+    killer = threading.Timer(120, proc.kill)
+    killer.start()
+    while until not in proc.stdout.readline():
+        assert proc.poll() is None, proc.stderr.read()
+    return proc, killer
+
+
+def _interrupt(proc, killer):
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate()
+    finally:
+        killer.cancel()
+
+
+def test_the_continue_hint_keeps_log_plot_samples_and_evaluations(tmp_path):
+    """Issue 17: following the printed "continue with" hint lost --log, --plot, --sample-every
+    and --eval-every. The run asks for 10**12 iterations (fit reserved 8 bytes each up front:
+    "Unable to allocate 7.28 TiB")."""
+    (tmp_path / "tiny.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    cmd = ["train", "--data", "tiny.txt", "--hidden-size", "16", "--iterations",
+           "1000000000000", "--print-every", "10", "--eval-every", "30", "--sample-every", "40",
+           "--sample-length", "0", "--checkpoint-dir", "ck", "--log", "run.jsonl",
+           "--plot", "run.png"]
+    proc, killer = _start(cmd, tmp_path, "iter 50,")
+    _, err = _interrupt(proc, killer)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    it = int(read_npz(tmp_path / "ck" / "latest.npz")["trainer/iteration"])
+    hint = err.strip().split("continue with: ")[1]
+    assert hint == "fastrnn train --resume ck/latest.npz"
+    (tmp_path / "run.png").unlink()
+    n_records = len((tmp_path / "run.jsonl").read_text().splitlines())
+    done = subprocess.run([sys.executable, "-m", "fastrnn", *hint.split()[1:], "--iterations",
+                           str(it + 80)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(x) for x in (tmp_path / "run.jsonl").read_text().splitlines()]
+    new = [r for r in records[n_records:]]
+    assert {"train", "val", "sample"} <= {r["kind"] for r in new}, new
+    assert {r["iteration"] for r in new if r["kind"] == "val"} >= {
+        i for i in range(it + 1, it + 81) if i % 30 == 0}
+    assert all(r["iteration"] % 40 == 0 for r in new if r["kind"] == "sample")
+    assert "---- sample at iter" in done.stdout and "val loss" in done.stdout
+    assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
+    # given again on the command line, they take the new values
+    done = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--resume", "ck/latest.npz",
+                           "--iterations", str(it + 90), "--log", "other.jsonl",
+                           "--sample-every", "0"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "other.jsonl").exists() and "---- sample at iter" not in done.stdout
+
+
+def test_two_runs_in_one_checkpoint_directory(tmp_path):
+    """Issue 17: a second run in a directory another run writes to is refused in one line
+    naming the first (pid and command); the first is not disturbed."""
+    (tmp_path / "tiny.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    cmd = ["train", "--data", "tiny.txt", "--hidden-size", "16", "--iterations", "100000000",
+           "--print-every", "10", "--checkpoint-every", "5", "--checkpoint-dir", "ck",
+           "--sample-length", "0"]
+    first, killer = _start(cmd, tmp_path, "iter 20,")
+    try:
+        second = subprocess.run([sys.executable, "-m", "fastrnn", *cmd], capture_output=True,
+                                text=True, timeout=120, cwd=tmp_path)
+        resumed = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--resume",
+                                  "ck/latest.npz"], capture_output=True, text=True,
+                                 timeout=120, cwd=tmp_path)
+        assert first.poll() is None
+    finally:
+        _, err = _interrupt(first, killer)
+    for run in (second, resumed):
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert "ck is in use by another training run" in run.stderr, run.stderr
+        assert f"(pid {first.pid}: " in run.stderr and "fastrnn train" in run.stderr
+    assert first.returncode == 130 and "Traceback" not in err, err
+    assert os.listdir(tmp_path / "ck") == ["latest.npz"]

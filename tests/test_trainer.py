@@ -1,4 +1,7 @@
+import io
+import json
 import math
+import os
 import subprocess
 import sys
 
@@ -307,3 +310,85 @@ def test_linear_decay_schedule():
     assert all(np.array_equal(runs[0][0][k], runs[1][0][k]) for k in runs[0][0])
     with pytest.raises(TypeError, match="lr_schedule"):
         fastrnn.Trainer(m, ids, seq_length=12, lr_schedule=0.5)
+
+
+def test_fit_memory_does_not_grow_with_the_iterations(monkeypatch):
+    """Issue 17: fit reserved 8 bytes per requested iteration up front (`--iterations
+    1000000000000` failed to allocate 7.28 TiB) and kept every loss. Now a trillion-iteration
+    fit starts at once and stops cleanly at Ctrl-C; losses keep the last MAX_LOSSES, in order;
+    the history is thinned past MAX_HISTORY points."""
+    import signal
+    import tracemalloc
+    import fastrnn.trainer as trainer_module
+    import fastrnn._progress as progress
+    text = "hello world, " * 200
+    vocab = fastrnn.Vocab.from_text(text)
+    tr = fastrnn.Trainer(fastrnn.CharRNN(vocab, 8, backend="numpy", seed=0),
+                         vocab.encode(text), seq_length=10)
+
+    def ctrl_c_at_5(t, loss):
+        if t.iteration == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    tracemalloc.start()
+    try:
+        r = tr.fit(10**12, callback=ctrl_c_at_5, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.interrupted and r.steps == 5 and len(r.losses) == 5
+    assert peak < 12 << 20  # the ring of MAX_LOSSES float64 (8 MiB), nothing per iteration
+    monkeypatch.setattr(trainer_module, "MAX_LOSSES", 64)
+    monkeypatch.setattr(progress, "MAX_HISTORY", 50)
+    seen = []
+    r = tr.fit(300, callback=lambda t, loss: seen.append(loss), print_every=1, file=io.StringIO())
+    assert r.steps == 300 and list(r.losses) == seen[-64:]
+    its = [p[0] for p in tr.history["train"]]
+    assert len(its) <= 50 and its[-1] == tr.iteration and its == sorted(its) and its[0] <= 10
+
+
+def _ruin(trainer):
+    """Parameters that put all probability on id 0: far worse than the unigram guess."""
+    p = trainer.model.get_params()
+    p["by"][:] = 0
+    p["by"][0] = 40
+    trainer.model.set_params(p)
+
+
+def test_a_model_worse_than_the_unigram_guess_is_warned_about():
+    """Issue 17: default training could end with a model scoring 8-21 nats/char, never said.
+    An evaluation worse than the unigram entropy of the training characters warns: at the last
+    evaluation of a fit, and at any evaluation once the model had beaten it; a model early in
+    training, still behind it, is not warned about mid-run."""
+    import warnings
+    from fastrnn.trainer import WorseThanUnigramWarning
+    text = "the cat sat on the mat. " * 100
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    p = (np.bincount(ids[:-300], minlength=len(vocab)) + 0.5) / (len(ids) - 300 + 0.5 * len(vocab))
+    unigram = -np.log(p[ids[-299:]]).mean()  # the unigram guess on the validation ids
+    tr = fastrnn.Trainer(fastrnn.CharRNN(vocab, 16, backend="numpy", seed=0), ids[:-300],
+                         seq_length=12, val_ids=ids[-300:])
+    assert tr.unigram_nats(tr.val_ids) == pytest.approx(unigram, rel=1e-12)
+    assert tr.unigram_nats() == pytest.approx(-np.log(p[ids[1:-300]]).mean(), rel=1e-12)
+    log = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr.fit(200, eval_every=100, log=log)  # learns: nothing to say
+        assert tr.best_val_loss < unigram and not caught
+        tr.fit(30, eval_every=10, callback=lambda t, loss: t.iteration == 215 and _ruin(t),
+               log=log)
+    messages = [str(w.message) for w in caught if w.category is WorseThanUnigramWarning]
+    assert len(messages) == 2  # iterations 220 and 230 (210 was still good)
+    assert "worse than a unigram guess" in messages[0] and "iteration 220" in messages[0]
+    assert f"({unigram:.3f} nats/char" in messages[0]
+    records = [json.loads(x) for x in log.getvalue().splitlines()]
+    assert [r["iteration"] for r in records if r["kind"] == "warning"] == [220, 230]
+    fresh = fastrnn.Trainer(fastrnn.CharRNN(vocab, 16, backend="numpy", seed=0), ids[:-300],
+                            seq_length=12, val_ids=ids[-300:])
+    _ruin(fresh)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh.fit(3, eval_every=1)  # behind from the start: only the last evaluation warns
+    assert [w.category for w in caught] == [WorseThanUnigramWarning]
+    assert fresh.unigram_warning(unigram, "x") is None
