@@ -17,8 +17,10 @@ def check_positive_int(value, name):
 
 
 def as_ids(a, vocab_size, name, ndims=(1, 2)):
-    """An integer id array as C-contiguous int32, after checking dtype, rank, size and range."""
-    a = np.asarray(a)
+    """An integer id array as a new C-contiguous int32 array, after checking dtype, rank, size
+    and range. The checks are made on a copy, which is what is returned: another thread that
+    writes the caller's array meanwhile cannot change an id between its check and its use."""
+    a = np.array(a, order="C")
     if a.size == 0:
         raise ValueError(f"{name} is empty")
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
@@ -30,7 +32,7 @@ def as_ids(a, vocab_size, name, ndims=(1, 2)):
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"{name} holds ids in [{lo}, {hi}]; ids must lie in [0, {vocab_size}) "
                          f"for vocab_size={vocab_size}")
-    return np.ascontiguousarray(a, dtype=np.int32)
+    return a.astype(np.int32, copy=False)
 
 
 INITS = ("gist", "uniform")  # weight initialisations (see CharRNN)
@@ -117,14 +119,14 @@ class CharRNN:
         H = self.hidden_size
         if h0 is None:
             return np.zeros((batch, H), dtype=self.dtype)
-        h = np.asarray(h0)
+        h = np.array(h0)  # checked and cast as a copy: the caller's array may change meanwhile
         want = (H,) if squeeze else (batch, H)
         if h.shape != want:
             raise ValueError(f"h0 has shape {h.shape}; expected {want}")
         if not (np.issubdtype(h.dtype, np.floating) or np.issubdtype(h.dtype, np.integer)):
             raise TypeError(f"h0 must hold real numbers, got dtype {h.dtype}")
         with np.errstate(over="ignore"):
-            h = np.array(h, dtype=self.dtype, order="C", ndmin=2).reshape(batch, H)
+            h = np.ascontiguousarray(h, dtype=self.dtype).reshape(batch, H)
         if not np.all(np.isfinite(h)):  # checked after the cast: 1e300 is inf in float32
             raise ValueError(f"h0 holds NaN or infinite values (as {self.dtype.name})")
         return h

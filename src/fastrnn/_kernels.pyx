@@ -1,13 +1,15 @@
 """Compiled kernels of fastrnn: step, forward, BPTT, optimizers and sampling (see _kernels.pxd).
 
 The `def` functions at the bottom are the only Python-visible entry points. Each one checks every
-shape, size and id range first, that no buffer it writes overlaps another one, and that the
-hyperparameters survive rounding to the buffers' float type, raising ValueError (TypeError for a
-wrong type or None) with a plain message, and only then releases the GIL for the whole chunk.
+shape, size and id range first (the ids in a copy of its own, which the kernel then reads), that
+no buffer it writes overlaps another one, and that the hyperparameters survive rounding to the
+buffers' float type, raising ValueError (TypeError for a wrong type or None) with a plain
+message, and only then releases the GIL for the whole chunk.
 Matrix products are register-tiled loops (_tiles.h); elementwise work is plain loops the
 compiler vectorises. A batch large enough is split over threads with OpenMP (see _chunk).
 """
 from libc.math cimport INFINITY, copysignf, exp, fabsf, floor, log, sqrt, sqrtf, tanh
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel, prange
 
@@ -1450,19 +1452,47 @@ cdef int _check_dims(Py_ssize_t n_params, int H, int V) except -1:
     return 0
 
 
-cdef int _check_ids(const int[:, ::1] ids, int V, str name) except -1:
+# The chunk wrappers copy the ids (inputs, then targets) into memory of the call's own, check
+# them there, and the kernel reads that copy: another Python thread may write the caller's arrays
+# while the kernel runs without the GIL, and an id the kernel indexes with must be one that was
+# checked. A chunk of up to IDS_ON_STACK ids in all is copied onto the C stack (a trainer's
+# usual chunk: no allocation), a larger one into an _Ids.
+cdef enum:
+    IDS_ON_STACK = 1024
+
+
+cdef class _Ids:
+    cdef int* data
+
+    def __dealloc__(self):
+        free(self.data)
+
+
+cdef _Ids _ids_room(const int[:, ::1] inputs, bint with_targets):
+    # None when the ids fit on the stack
+    cdef Py_ssize_t n = inputs.shape[0] * inputs.shape[1] * (2 if with_targets else 1)
+    if n <= IDS_ON_STACK:
+        return None
+    cdef _Ids ids = _Ids.__new__(_Ids)
+    ids.data = <int*>malloc(n * sizeof(int))
+    if ids.data == NULL:
+        raise MemoryError(f"no memory for a copy of {n} ids")
+    return ids
+
+
+cdef int _check_ids(const int[:, ::1] ids, int V, str name, int* copy) except -1:
+    # copies the ids into `copy`, then checks the copy
     cdef Py_ssize_t n = ids.shape[0] * ids.shape[1], k, bad = -1
-    cdef const int* p
     if n == 0:
         raise ValueError(f"{name} is empty")
-    p = &ids[0, 0]
     with nogil:
+        memcpy(copy, &ids[0, 0], n * sizeof(int))
         for k in range(n):
-            if p[k] < 0 or p[k] >= V:
+            if copy[k] < 0 or copy[k] >= V:
                 bad = k
                 break
     if bad >= 0:
-        raise ValueError(f"{name} holds id {p[bad]} at flat position {bad}; ids must lie in "
+        raise ValueError(f"{name} holds id {copy[bad]} at flat position {bad}; ids must lie in "
                          f"[0, {V}) for vocab_size={V}")
     return 0
 
@@ -1473,15 +1503,16 @@ _last_chunk[0] = -1
 
 cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:, ::1] targets,
                       Py_ssize_t h_rows, Py_ssize_t h_cols, Py_ssize_t n_work, int H,
-                      int V, int threads) except -1:
+                      int V, int threads, int* ids) except -1:
+    # also copies inputs and targets into `ids`, where the kernel is to read them
     cdef Py_ssize_t B = inputs.shape[0], T = inputs.shape[1]
     _check_dims(n_params, H, V)
-    _check_ids(inputs, V, "inputs")
+    _check_ids(inputs, V, "inputs", ids)
     if targets is not None:
         if targets.shape[0] != inputs.shape[0] or targets.shape[1] != inputs.shape[1]:
             raise ValueError(f"targets shape ({targets.shape[0]}, {targets.shape[1]}) does not "
                              f"match inputs shape ({inputs.shape[0]}, {inputs.shape[1]})")
-        _check_ids(targets, V, "targets")
+        _check_ids(targets, V, "targets", ids + B * T)
     if h_rows != B or h_cols != H:
         raise ValueError(f"h has shape ({h_rows}, {h_cols}); expected (batch, hidden) = ({B}, {H})")
     cdef Py_ssize_t need
@@ -1523,8 +1554,11 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     if targets is None:
         raise ValueError("targets is required")
     cdef int parts = _chunk_parts(B, T, H, V, threads)
+    cdef int ids_on_stack[IDS_ON_STACK]
+    cdef _Ids ids_on_heap = _ids_room(inputs, True)
+    cdef int* ids = &ids_on_stack[0] if ids_on_heap is None else ids_on_heap.data
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
-                 parts)
+                 parts, ids)
     if grads.shape[0] != params.shape[0]:
         raise ValueError(f"grads has {grads.shape[0]} elements; expected {params.shape[0]}")
     if dh0 is not None:
@@ -1541,9 +1575,9 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     _check_disjoint(start, nbytes, 7, 4,
                     ("grads", "h", "work", "dh0", "params", "inputs", "targets"))
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
-                      &grads[0], p_dh0, parts, NULL, <floating*>NULL, <floating*>NULL, False,
-                      <floating*>NULL, NULL)
+        loss = _chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
+                      &work[0], &grads[0], p_dh0, parts, NULL, <floating*>NULL, <floating*>NULL,
+                      False, <floating*>NULL, NULL)
         _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
@@ -1560,8 +1594,11 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     cdef const char* start[5]
     cdef Py_ssize_t nbytes[5]
     cdef int parts = _chunk_parts(B, T, H, V, threads)
+    cdef int ids_on_stack[IDS_ON_STACK]
+    cdef _Ids ids_on_heap = _ids_room(inputs, targets is not None)
+    cdef int* ids = &ids_on_stack[0] if ids_on_heap is None else ids_on_heap.data
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
-                 parts)
+                 parts, ids)
     if targets is not None:
         p_targets = &targets[0, 0]
     _span(start, nbytes, 0, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
@@ -1571,8 +1608,9 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     _span(start, nbytes, 4, p_targets, B * T * sizeof(int))
     _check_disjoint(start, nbytes, 5, 2, ("h", "work", "params", "inputs", "targets"))
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], p_targets, &h[0, 0], &work[0],
-                      NULL, NULL, parts, NULL, <floating*>NULL, <floating*>NULL, False,
+        loss = _chunk(&params[0], H, V, B, T, ids,
+                      ids + <Py_ssize_t>B * T if p_targets != NULL else NULL, &h[0, 0],
+                      &work[0], NULL, NULL, parts, NULL, <floating*>NULL, <floating*>NULL, False,
                       <floating*>NULL, NULL)
         _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
@@ -1714,8 +1752,11 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     if targets is None:
         raise ValueError("targets is required")
     cdef int parts = _chunk_parts(B, T, H, V, threads)
+    cdef int ids_on_stack[IDS_ON_STACK]
+    cdef _Ids ids_on_heap = _ids_room(inputs, True)
+    cdef int* ids = &ids_on_stack[0] if ids_on_heap is None else ids_on_heap.data
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
-                 parts)
+                 parts, ids)
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), opt, lr,
                  eps, clip, beta1, beta2, step, clip_norm, grad_scale)
     _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
@@ -1744,9 +1785,9 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     for q in range(MAX_PARTS):
         bad[q] = 0
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
-                      &grads[0], NULL, parts, &cfg if in_team else NULL, p_mem, p_mem2, guarded,
-                      p_undo, bad)
+        loss = _chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
+                      &work[0], &grads[0], NULL, parts, &cfg if in_team else NULL, p_mem, p_mem2,
+                      guarded, p_undo, bad)
         if in_team:
             if not guarded:
                 _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
