@@ -50,6 +50,14 @@ class CharRNN:
                  Adam on a large batch it learns faster (the `lab` preset uses it)
 
     `vocab_size` may also be a Vocab, which is then kept as `model.vocab`.
+
+    Threads: calls on one model are serialised. Each call into its backend holds a lock of the
+    model's own for its whole duration (the compiled kernels release the GIL, and reuse scratch
+    buffers of the model's); generate() and nll() hold it from start to end, so a training step
+    in another thread lands before or after them. stream() takes it for each chunk. Different
+    models run in parallel. Id, state and parameter arrays are copied and checked before use,
+    so a thread writing them meanwhile cannot crash a call or make it use unchecked ids.
+    `copy.deepcopy(model)` gives an independent model (its own lock and buffers).
     """
 
     def __init__(self, vocab_size, hidden_size=100, *, backend="cython", dtype="float32",
@@ -210,9 +218,11 @@ class CharRNN:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
-        h = self._primed_state(prime_ids, h0)
         uniforms = (np.empty(0) if greedy else np.random.default_rng(seed).random(int(n)))
-        return self._backend.generate(int(n), h[0], uniforms, temperature, greedy, top_k, top_p)
+        with self._backend.lock:  # the priming and the draws with the same parameters
+            h = self._primed_state(prime_ids, h0)
+            return self._backend.generate(int(n), h[0], uniforms, temperature, greedy, top_k,
+                                          top_p)
 
     def stream(self, n=None, *, prime="", prime_ids=None, h0=None, temperature=1.0, greedy=False,
                top_k=None, top_p=None, seed=None, chunk_size=16, oov="error"):
@@ -263,16 +273,17 @@ class CharRNN:
         L = n_pairs // B
         streams = ids[:B * L + 1]
         total, h = 0.0, np.zeros((B, self.hidden_size), dtype=self.dtype)
-        for p in range(0, L, T):
-            t = min(T, L - p)
-            x = np.stack([streams[b * L + p:b * L + p + t] for b in range(B)])
-            y = np.stack([streams[b * L + p + 1:b * L + p + t + 1] for b in range(B)])
-            total += self._backend.forward_loss(x, y, h)
-        h_last = h[-1:].copy()
-        for p in range(B * L, n_pairs, T):  # the remainder, after the last stream
-            t = min(T, n_pairs - p)
-            total += self._backend.forward_loss(ids[None, p:p + t], ids[None, p + 1:p + t + 1],
-                                                h_last)
+        with self._backend.lock:  # every chunk scored with the same parameters
+            for p in range(0, L, T):
+                t = min(T, L - p)
+                x = np.stack([streams[b * L + p:b * L + p + t] for b in range(B)])
+                y = np.stack([streams[b * L + p + 1:b * L + p + t + 1] for b in range(B)])
+                total += self._backend.forward_loss(x, y, h)
+            h_last = h[-1:].copy()
+            for p in range(B * L, n_pairs, T):  # the remainder, after the last stream
+                t = min(T, n_pairs - p)
+                total += self._backend.forward_loss(ids[None, p:p + t],
+                                                    ids[None, p + 1:p + t + 1], h_last)
         return float(total), n_pairs
 
     def score(self, text, **kwargs):

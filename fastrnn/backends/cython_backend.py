@@ -2,7 +2,9 @@
 
 A whole training iteration (forward over the chunk, BPTT, clipping, optimizer update) is one call
 into compiled code that releases the GIL (and splits a large enough batch over the threads set by
-fastrnn.set_num_threads). Scratch memory for a (B,T) chunk is allocated once and reused.
+fastrnn.set_num_threads). Scratch memory for a (B,T) chunk is allocated once and reused, by one
+call at a time (see the backend lock in numpy_backend); the kernels read the ids from copies of
+their own, so no other thread can change an id between its check and its use.
 """
 import importlib
 import os
@@ -11,7 +13,7 @@ import numpy as np
 
 from .._params import aligned_empty
 from .._threads import get_num_threads
-from .numpy_backend import NumpyBackend
+from .numpy_backend import NumpyBackend, serialised
 
 # Instruction-set variants of the kernels (see setup.py), best first, with the CPU features each
 # needs as numpy names them.
@@ -68,13 +70,16 @@ class CythonBackend(NumpyBackend):
 
     def __init__(self, vocab_size, hidden_size, dtype, device="cpu"):
         super().__init__(vocab_size, hidden_size, dtype, device)
-        self._work = {}
-        self._grads = None  # gradient scratch of the fused train step
-        self._undo = None   # old values saved by the guarded train step
         # the fused step's float32 or float64 version itself: choosing it from the arrays' type
         # at each call took 0.6 us (of 3.7 for a tiny model's step)
         self._train_step = _kernels.train_step[
             "float" if np.dtype(self.dtype) == np.float32 else "double"]
+
+    def _new_scratch(self):
+        return {"_work": {},           # chunk scratch by (B, T, threads)
+                "_grads": None,        # gradient scratch of the fused train step
+                "_undo": None,         # old values saved by the guarded train step
+                "_sample_work": None}  # the sampler's scratch
 
     def _workspace(self, B, T, threads):
         """The scratch buffer for a (B,T) chunk on `threads` threads, allocated on first use."""
@@ -92,11 +97,13 @@ class CythonBackend(NumpyBackend):
         threads = get_num_threads()
         return self._workspace(*inputs.shape, threads), threads
 
+    @serialised
     def forward_loss(self, inputs, targets, h):
         work, threads = self._chunk_args(inputs)
         return _kernels.forward_loss(self.flat, inputs, targets, h, work, self.H, self.V,
                                      threads=threads)
 
+    @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False):
         grads = self.zeros()
         dh0 = np.empty_like(h) if want_dh0 else None
@@ -112,6 +119,7 @@ class CythonBackend(NumpyBackend):
         return (opt.state[names[0]] if names else None,
                 opt.state[names[1]] if len(names) > 1 else None)
 
+    @serialised
     def update(self, opt, grads, grad_scale=1.0):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
@@ -125,15 +133,21 @@ class CythonBackend(NumpyBackend):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
             return super().train_step(inputs, targets, h, opt, grad_scale)
-        if self._grads is None:
-            self._grads = self.zeros()
-        mem, mem2 = self._states(opt)
-        work, threads = self._chunk_args(inputs)
-        loss = self._train_step(self.flat, self._grads, mem, inputs, targets, h, work, self.H,
-                                self.V, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1,
-                                opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale,
-                                threads=threads)
-        opt.steps += 1
+        # the lock (see serialised) taken by hand in the steps a trainer makes every iteration:
+        # acquire and release cost half of a `with` block, a third of the decorator
+        self.lock.acquire()
+        try:
+            if self._grads is None:
+                self._grads = self.zeros()
+            mem, mem2 = self._states(opt)
+            work, threads = self._chunk_args(inputs)
+            loss = self._train_step(self.flat, self._grads, mem, inputs, targets, h, work, self.H,
+                                    self.V, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1,
+                                    opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale,
+                                    threads=threads)
+            opt.steps += 1
+        finally:
+            self.lock.release()
         return loss
 
     def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0):
@@ -142,24 +156,31 @@ class CythonBackend(NumpyBackend):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
             return super().train_step_guarded(inputs, targets, h, opt, grad_scale)
-        if self._grads is None:
-            self._grads = self.zeros()
-        size = _kernels.undo_size(self.flat.shape[0], code)
-        if self._undo is None or self._undo.shape[0] < size:
-            self._undo = aligned_empty(size, self.dtype, at=self.H * self.V)
-        mem, mem2 = self._states(opt)
-        work, threads = self._chunk_args(inputs)
-        loss, taken = self._train_step(
-            self.flat, self._grads, mem, inputs, targets, h, work, self.H, self.V, code, opt.lr,
-            opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1, opt.clip_norm,
-            grad_scale, self._undo, threads=threads)
-        if taken:
-            opt.steps += 1
+        self.lock.acquire()
+        try:
+            if self._grads is None:
+                self._grads = self.zeros()
+            size = _kernels.undo_size(self.flat.shape[0], code)
+            if self._undo is None or self._undo.shape[0] < size:
+                self._undo = aligned_empty(size, self.dtype, at=self.H * self.V)
+            mem, mem2 = self._states(opt)
+            work, threads = self._chunk_args(inputs)
+            loss, taken = self._train_step(
+                self.flat, self._grads, mem, inputs, targets, h, work, self.H, self.V, code,
+                opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
+                opt.clip_norm, grad_scale, self._undo, threads=threads)
+            if taken:
+                opt.steps += 1
+        finally:
+            self.lock.release()
         return loss, taken
 
+    @serialised
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         out = np.empty(n, dtype=np.int32)
-        work = aligned_empty(_kernels.sample_work_size(self.H, self.V), self.dtype)
-        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V,
-                        top_k, top_p)
+        if self._sample_work is None:  # kept: stream() calls this for every chunk
+            self._sample_work = aligned_empty(_kernels.sample_work_size(self.H, self.V),
+                                              self.dtype)
+        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, self._sample_work,
+                        self.H, self.V, top_k, top_p)
         return out

@@ -6,8 +6,14 @@
 
 Arrays are batched: inputs/targets (B,T) int32, hidden states (B,H). Other backends subclass
 this one and override what they accelerate, so every method here is also the reference.
+
+Calls are serialised per backend (so per model): every method that reads or writes the
+parameters, the optimizer state or a scratch buffer holds the backend's `lock` for the whole
+call, compiled kernels included (they release the GIL), so threads sharing a model take turns.
 """
+import functools
 import math
+import threading
 
 import numpy as np
 
@@ -18,6 +24,16 @@ def _copy(buf):
     """A copy of a numpy array or a torch tensor."""
     clone = getattr(buf, "clone", None)
     return clone() if clone is not None else buf.copy()
+
+
+def serialised(method):
+    """The method, run holding the backend's lock (re-entrant: the generic train_step calls
+    loss_and_grads and update)."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 def _all_finite(buf):
@@ -40,8 +56,39 @@ class NumpyBackend:
                              f"(use backend='torch' for CUDA)")
         self.V, self.H, self.dtype = vocab_size, hidden_size, np.dtype(dtype)
         self.device = "cpu"
+        self.lock = threading.RLock()
         self.flat = self.zeros()
         self.params = unflatten(self.flat, hidden_size, vocab_size)
+        for name, value in self._new_scratch().items():  # (setattr: see __setstate__)
+            setattr(self, name, value)
+
+    def _new_scratch(self):
+        """The buffers this backend reuses from call to call, as a new backend has them."""
+        return {}
+
+    # -- copies (copy.deepcopy, pickle) ------------------------------------------------------
+    def __getstate__(self):
+        """The parameters (copied under the lock: no half-updated copy), without the lock
+        (which cannot be copied) or the scratch buffers (made afresh)."""
+        with self.lock:
+            state = dict(self.__dict__, flat=_copy(self.flat), **self._new_scratch())
+        del state["lock"], state["params"]
+        return state
+
+    def __setstate__(self, state):
+        # setattr, not __dict__.update: an object whose __dict__ was asked for loses CPython's
+        # compact attribute storage, and the training steps read a dozen attributes per call
+        for name, value in state.items():
+            setattr(self, name, value)
+        self.lock = threading.RLock()
+        self.flat = self._placed(self.flat)
+        self.params = unflatten(self.flat, self.H, self.V)  # views of the new flat buffer
+
+    def _placed(self, flat):
+        """A copied flat parameter buffer as this backend keeps it (here: aligned, see zeros)."""
+        placed = self.zeros()
+        placed[...] = flat
+        return placed
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
@@ -49,9 +96,11 @@ class NumpyBackend:
         so that its Whh starts a 64-byte line (see _params.aligned_empty)."""
         return aligned_zeros(num_params(self.H, self.V), self.dtype, at=self.H * self.V)
 
+    @serialised
     def get_params(self):
         return {k: v.copy() for k, v in self.params.items()}
 
+    @serialised
     def set_params(self, tensors):
         for k, v in tensors.items():
             self.params[k][...] = v
@@ -68,6 +117,7 @@ class NumpyBackend:
         """A buffer of this backend (parameters, optimizer state) as a numpy array."""
         return np.asarray(buf)
 
+    @serialised
     def copy_into(self, buf, a):
         """Overwrites a buffer of this backend with the values of numpy array `a`."""
         buf[...] = a
@@ -81,6 +131,7 @@ class NumpyBackend:
             hs.append(np.tanh(p["Wxh"][:, inputs[:, t]].T + hs[-1] @ p["Whh"].T + p["bh"]))
         return hs
 
+    @serialised
     def forward_loss(self, inputs, targets, h):
         """Summed cross-entropy of a chunk (0.0 without targets); h (B,H) becomes the last state."""
         p = self.params
@@ -95,6 +146,7 @@ class NumpyBackend:
         h[...] = hs[-1]
         return loss
 
+    @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False):
         """Forward and BPTT over one chunk.
 
@@ -137,6 +189,7 @@ class NumpyBackend:
         check_fits(self.dtype, allow_inf=("clip", "clip_norm"), lr=opt.lr, eps=opt.eps,
                    clip=opt.clip, clip_norm=opt.clip_norm)
 
+    @serialised
     def update(self, opt, grads, grad_scale=1.0):
         """Applies optimizer `opt` (hyperparameters, flat state, step count) to the parameters,
         with the gradient first multiplied by grad_scale; see fastrnn.optim for the math, which
@@ -176,6 +229,7 @@ class NumpyBackend:
             raise ValueError(f"unknown optimizer {opt.name!r}")
         opt.steps = t
 
+    @serialised
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
         """One training iteration; h (B,H) becomes the last state. Returns the summed loss."""
         self._check_optimizer(opt)  # before h changes, as the fused compiled step does
@@ -183,6 +237,7 @@ class NumpyBackend:
         self.update(opt, grads, grad_scale)
         return loss
 
+    @serialised
     def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0):
         """train_step that is only taken when its loss is finite and it leaves the parameters
         and the optimizer state finite; otherwise parameters, optimizer state (step count
@@ -204,6 +259,7 @@ class NumpyBackend:
         opt.steps = steps
         return loss, False
 
+    @serialised
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         """n ids from state h (H,), updated in place. Each id: logits z = Why h + by, then the
         argmax (greedy), or a draw: masses e = exp((z - max z) / temperature); all but the top_k

@@ -16,13 +16,14 @@ h0 to the device without waiting (pinned staging on CUDA), and the loss and last
 one transfer: its one synchronisation.
 """
 import math
+import threading
 
 import numpy as np
 
 from .._optional import cuda_available, require_torch
 from .._params import num_params, pack, unflatten
 from .._threads import apply_to_torch
-from .numpy_backend import NumpyBackend
+from .numpy_backend import NumpyBackend, serialised
 
 torch = require_torch("backend='torch'")
 apply_to_torch()  # a fastrnn.set_num_threads() made before torch was loaded
@@ -91,17 +92,27 @@ class TorchBackend(NumpyBackend):
                                 dtype=TORCH_DTYPES[self.dtype], device=self.torch_device)
         self.params = unflatten(self.flat, hidden_size, vocab_size)
         self.reduce_grads = None
-        self._work = {}
-        self._train = None  # [grads | loss], a scratch like the parameters, the grads' views
-        self._norm_buf = None  # float64 scratch for a float32 model's gradient norm (clip_norm)
+        self.lock = threading.RLock()
+        for name, value in self._new_scratch().items():
+            setattr(self, name, value)
+
+    def _new_scratch(self):
+        return {"_work": {},         # a _Workspace by (B, T)
+                "_train": None,      # [grads | loss], a scratch like the parameters, the views
+                "_norm_buf": None}   # float64 scratch for a float32 model's gradient norm
+
+    def _placed(self, flat):
+        return flat
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
         return torch.zeros_like(self.flat)
 
+    @serialised
     def get_params(self):
         return self.to_dict(self.flat)
 
+    @serialised
     def set_params(self, tensors):
         """Sets all five tensors (numpy arrays of the model dtype) in one host-to-device copy."""
         self.flat.copy_(torch.from_numpy(pack(tensors, self.H, self.V, self.dtype)))
@@ -116,6 +127,7 @@ class TorchBackend(NumpyBackend):
         """A device tensor of this backend (parameters, optimizer state) as a numpy array."""
         return buf.detach().cpu().numpy()
 
+    @serialised
     def copy_into(self, buf, a):
         """Overwrites a device tensor of this backend with the values of numpy array `a`."""
         buf.copy_(torch.from_numpy(np.ascontiguousarray(a, dtype=self.dtype)).reshape(buf.shape))
@@ -201,6 +213,7 @@ class TorchBackend(NumpyBackend):
         g["Wxh"].t().index_add_(0, x.reshape(-1), dhf)              # scatter into input columns
         return loss, (dh[0] @ p["Whh"] if want_dh0 else None)
 
+    @serialised
     def forward_loss(self, inputs, targets, h):
         work = self._workspace(*inputs.shape)
         hs = work.hs
@@ -214,6 +227,7 @@ class TorchBackend(NumpyBackend):
         loss, h[...] = self._fetch(loss, hs[-1])
         return float(loss)
 
+    @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False):
         work = self._workspace(*inputs.shape)
         x, y = self._upload(work, h, inputs, targets)
@@ -297,6 +311,7 @@ class TorchBackend(NumpyBackend):
         self.flat.sub_(g)
         opt.steps = t
 
+    @serialised
     def update(self, opt, grads, grad_scale=1.0):
         self._check_optimizer(opt)
         if not isinstance(grads, torch.Tensor):
@@ -305,6 +320,7 @@ class TorchBackend(NumpyBackend):
         buf, scratch, _ = self._train_buffers()
         self._update(opt, buf[:-1], scratch, grad_scale, src=grads)  # grads stay unchanged
 
+    @serialised
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0):
         self._check_optimizer(opt)
         buf, scratch, g = self._train_buffers()
@@ -317,6 +333,7 @@ class TorchBackend(NumpyBackend):
         loss, h[...] = self._fetch(buf[-1:], work.hs[-1])
         return float(loss[0])
 
+    @serialised
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         """The numpy backend's rule (see its docstring), all on the device: no synchronisation
         until the end. Top-k ranks by a stable descending sort of the logits, so ties rank the
