@@ -36,6 +36,13 @@ def serialised(method):
     return locked
 
 
+def nan_logits_message(k, dtype):
+    """The error of every backend's sampler where the logits of the k-th id hold a NaN (also
+    raised, in the same words, by the compiled kernels)."""
+    return (f"the logits hold NaN at generated id {k}: the parameters overflow "
+            f"{np.dtype(dtype).name} in this state, so there is no distribution to sample from")
+
+
 def _all_finite(buf):
     """Whether a numpy array or torch tensor holds no NaN or infinity (min and max propagate
     NaN)."""
@@ -262,35 +269,41 @@ class NumpyBackend:
     @serialised
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         """n ids from state h (H,), updated in place. Each id: logits z = Why h + by, then the
-        argmax (greedy), or a draw: masses e = exp((z - max z) / temperature); all but the top_k
-        highest logits zeroed (0: none; ties rank the lower id first), then all but the smallest
-        run of the rest, in rank order, whose mass reaches top_p of theirs; the id is the first
-        whose cumulative mass, in id order, exceeds uniforms[k] times the kept total. Then h
-        steps on that id."""
+        argmax (greedy), or a draw: masses e = exp((z - max z) / temperature) (when max z is
+        infinite, its limit: 1 for each logit equal to max z, 0 for the others); all but the
+        top_k highest logits zeroed (0: none; ties rank the lower id first), then all but the
+        smallest run of the rest, in rank order, whose mass reaches top_p of theirs; the id is
+        the first whose cumulative mass, in id order, exceeds uniforms[k] times the kept total.
+        Then h steps on that id. Logits holding a NaN (weights that overflow) raise
+        FloatingPointError."""
         p = self.params
         V = self.V
         out = np.empty(n, dtype=np.int32)
         n_rank = top_k if 0 < top_k < V else V
         filtered = n_rank < V or top_p < 1
-        for k in range(n):
-            z = p["Why"] @ h + p["by"]
-            if greedy:
-                idx = int(np.argmax(z))
-            else:
-                e = np.exp((z - z.max()) / temperature)
-                if filtered:
-                    ranked = np.lexsort((np.arange(V), -z))[:n_rank]
-                    n_keep = n_rank
-                    if top_p < 1:
-                        cum = np.cumsum(e[ranked], dtype=np.float64)
-                        n_keep = int(np.argmax(cum >= top_p * cum[-1])) + 1
-                    kept = np.zeros_like(e)
-                    kept[ranked[:n_keep]] = e[ranked[:n_keep]]
-                    e = kept
-                c = np.cumsum(e, dtype=np.float64)
-                idx = int(np.searchsorted(c, uniforms[k] * c[-1], side="right"))
-                if idx >= V:  # rounding left no id above the target: the last one with mass
-                    idx = int(np.flatnonzero(e)[-1])
-            out[k] = idx
-            h[...] = np.tanh(p["Wxh"][:, idx] + p["Whh"] @ h + p["bh"])
+        with np.errstate(over="ignore", invalid="ignore"):  # overflows: see the NaN check
+            for k in range(n):
+                z = p["Why"] @ h + p["by"]
+                m = z.max()  # NaN if any logit is
+                if np.isnan(m):
+                    raise FloatingPointError(nan_logits_message(k, self.dtype))
+                if greedy:
+                    idx = int(np.argmax(z))
+                else:  # (at an infinite m, z - m is NaN where z equals m)
+                    e = (z == m).astype(z.dtype) if np.isinf(m) else np.exp((z - m) / temperature)
+                    if filtered:
+                        ranked = np.lexsort((np.arange(V), -z))[:n_rank]
+                        n_keep = n_rank
+                        if top_p < 1:
+                            cum = np.cumsum(e[ranked], dtype=np.float64)
+                            n_keep = int(np.argmax(cum >= top_p * cum[-1])) + 1
+                        kept = np.zeros_like(e)
+                        kept[ranked[:n_keep]] = e[ranked[:n_keep]]
+                        e = kept
+                    c = np.cumsum(e, dtype=np.float64)
+                    idx = int(np.searchsorted(c, uniforms[k] * c[-1], side="right"))
+                    if idx >= V:  # rounding left no id above the target: the last one with mass
+                        idx = int(np.flatnonzero(e)[-1])
+                out[k] = idx
+                h[...] = np.tanh(p["Wxh"][:, idx] + p["Whh"] @ h + p["bh"])
         return out

@@ -23,7 +23,7 @@ import numpy as np
 from .._optional import cuda_available, require_torch
 from .._params import num_params, pack, unflatten
 from .._threads import apply_to_torch
-from .numpy_backend import NumpyBackend, serialised
+from .numpy_backend import NumpyBackend, nan_logits_message, serialised
 
 torch = require_torch("backend='torch'")
 apply_to_torch()  # a fastrnn.set_num_threads() made before torch was loaded
@@ -338,11 +338,13 @@ class TorchBackend(NumpyBackend):
         """The numpy backend's rule (see its docstring), all on the device: no synchronisation
         until the end. Top-k ranks by a stable descending sort of the logits, so ties rank the
         lower id first; the top-p cut is the count of rank-order cumulative masses below top_p
-        of their total, plus one (numpy's first index reaching it, as the sums only grow)."""
+        of their total, plus one (numpy's first index reaching it, as the sums only grow). Each
+        id's highest logit is kept (NaN if any logit is), to raise as numpy does at the end."""
         p, V = self.params, self.V
         dev = self.torch_device
         hv = torch.from_numpy(h).to(dev, copy=True)
         out = torch.empty(n, dtype=torch.int64, device=dev)
+        peaks = torch.empty(n, dtype=self.flat.dtype, device=dev)
         n_rank = top_k if 0 < top_k < V else V
         filtered = n_rank < V or top_p < 1
         if not greedy:
@@ -352,10 +354,12 @@ class TorchBackend(NumpyBackend):
             rank = torch.empty(V, dtype=torch.int64, device=dev)
         for k in range(n):
             z = torch.addmv(p["by"], p["Why"], hv)
+            m = torch.amax(z, 0, keepdim=True, out=peaks[k:k + 1])  # NaN if any logit is
             if greedy:
                 idx = torch.argmax(z).view(1)
             else:
-                e = (z - z.max()).div_(temp).exp_()
+                e = (z - m).div_(temp).exp_()
+                e = torch.where(z == m, 1, e)  # the limit where m is infinite (z - m is NaN)
                 if filtered:
                     order = torch.sort(z, descending=True, stable=True).indices
                     n_keep = n_rank
@@ -371,5 +375,8 @@ class TorchBackend(NumpyBackend):
             out[k:k + 1] = idx
             hv = torch.addmv(p["Wxh"].index_select(1, idx).view(-1), p["Whh"], hv)
             hv.add_(p["bh"]).tanh_()
+        nan_at = torch.isnan(peaks).nonzero().cpu()
+        if len(nan_at):
+            raise FloatingPointError(nan_logits_message(int(nan_at[0, 0]), self.dtype))
         h[...] = hv.cpu().numpy()
         return out.cpu().numpy().astype(np.int32)

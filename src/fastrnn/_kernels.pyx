@@ -1214,9 +1214,9 @@ cdef inline Py_ssize_t _panel_at(Py_ssize_t H, Py_ssize_t w0, Py_ssize_t w1, Py_
     return H * w0 + i * w1 + (c - w0)
 
 
-cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
-                   floating temperature, bint greedy, int top_k, double top_p, int* out,
-                   floating* work, int* order) noexcept nogil:
+cdef Py_ssize_t generate(const floating* P, int H, int V, floating* h, Py_ssize_t n,
+                        const double* u, floating temperature, bint greedy, int top_k,
+                        double top_p, int* out, floating* work, int* order) noexcept nogil:
     # One character is two small matrix-vector products on the same state h: Why h and Whh h.
     # Both matrices are transposed once per call, side by side, into WT: row k holds column k
     # of Why and then column k of Whh, zero-padded together to whole vectors, so _rowsum over WT
@@ -1247,7 +1247,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef Py_ssize_t k, v, i, r, n_le
     cdef floating m
     cdef double target, c, kept
-    cdef int idx, j, n_rank, n_keep
+    cdef int idx, j, n_rank, n_keep, n_nan
     cdef bint filtered = (0 < top_k < V) or top_p < 1
     n_rank = top_k if 0 < top_k < V else V
     memset(work, 0, (V * Hp + <Py_ssize_t>H * ld) * sizeof(floating))
@@ -1267,6 +1267,11 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         else:
             _rowsum(w1, H, WT1, w1, h, z + w0)
             _rowsum(w0, H, WT, w0, h, z)
+        n_nan = 0
+        for v in range(V):
+            n_nan += z[v] != z[v]
+        if n_nan:  # (weights that overflow): no distribution to draw from
+            return k
         m = _highest(z, V)
         if greedy:
             idx = 0
@@ -1277,8 +1282,14 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         else:
             if filtered:
                 _rank_top(z, V, n_rank, order)
-            for v in range(V):
-                z[v] = _exp((z[v] - m) / temperature)
+            if m == INFINITY or m == -INFINITY:
+                # z - m is NaN where z equals m: softmax's limit, mass 1 on each logit equal to
+                # the highest and none elsewhere (as the numpy and torch backends)
+                for v in range(V):
+                    z[v] = 1 if z[v] == m else 0
+            else:
+                for v in range(V):
+                    z[v] = _exp((z[v] - m) / temperature)
             if filtered:
                 n_keep = n_rank
                 if top_p < 1:
@@ -1316,6 +1327,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         col = WxhT + idx * Hp
         for i in range(H):
             h[i] = _tanh(col[i] + hh[i])
+    return -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1830,7 +1842,9 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
            const double[::1] uniforms not None, double temperature, bint greedy,
            int[::1] out not None, floating[::1] work not None, hidden_size, vocab_size,
            top_k=0, double top_p=1.0):
-    """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd."""
+    """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd.
+    Raises FloatingPointError where the logits hold a NaN (out and h then hold what was drawn
+    and reached before that id)."""
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef Py_ssize_t n = out.shape[0]
     cdef const char* start[5]
@@ -1862,6 +1876,14 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
     if n == 0:
         return
     cdef int[::1] order = np.empty(V, dtype=np.intc)
+    cdef Py_ssize_t stopped
     with nogil:
-        generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
-                 <floating>temperature, greedy, k, top_p, &out[0], &work[0], &order[0])
+        stopped = generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
+                           <floating>temperature, greedy, k, top_p, &out[0], &work[0],
+                           &order[0])
+    if stopped >= 0:
+        # (the words of fastrnn.backends.numpy_backend.nan_logits_message)
+        raise FloatingPointError(
+            f"the logits hold NaN at generated id {stopped}: the parameters overflow "
+            f"{'float32' if floating is float else 'float64'} in this state, so there is no "
+            f"distribution to sample from")
