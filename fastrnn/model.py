@@ -35,6 +35,11 @@ def as_ids(a, vocab_size, name, ndims=(1, 2)):
     return a.astype(np.int32, copy=False)
 
 
+# stream()'s chunks when chunk_size is None: the first small, so that characters come at once,
+# then each twice the last up to the largest, because each call of the sampler first lays out
+# the weights for its loop (at H=512 as long as some 50 characters take)
+STREAM_FIRST_CHUNK, STREAM_LARGEST_CHUNK = 16, 1024
+
 INITS = ("gist", "uniform")  # weight initialisations (see CharRNN)
 
 
@@ -225,16 +230,18 @@ class CharRNN:
                                           top_p)
 
     def stream(self, n=None, *, prime="", prime_ids=None, h0=None, temperature=1.0, greedy=False,
-               top_k=None, top_p=None, seed=None, chunk_size=16, oov="error"):
+               top_k=None, top_p=None, seed=None, chunk_size=None, oov="error"):
         """An iterator over generated characters (ids when the model has no vocab), produced
-        chunk_size at a time: n of them, or without end when n is None. For the same arguments
-        it yields exactly what generate() / sample_text() return. `prime` is text to warm the
-        state on (needs model.vocab; characters outside it raise, or are dropped or replaced as
+        chunk_size at a time (None: 16 first, then each chunk twice the last, up to 1024): n of
+        them, or without end when n is None. For the same arguments it yields exactly what
+        generate() / sample_text() return. `prime` is text to warm the state on (needs
+        model.vocab; characters outside it raise, or are dropped or replaced as
         oov="skip"/"replace" says, see Vocab.encode); `prime_ids` the same as ids."""
         if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)
                               or n < 0):
             raise ValueError(f"n must be a non-negative integer or None, got {n!r}")
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        if chunk_size is not None:
+            chunk_size = check_positive_int(chunk_size, "chunk_size")
         temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
         if prime:
             if self.vocab is None:
@@ -245,11 +252,14 @@ class CharRNN:
 
     def _stream(self, n, h, temperature, greedy, top_k, top_p, rng, chunk_size):
         done = 0
+        size = STREAM_FIRST_CHUNK if chunk_size is None else chunk_size
         while n is None or done < n:
-            k = chunk_size if n is None else min(chunk_size, n - done)
+            k = size if n is None else min(size, n - done)
             uniforms = np.empty(0) if greedy else rng.random(k)  # PCG64 draws chunk by chunk
             ids = self._backend.generate(k, h, uniforms, temperature, greedy, top_k, top_p)
             done += k
+            if chunk_size is None:
+                size = min(2 * size, STREAM_LARGEST_CHUNK)
             if self.vocab is None:
                 yield from ids.tolist()
             else:

@@ -245,3 +245,34 @@ def test_nan_logits_raise_a_clear_error(backend):
         h = np.full(3, np.nan, dtype=np.float32)
         with pytest.raises(FloatingPointError, match="logits hold NaN at generated id 0"):
             m._backend.generate(4, h, np.full(4, 0.5), 1.0, greedy, 2, 0.9)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_stream_by_default_grows_its_chunks(backend):
+    """stream() without chunk_size asks the sampler for 16 ids, then twice as many each time up
+    to 1024 (each sampler call lays the weights out anew: at H=512, 16-id chunks made stream
+    3-5x slower than generate), and still yields exactly what generate() returns."""
+    m = fastrnn.CharRNN(7, 5, backend=backend, dtype="float64", seed=0)
+    m.set_params(random_params(5, 7, np.random.default_rng(3)))
+    sizes = []
+    real = m._backend.generate
+
+    def spy(n, *args):
+        sizes.append(n)
+        return real(n, *args)
+
+    m._backend.generate = spy
+    n = 16 + 32 + 64 + 128 + 256 + 512 + 1024 + 1024 + 100
+    kw = dict(seed=4, temperature=0.9, top_k=5)
+    assert list(m.stream(n, **kw)) == m.generate(n, **kw).tolist()
+    assert sizes == [16, 32, 64, 128, 256, 512, 1024, 1024, 100, n]
+    sizes.clear()
+    assert len(list(m.stream(20_000, greedy=True))) == 20_000 and len(sizes) < 30
+
+
+def test_the_sampler_keeps_its_scratch():
+    m = fastrnn.CharRNN(7, 5, backend="cython", seed=0)
+    m.generate(3, seed=0)
+    work = m._backend._sample_work
+    list(m.stream(100, seed=0))
+    assert m._backend._sample_work is work
