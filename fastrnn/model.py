@@ -120,7 +120,7 @@ class CharRNN:
         cast = {}
         for name, a in params.items():
             with np.errstate(over="ignore"):
-                cast[name] = np.asarray(a, dtype=self.dtype)
+                cast[name] = np.array(a, dtype=self.dtype)  # a copy: checked is what is set
             if not np.all(np.isfinite(cast[name])):  # after the cast: 1e300 is inf in float32
                 raise ValueError(f"params[{name!r}] holds NaN or infinite values (as "
                                  f"{self.dtype.name})")
