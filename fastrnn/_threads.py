@@ -13,13 +13,18 @@ _fallback = None  # what get_num_threads gives before any set_num_threads (read 
 
 
 def _default():
+    """$FASTRNN_NUM_THREADS as a number (None when unset); anything but a positive integer is
+    refused, whichever call reads it first (a training step, a sampler, set_num_threads)."""
     env = os.environ.get("FASTRNN_NUM_THREADS")
     if env is None:
         return None
     try:
-        return int(env)
+        n = int(env)
     except ValueError:
-        raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}") from None
+        n = 0
+    if n < 1:
+        raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
+    return n
 
 
 def _cores():
@@ -67,5 +72,5 @@ def get_num_threads():
         return _current
     if _fallback is None:
         env = _default()
-        _fallback = env if env is not None and env >= 1 else _cores()
+        _fallback = env if env is not None else _cores()
     return _fallback

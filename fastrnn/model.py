@@ -18,8 +18,10 @@ def check_positive_int(value, name):
 
 
 def as_ids(a, vocab_size, name, ndims=(1, 2)):
-    """An integer id array as C-contiguous int32, after checking dtype, rank, size and range."""
-    a = np.asarray(a)
+    """An integer id array as a new C-contiguous int32 array, after checking dtype, rank, size
+    and range. The checks are made on a copy, which is what is returned: another thread that
+    writes the caller's array meanwhile cannot change an id between its check and its use."""
+    a = np.array(a, order="C")
     if a.size == 0:
         raise ValueError(f"{name} is empty")
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
@@ -31,8 +33,13 @@ def as_ids(a, vocab_size, name, ndims=(1, 2)):
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"{name} holds ids in [{lo}, {hi}]; ids must lie in [0, {vocab_size}) "
                          f"for vocab_size={vocab_size}")
-    return np.ascontiguousarray(a, dtype=np.int32)
+    return a.astype(np.int32, copy=False)
 
+
+# stream()'s chunks when chunk_size is None: the first small, so that characters come at once,
+# then each twice the last up to the largest, because each call of the sampler first lays out
+# the weights for its loop (at H=512 as long as some 50 characters take)
+STREAM_FIRST_CHUNK, STREAM_LARGEST_CHUNK = 16, 1024
 
 INITS = ("gist", "uniform", "orthogonal", "identity")  # weight initialisations (see CharRNN)
 
@@ -95,6 +102,14 @@ class CharRNN:
     forget_bias: the LSTM forget gates' bias (char-rnn sets 1).
 
     `vocab_size` may also be a Vocab, which is then kept as `model.vocab`.
+
+    Threads: calls on one model are serialised. Each call into its backend holds a lock of the
+    model's own for its whole duration (the compiled kernels release the GIL, and reuse scratch
+    buffers of the model's); generate() and nll() hold it from start to end, so a training step
+    in another thread lands before or after them. stream() takes it for each chunk. Different
+    models run in parallel. Id, state and parameter arrays are copied and checked before use,
+    so a thread writing them meanwhile cannot crash a call or make it use unchecked ids.
+    `copy.deepcopy(model)` gives an independent model (its own lock and buffers).
     """
 
     def __init__(self, vocab_size, hidden_size=100, *, cell="rnn", num_layers=1, dropout=0.0,
@@ -184,7 +199,7 @@ class CharRNN:
         cast = {}
         for name, a in params.items():
             with np.errstate(over="ignore"):
-                cast[name] = np.asarray(a, dtype=self.dtype)
+                cast[name] = np.array(a, dtype=self.dtype)  # a copy: checked is what is set
             if not np.all(np.isfinite(cast[name])):  # after the cast: 1e300 is inf in float32
                 raise ValueError(f"params[{name!r}] holds NaN or infinite values (as "
                                  f"{self.dtype.name})")
@@ -198,13 +213,13 @@ class CharRNN:
                                    batch_size is None, as_given=True)
 
     def _state_array(self, a, want, name):
-        a = np.asarray(a)
+        a = np.array(a)  # checked and cast as a copy: the caller's array may change meanwhile
         if a.shape != want:
             raise ValueError(f"{name} has shape {a.shape}; expected {want}")
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
         with np.errstate(over="ignore"):
-            a = np.array(a, dtype=self.dtype, order="C")  # a private copy: kernels write it
+            a = np.ascontiguousarray(a, dtype=self.dtype)
         if not np.all(np.isfinite(a)):  # checked after the cast: 1e300 is inf in float32
             raise ValueError(f"{name} holds NaN or infinite values (as {self.dtype.name})")
         return a
@@ -331,10 +346,11 @@ class CharRNN:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
-        h = self._primed_state(prime_ids, h0)
         uniforms = (np.empty(0) if greedy else np.random.default_rng(seed).random(int(n)))
-        return self._backend.generate(int(n), self._one(h), uniforms, temperature, greedy,
-                                      top_k, top_p)
+        with self._backend.lock:  # the priming and the draws with the same parameters
+            h = self._primed_state(prime_ids, h0)
+            return self._backend.generate(int(n), self._one(h), uniforms, temperature, greedy,
+                                          top_k, top_p)
 
     @staticmethod
     def _one(state):
@@ -344,16 +360,18 @@ class CharRNN:
         return tuple(a[:, 0] for a in state)
 
     def stream(self, n=None, *, prime="", prime_ids=None, h0=None, temperature=1.0, greedy=False,
-               top_k=None, top_p=None, seed=None, chunk_size=16, oov="error"):
+               top_k=None, top_p=None, seed=None, chunk_size=None, oov="error"):
         """An iterator over generated characters (ids when the model has no vocab), produced
-        chunk_size at a time: n of them, or without end when n is None. For the same arguments
-        it yields exactly what generate() / sample_text() return. `prime` is text to warm the
-        state on (needs model.vocab; characters outside it raise, or are dropped or replaced as
+        chunk_size at a time (None: 16 first, then each chunk twice the last, up to 1024): n of
+        them, or without end when n is None. For the same arguments it yields exactly what
+        generate() / sample_text() return. `prime` is text to warm the state on (needs
+        model.vocab; characters outside it raise, or are dropped or replaced as
         oov="skip"/"replace" says, see Vocab.encode); `prime_ids` the same as ids."""
         if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)
                               or n < 0):
             raise ValueError(f"n must be a non-negative integer or None, got {n!r}")
-        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        if chunk_size is not None:
+            chunk_size = check_positive_int(chunk_size, "chunk_size")
         temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
         if prime:
             if self.vocab is None:
@@ -364,11 +382,14 @@ class CharRNN:
 
     def _stream(self, n, h, temperature, greedy, top_k, top_p, rng, chunk_size):
         done = 0
+        size = STREAM_FIRST_CHUNK if chunk_size is None else chunk_size
         while n is None or done < n:
-            k = chunk_size if n is None else min(chunk_size, n - done)
+            k = size if n is None else min(size, n - done)
             uniforms = np.empty(0) if greedy else rng.random(k)  # PCG64 draws chunk by chunk
             ids = self._backend.generate(k, h, uniforms, temperature, greedy, top_k, top_p)
             done += k
+            if chunk_size is None:
+                size = min(2 * size, STREAM_LARGEST_CHUNK)
             if self.vocab is None:
                 yield from ids.tolist()
             else:
@@ -392,16 +413,17 @@ class CharRNN:
         L = n_pairs // B
         streams = ids[:B * L + 1]
         total, h = 0.0, self._initial_state(None, B, False)
-        for p in range(0, L, T):
-            t = min(T, L - p)
-            x = np.stack([streams[b * L + p:b * L + p + t] for b in range(B)])
-            y = np.stack([streams[b * L + p + 1:b * L + p + t + 1] for b in range(B)])
-            total += self._backend.forward_loss(x, y, h)
-        h_last = self._row(h, B - 1)
-        for p in range(B * L, n_pairs, T):  # the remainder, after the last stream
-            t = min(T, n_pairs - p)
-            total += self._backend.forward_loss(ids[None, p:p + t], ids[None, p + 1:p + t + 1],
-                                                h_last)
+        with self._backend.lock:  # every chunk scored with the same parameters
+            for p in range(0, L, T):
+                t = min(T, L - p)
+                x = np.stack([streams[b * L + p:b * L + p + t] for b in range(B)])
+                y = np.stack([streams[b * L + p + 1:b * L + p + t + 1] for b in range(B)])
+                total += self._backend.forward_loss(x, y, h)
+            h_last = self._row(h, B - 1)
+            for p in range(B * L, n_pairs, T):  # the remainder, after the last stream
+                t = min(T, n_pairs - p)
+                total += self._backend.forward_loss(ids[None, p:p + t],
+                                                    ids[None, p + 1:p + t + 1], h_last)
         return float(total), n_pairs
 
     def score(self, text, **kwargs):

@@ -328,6 +328,32 @@ def test_the_default_threads_come_from_the_environment_read_once():
         assert tuple(map(int, out)) == want, (env, out)
 
 
+def test_a_bad_thread_count_in_the_environment_is_refused(tmp_path):
+    """$FASTRNN_NUM_THREADS that is not a positive integer (issue 17: -5 was taken) is refused
+    with one line, by whichever call reads it first, and by the command line."""
+    import os
+    import subprocess
+    import sys
+    code = ("import fastrnn\n"
+            "for call in (fastrnn.get_num_threads, fastrnn.set_num_threads,\n"
+            "             lambda: fastrnn.CharRNN(4, 3).loss([1, 2], [2, 3])):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except ValueError as exc:\n"
+            "        print(exc)\n")
+    (tmp_path / "d.txt").write_text("abcd" * 20)
+    for env in ("-5", "0", "1.5", "two", ""):
+        environ = dict(os.environ, FASTRNN_NUM_THREADS=env)
+        out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+        assert out == [f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}"] * 3, out
+        cli = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--data", "d.txt",
+                              "--iterations", "1", "--seq-length", "4", "--sample-length", "0"],
+                             env=environ, cwd=tmp_path, capture_output=True, text=True)
+        assert cli.returncode == 2 and cli.stderr == (
+            f"fastrnn: error: FASTRNN_NUM_THREADS must be a positive integer, got {env!r}\n")
+
+
 def test_the_thread_setting_reaches_the_kernels():
     """A model's batched step runs on the threads set: bit for bit the kernel call with that
     many threads, and (the split sums gradients in another order) not the one-thread result."""

@@ -1,4 +1,6 @@
 """Sampling: reproducible, identical across CPU backends, and drawn from the model's softmax."""
+import math
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,96 @@ def test_ties_rank_the_lower_id_first(backend):
     firsts = {int(m.generate(1, seed=s, top_k=2)[0]) for s in range(200)}
     assert firsts == {1, 2}  # ids 1, 2, 3 tie; the top 2 are the two lower ids
     assert m.generate(1, top_k=1, seed=0)[0] == m.generate(1, greedy=True)[0] == 1
+
+
+SAMPLERS = [b for b in ("numpy", "cython", "torch") if b in fastrnn.available_backends()]
+
+
+def overflowing(backend, rows, sign=1.0, V=6, H=4):
+    """A float32 model whose logits, after the first id, are +-inf at `rows` (sign) and 0
+    elsewhere: finite weights near the float32 maximum times a state of tanh(1) > 0.5 each,
+    summed over H > 1 same-signed terms (which overflow in any order of summation)."""
+    m = fastrnn.CharRNN(V, H, backend=backend, dtype="float32")
+    p = {k: np.zeros_like(v) for k, v in m.get_params().items()}
+    p["bh"][:] = 1.0  # every state after the first id: tanh(1)
+    p["Why"][rows] = sign * 0.9 * np.finfo(np.float32).max
+    m.set_params(p)
+    return m
+
+
+SAMPLING = [dict(greedy=True), dict(seed=1), dict(seed=2, temperature=0.7),
+            dict(seed=3, top_k=2), dict(seed=4, top_p=0.5), dict(seed=5, top_k=3, top_p=0.9)]
+
+
+@pytest.mark.parametrize("kw", SAMPLING, ids=lambda kw: "-".join(map(str, kw)))
+def test_infinite_logits_give_the_same_ids_on_every_backend(kw):
+    """Issue 17: where finite weights overflow float32 to an infinite logit, the cython sampler
+    took id 0 and numpy/torch the last infinite one. Every backend now takes softmax's limit:
+    mass 1 on each logit equal to the highest, 0 on the others; the draws follow from the
+    uniforms (the first id comes from the zero state: all logits 0, all ids equally likely)."""
+    n, V = 60, 6
+    u = np.random.default_rng(kw.get("seed")).random(n)
+    greedy = kw.get("greedy", False)
+    # V equal logits (the first id; all -inf later): equally likely, the top_k lowest ids kept,
+    # then the fewest of them whose count reaches top_p of theirs
+    kept = math.ceil(kw.get("top_p", 1) * min(kw.get("top_k") or V, V))
+
+    def among_equal(uk):
+        return 0 if greedy else int(uk * kept)
+
+    cases = {  # rows made infinite, sign -> the ids expected after the first
+        "one": ([3], 1.0, lambda uk: 3),
+        # two: the lower first in rank order (so top_p 0.5 keeps id 2 alone)
+        "two": ([2, 4], 1.0, lambda uk: 2 if greedy or kw.get("top_p", 1) <= 0.5 or uk < 0.5
+                else 4),
+        "all -inf": (list(range(V)), -1.0, among_equal),
+    }
+    for case, (rows, sign, want) in cases.items():
+        got = {b: overflowing(b, rows, sign).generate(n, **kw) for b in SAMPLERS}
+        expected = [among_equal(u[0])] + [want(uk) for uk in u[1:]]
+        for b, ids in got.items():
+            assert ids.tolist() == expected, (case, b, kw)
+    assert len({tuple(x) for x in got.values()}) == 1
+
+
+@pytest.mark.parametrize("backend", SAMPLERS)
+def test_nan_logits_raise_a_clear_error(backend):
+    """Logits holding a NaN (weights that overflow into inf - inf) have no distribution: every
+    backend's sampler refuses them, naming the id, rather than returning some id. (A model's
+    state starts finite, so the backends are handed a NaN state here.)"""
+    m = fastrnn.CharRNN(5, 3, backend=backend, dtype="float32", seed=0)
+    for greedy in (True, False):
+        h = np.full(3, np.nan, dtype=np.float32)
+        with pytest.raises(FloatingPointError, match="logits hold NaN at generated id 0"):
+            m._backend.generate(4, h, np.full(4, 0.5), 1.0, greedy, 2, 0.9)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_stream_by_default_grows_its_chunks(backend):
+    """stream() without chunk_size asks the sampler for 16 ids, then twice as many each time up
+    to 1024 (each sampler call lays the weights out anew: at H=512, 16-id chunks made stream
+    3-5x slower than generate), and still yields exactly what generate() returns."""
+    m = fastrnn.CharRNN(7, 5, backend=backend, dtype="float64", seed=0)
+    m.set_params(random_params(5, 7, np.random.default_rng(3)))
+    sizes = []
+    real = m._backend.generate
+
+    def spy(n, *args):
+        sizes.append(n)
+        return real(n, *args)
+
+    m._backend.generate = spy
+    n = 16 + 32 + 64 + 128 + 256 + 512 + 1024 + 1024 + 100
+    kw = dict(seed=4, temperature=0.9, top_k=5)
+    assert list(m.stream(n, **kw)) == m.generate(n, **kw).tolist()
+    assert sizes == [16, 32, 64, 128, 256, 512, 1024, 1024, 100, n]
+    sizes.clear()
+    assert len(list(m.stream(20_000, greedy=True))) == 20_000 and len(sizes) < 30
+
+
+def test_the_sampler_keeps_its_scratch():
+    m = fastrnn.CharRNN(7, 5, backend="cython", seed=0)
+    m.generate(3, seed=0)
+    work = m._backend._sample_work
+    list(m.stream(100, seed=0))
+    assert m._backend._sample_work is work

@@ -2,7 +2,9 @@
 
 A whole training iteration (forward over the chunk, BPTT, clipping, optimizer update) is one call
 into compiled code that releases the GIL (and splits a large enough batch over the threads set by
-fastrnn.set_num_threads). Scratch memory for a (B,T) chunk is allocated once and reused.
+fastrnn.set_num_threads). Scratch memory for a (B,T) chunk is allocated once and reused, by one
+call at a time (see the backend lock in numpy_backend); the kernels read the ids from copies of
+their own, so no other thread can change an id between its check and its use.
 """
 import importlib
 import os
@@ -11,10 +13,12 @@ import numpy as np
 
 from .._params import aligned_empty
 from .._threads import get_num_threads
-from .numpy_backend import NumpyBackend
+from .numpy_backend import NumpyBackend, serialised
 
 # Instruction-set variants of the kernels (see setup.py), best first, with the CPU features each
 # needs as numpy names them.
+CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # the stack kernels' cell codes
+
 ISA_VARIANTS = {"avx512": ("AVX512_SKX",), "avx2": ("AVX2", "FMA3"), "baseline": ()}
 
 
@@ -68,13 +72,17 @@ class CythonBackend(NumpyBackend):
 
     def __init__(self, spec, dtype, device="cpu"):
         super().__init__(spec, dtype, device)
-        self._work = {}
-        self._grads = None  # gradient scratch of the fused train step
-        self._undo = None   # old values saved by the guarded train step
+        self._offsets = spec.offsets()  # the stack kernels' layout table (stacked models)
         # the fused step's float32 or float64 version itself: choosing it from the arrays' type
         # at each call took 0.6 us (of 3.7 for a tiny model's step)
         self._train_step = _kernels.train_step[
             "float" if np.dtype(self.dtype) == np.float32 else "double"]
+
+    def _new_scratch(self):
+        return {"_work": {},           # chunk scratch by (B, T, threads)
+                "_grads": None,        # gradient scratch of the fused train step
+                "_undo": None,         # old values saved by the guarded train step
+                "_sample_work": None}  # the sampler's scratch
 
     def _workspace(self, B, T, threads):
         """The scratch buffer for a (B,T) chunk on `threads` threads, allocated on first use."""
@@ -92,16 +100,20 @@ class CythonBackend(NumpyBackend):
         threads = get_num_threads()
         return self._workspace(*inputs.shape, threads), threads
 
+    @serialised
     def forward_loss(self, inputs, targets, h):
         if not self.spec.legacy:
-            return super().forward_loss(inputs, targets, h)
+            work, threads = self._stack_chunk_args(inputs)
+            return _kernels.stack_forward_loss(self.flat, *self._stack, inputs, targets, h[0],
+                                               _c(h), work, threads=threads)
         work, threads = self._chunk_args(inputs)
         return _kernels.forward_loss(self.flat, inputs, targets, h, work, self.H, self.V,
                                      threads=threads)
 
+    @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
         if not self.spec.legacy:
-            return super().loss_and_grads(inputs, targets, h, want_dh0, masks)
+            return self._stack_loss_and_grads(inputs, targets, h, want_dh0, masks)
         grads = self.zeros()
         dh0 = np.empty_like(h) if want_dh0 else None
         work, threads = self._chunk_args(inputs)
@@ -116,6 +128,7 @@ class CythonBackend(NumpyBackend):
         return (opt.state[names[0]] if names else None,
                 opt.state[names[1]] if len(names) > 1 else None)
 
+    @serialised
     def update(self, opt, grads, grad_scale=1.0):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
@@ -127,45 +140,124 @@ class CythonBackend(NumpyBackend):
 
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         code = _kernels.OPTIMIZERS.get(opt.name)
-        if code is None or not self.spec.legacy:
+        if code is None:
             return super().train_step(inputs, targets, h, opt, grad_scale, masks)
-        if self._grads is None:
-            self._grads = self.zeros()
-        mem, mem2 = self._states(opt)
-        work, threads = self._chunk_args(inputs)
-        loss = self._train_step(self.flat, self._grads, mem, inputs, targets, h, work, self.H,
-                                self.V, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1,
-                                opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale,
-                                threads=threads)
-        opt.steps += 1
+        if not self.spec.legacy:
+            return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks, code, False)
+        # the lock (see serialised) taken by hand in the steps a trainer makes every iteration:
+        # acquire and release cost half of a `with` block, a third of the decorator
+        self.lock.acquire()
+        try:
+            if self._grads is None:
+                self._grads = self.zeros()
+            mem, mem2 = self._states(opt)
+            work, threads = self._chunk_args(inputs)
+            loss = self._train_step(self.flat, self._grads, mem, inputs, targets, h, work, self.H,
+                                    self.V, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1,
+                                    opt.beta2, opt.steps + 1, opt.clip_norm, grad_scale,
+                                    threads=threads)
+            opt.steps += 1
+        finally:
+            self.lock.release()
         return loss
 
     def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         """The fused step, guarded inside the kernel: it saves the old values it overwrites as
         it updates, and puts them back if any new one is not finite (see _kernels.train_step)."""
         code = _kernels.OPTIMIZERS.get(opt.name)
-        if code is None or not self.spec.legacy:
+        if code is None:
             return super().train_step_guarded(inputs, targets, h, opt, grad_scale, masks)
-        if self._grads is None:
-            self._grads = self.zeros()
+        if not self.spec.legacy:
+            return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks, code, True)
+        self.lock.acquire()
+        try:
+            if self._grads is None:
+                self._grads = self.zeros()
+            self._undo_buffer(code)
+            mem, mem2 = self._states(opt)
+            work, threads = self._chunk_args(inputs)
+            loss, taken = self._train_step(
+                self.flat, self._grads, mem, inputs, targets, h, work, self.H, self.V, code,
+                opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
+                opt.clip_norm, grad_scale, self._undo, threads=threads)
+            if taken:
+                opt.steps += 1
+        finally:
+            self.lock.release()
+        return loss, taken
+
+    @serialised
+    def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
+        out = np.empty(n, dtype=np.int32)
+        if not self.spec.legacy:
+            if self._sample_work is None:
+                self._sample_work = aligned_empty(_kernels.stack_sample_work_size(
+                    self.H, self.V, self.L, CELL_CODES[self.spec.cell]), self.dtype)
+            _kernels.stack_sample(self.flat, *self._stack, h[0], _c(h),
+                                  np.ascontiguousarray(uniforms, dtype=np.float64), temperature,
+                                  greedy, out, self._sample_work, top_k, top_p)
+            return out
+        if self._sample_work is None:  # kept: stream() calls this for every chunk
+            self._sample_work = aligned_empty(_kernels.sample_work_size(self.H, self.V),
+                                              self.dtype)
+        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, self._sample_work,
+                        self.H, self.V, top_k, top_p)
+        return out
+
+    def _undo_buffer(self, code):
+        """The guarded step's buffer for the old values it overwrites, grown on demand."""
         size = _kernels.undo_size(self.flat.shape[0], code)
         if self._undo is None or self._undo.shape[0] < size:
             self._undo = aligned_empty(size, self.dtype, at=self.anchor)
-        mem, mem2 = self._states(opt)
-        work, threads = self._chunk_args(inputs)
-        loss, taken = self._train_step(
-            self.flat, self._grads, mem, inputs, targets, h, work, self.H, self.V, code, opt.lr,
-            opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1, opt.clip_norm,
-            grad_scale, self._undo, threads=threads)
-        if taken:
-            opt.steps += 1
-        return loss, taken
+        return self._undo
 
-    def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
-        if not self.spec.legacy:
-            return super().generate(n, h, uniforms, temperature, greedy, top_k, top_p)
-        out = np.empty(n, dtype=np.int32)
-        work = aligned_empty(_kernels.sample_work_size(self.H, self.V), self.dtype)
-        _kernels.sample(self.flat, h, uniforms, temperature, greedy, out, work, self.H, self.V,
-                        top_k, top_p)
+    # -- stacked models: the stack kernels (src/fastrnn/_stack*.pxi) ---------------------------
+    @property
+    def _stack(self):
+        """The model arguments every stack kernel takes after the parameters."""
+        s = self.spec
+        return (self._offsets, CELL_CODES[s.cell], int(s.nonlinearity == "relu"), self.H,
+                self.V, self.L)
+
+    def _stack_chunk_args(self, inputs):
+        """work and threads for a chunk of a stacked model (see _chunk_args)."""
+        threads = get_num_threads()
+        B, T = inputs.shape
+        key = ("stack", B, T, threads)
+        work = self._work.get(key)
+        if work is None:
+            if len(self._work) > 8:
+                self._work.clear()
+            work = aligned_empty(_kernels.stack_work_size(B, T, self.H, self.V, self.L,
+                                                          CELL_CODES[self.spec.cell], threads),
+                                 self.dtype)
+            self._work[key] = work
+        return work, threads
+
+    def _stack_loss_and_grads(self, inputs, targets, h, want_dh0, masks):
+        grads = self.zeros()
+        dstate = tuple(np.empty_like(a) for a in h) if want_dh0 else None
+        work, threads = self._stack_chunk_args(inputs)
+        loss = _kernels.stack_loss_and_grads(
+            self.flat, grads, *self._stack, inputs, targets, h[0], _c(h), masks,
+            dstate[0] if dstate else None, _c(dstate), work, threads=threads)
+        return loss, grads, dstate
+
+    @serialised
+    def _stack_train_step(self, inputs, targets, h, opt, grad_scale, masks, code, guarded):
+        if self._grads is None:
+            self._grads = self.zeros()
+        mem, mem2 = self._states(opt)
+        work, threads = self._stack_chunk_args(inputs)
+        out = _kernels.stack_train_step(
+            self.flat, self._grads, mem, *self._stack, inputs, targets, h[0], _c(h), masks, work,
+            threads, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
+            opt.clip_norm, grad_scale, self._undo_buffer(code) if guarded else None)
+        if not guarded or out[1]:
+            opt.steps += 1
         return out
+
+
+def _c(state):
+    """An lstm state's c (None for one-array states and for None)."""
+    return state[1] if state is not None and len(state) == 2 else None

@@ -15,8 +15,14 @@ min-char-rnn's model (one tanh layer) is the rnn cell with Wxh, Whh, bh and no b
 Arrays are batched: inputs/targets (B,T) int32; the state is a tuple of (L,B,H) arrays, (h,) or
 (h, c) for lstm (min-char-rnn's model also takes one (B,H) array). Other backends subclass this one
 and override what they accelerate, so every method here is also the reference.
+
+Calls are serialised per backend (so per model): every method that reads or writes the
+parameters, the optimizer state or a scratch buffer holds the backend's `lock` for the whole
+call, compiled kernels included (they release the GIL), so threads sharing a model take turns.
 """
+import functools
 import math
+import threading
 
 import numpy as np
 
@@ -27,6 +33,23 @@ def _copy(buf):
     """A copy of a numpy array or a torch tensor."""
     clone = getattr(buf, "clone", None)
     return clone() if clone is not None else buf.copy()
+
+
+def serialised(method):
+    """The method, run holding the backend's lock (re-entrant: the generic train_step calls
+    loss_and_grads and update)."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
+def nan_logits_message(k, dtype):
+    """The error of every backend's sampler where the logits of the k-th id hold a NaN (also
+    raised, in the same words, by the compiled kernels)."""
+    return (f"the logits hold NaN at generated id {k}: the parameters overflow "
+            f"{np.dtype(dtype).name} in this state, so there is no distribution to sample from")
 
 
 def _all_finite(buf):
@@ -110,8 +133,39 @@ class NumpyBackend:
         self.V, self.H, self.L = spec.vocab_size, spec.hidden_size, spec.num_layers
         self.dtype = np.dtype(dtype)
         self.device = "cpu"
+        self.lock = threading.RLock()
         self.flat = self.zeros()
         self.params = unflatten(self.flat, spec)
+        for name, value in self._new_scratch().items():  # (setattr: see __setstate__)
+            setattr(self, name, value)
+
+    def _new_scratch(self):
+        """The buffers this backend reuses from call to call, as a new backend has them."""
+        return {}
+
+    # -- copies (copy.deepcopy, pickle) ------------------------------------------------------
+    def __getstate__(self):
+        """The parameters (copied under the lock: no half-updated copy), without the lock
+        (which cannot be copied) or the scratch buffers (made afresh)."""
+        with self.lock:
+            state = dict(self.__dict__, flat=_copy(self.flat), **self._new_scratch())
+        del state["lock"], state["params"]
+        return state
+
+    def __setstate__(self, state):
+        # setattr, not __dict__.update: an object whose __dict__ was asked for loses CPython's
+        # compact attribute storage, and the training steps read a dozen attributes per call
+        for name, value in state.items():
+            setattr(self, name, value)
+        self.lock = threading.RLock()
+        self.flat = self._placed(self.flat)
+        self.params = unflatten(self.flat, self.spec)  # views of the new flat buffer
+
+    def _placed(self, flat):
+        """A copied flat parameter buffer as this backend keeps it (here: aligned, see zeros)."""
+        placed = self.zeros()
+        placed[...] = flat
+        return placed
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
@@ -119,9 +173,11 @@ class NumpyBackend:
         as _params.flat_anchor says."""
         return zeros_like_params(self.spec, self.dtype)
 
+    @serialised
     def get_params(self):
         return {k: v.copy() for k, v in self.params.items()}
 
+    @serialised
     def set_params(self, tensors):
         for k, v in tensors.items():
             self.params[k][...] = v
@@ -138,6 +194,7 @@ class NumpyBackend:
         """A buffer of this backend (parameters, optimizer state) as a numpy array."""
         return np.asarray(buf)
 
+    @serialised
     def copy_into(self, buf, a):
         """Overwrites a buffer of this backend with the values of numpy array `a`."""
         buf[...] = a
@@ -196,6 +253,7 @@ class NumpyBackend:
     def _logits(self, out):
         return out @ self.params["Why"].T + self.params["by"]
 
+    @serialised
     def forward_loss(self, inputs, targets, h):
         """Summed cross-entropy of a chunk (0.0 without targets); the state h becomes the last
         one."""
@@ -207,6 +265,7 @@ class NumpyBackend:
         picked = np.take_along_axis(z, targets[..., None].astype(np.intp), axis=2)[..., 0]
         return float(np.sum(np.log(np.exp(z).sum(axis=2)) - picked))
 
+    @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
         """Forward and BPTT over one chunk; masks (L-1,B,T,H) multiply each layer's output into
         the next (dropout; None: off).
@@ -272,6 +331,7 @@ class NumpyBackend:
         check_fits(self.dtype, allow_inf=("clip", "clip_norm"), lr=opt.lr, eps=opt.eps,
                    clip=opt.clip, clip_norm=opt.clip_norm)
 
+    @serialised
     def update(self, opt, grads, grad_scale=1.0):
         """Applies optimizer `opt` (hyperparameters, flat state, step count) to the parameters,
         with the gradient first multiplied by grad_scale; see fastrnn.optim for the math, which
@@ -311,6 +371,7 @@ class NumpyBackend:
             raise ValueError(f"unknown optimizer {opt.name!r}")
         opt.steps = t
 
+    @serialised
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         """One training iteration; the state h becomes the last one. Returns the summed loss."""
         self._check_optimizer(opt)  # before h changes, as the fused compiled step does
@@ -318,6 +379,7 @@ class NumpyBackend:
         self.update(opt, grads, grad_scale)
         return loss
 
+    @serialised
     def train_step_guarded(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         """train_step that is only taken when its loss is finite and it leaves the parameters
         and the optimizer state finite; otherwise parameters, optimizer state (step count
@@ -361,14 +423,17 @@ class NumpyBackend:
             x = h[0]
         return x
 
+    @serialised
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         """n ids from the state h ((H,) for min-char-rnn's model, else a tuple of (L,H)),
         updated in place. Each id: logits z = Why h + by of the top layer, then the argmax
-        (greedy), or a draw: masses e = exp((z - max z) / temperature); all but the top_k
-        highest logits zeroed (0: none; ties rank the lower id first), then all but the smallest
-        run of the rest, in rank order, whose mass reaches top_p of theirs; the id is the first
-        whose cumulative mass, in id order, exceeds uniforms[k] times the kept total. Then the
-        state steps on that id."""
+        (greedy), or a draw: masses e = exp((z - max z) / temperature) (when max z is infinite,
+        its limit: 1 for each logit equal to max z, 0 for the others); all but the top_k highest
+        logits zeroed (0: none; ties rank the lower id first), then all but the smallest run of
+        the rest, in rank order, whose mass reaches top_p of theirs; the id is the first whose
+        cumulative mass, in id order, exceeds uniforms[k] times the kept total. Then the state
+        steps on that id. Logits holding a NaN (weights that overflow) raise
+        FloatingPointError."""
         p = self.params
         V = self.V
         state = self._stack(h)
@@ -376,25 +441,29 @@ class NumpyBackend:
         n_rank = top_k if 0 < top_k < V else V
         filtered = n_rank < V or top_p < 1
         top = state[0][-1, 0]
-        for k in range(n):
-            z = p["Why"] @ top + p["by"]
-            if greedy:
-                idx = int(np.argmax(z))
-            else:
-                e = np.exp((z - z.max()) / temperature)
-                if filtered:
-                    ranked = np.lexsort((np.arange(V), -z))[:n_rank]
-                    n_keep = n_rank
-                    if top_p < 1:
-                        cum = np.cumsum(e[ranked], dtype=np.float64)
-                        n_keep = int(np.argmax(cum >= top_p * cum[-1])) + 1
-                    kept = np.zeros_like(e)
-                    kept[ranked[:n_keep]] = e[ranked[:n_keep]]
-                    e = kept
-                c = np.cumsum(e, dtype=np.float64)
-                idx = int(np.searchsorted(c, uniforms[k] * c[-1], side="right"))
-                if idx >= V:  # rounding left no id above the target: the last one with mass
-                    idx = int(np.flatnonzero(e)[-1])
-            out[k] = idx
-            top = self.step_one(idx, state)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflows: see the NaN check
+            for k in range(n):
+                z = p["Why"] @ top + p["by"]
+                m = z.max()  # NaN if any logit is
+                if np.isnan(m):
+                    raise FloatingPointError(nan_logits_message(k, self.dtype))
+                if greedy:
+                    idx = int(np.argmax(z))
+                else:  # (at an infinite m, z - m is NaN where z equals m)
+                    e = (z == m).astype(z.dtype) if np.isinf(m) else np.exp((z - m) / temperature)
+                    if filtered:
+                        ranked = np.lexsort((np.arange(V), -z))[:n_rank]
+                        n_keep = n_rank
+                        if top_p < 1:
+                            cum = np.cumsum(e[ranked], dtype=np.float64)
+                            n_keep = int(np.argmax(cum >= top_p * cum[-1])) + 1
+                        kept = np.zeros_like(e)
+                        kept[ranked[:n_keep]] = e[ranked[:n_keep]]
+                        e = kept
+                    c = np.cumsum(e, dtype=np.float64)
+                    idx = int(np.searchsorted(c, uniforms[k] * c[-1], side="right"))
+                    if idx >= V:  # rounding left no id above the target: the last one with mass
+                        idx = int(np.flatnonzero(e)[-1])
+                out[k] = idx
+                top = self.step_one(idx, state)
         return out

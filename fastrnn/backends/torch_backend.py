@@ -16,13 +16,14 @@ h0 to the device without waiting (pinned staging on CUDA), and the loss and last
 one transfer: its one synchronisation.
 """
 import math
+import threading
 
 import numpy as np
 
 from .._optional import cuda_available, require_torch
 from .._params import pack, unflatten
 from .._threads import apply_to_torch
-from .numpy_backend import NumpyBackend
+from .numpy_backend import NumpyBackend, nan_logits_message, serialised
 
 torch = require_torch("backend='torch'")
 apply_to_torch()  # a fastrnn.set_num_threads() made before torch was loaded
@@ -93,17 +94,27 @@ class TorchBackend(NumpyBackend):
                                 device=self.torch_device)
         self.params = unflatten(self.flat, spec)
         self.reduce_grads = None
-        self._work = {}
-        self._train = None  # [grads | loss], a scratch like the parameters, the grads' views
-        self._norm_buf = None  # float64 scratch for a float32 model's gradient norm (clip_norm)
+        self.lock = threading.RLock()
+        for name, value in self._new_scratch().items():
+            setattr(self, name, value)
+
+    def _new_scratch(self):
+        return {"_work": {},         # a _Workspace by (B, T)
+                "_train": None,      # [grads | loss], a scratch like the parameters, the views
+                "_norm_buf": None}   # float64 scratch for a float32 model's gradient norm
+
+    def _placed(self, flat):
+        return flat
 
     # -- storage -------------------------------------------------------------------------------
     def zeros(self):
         return torch.zeros_like(self.flat)
 
+    @serialised
     def get_params(self):
         return self.to_dict(self.flat)
 
+    @serialised
     def set_params(self, tensors):
         """Sets all named tensors (numpy arrays of the model dtype) in one host-to-device copy."""
         self.flat.copy_(torch.from_numpy(pack(tensors, self.spec, self.dtype)))
@@ -118,6 +129,7 @@ class TorchBackend(NumpyBackend):
         """A device tensor of this backend (parameters, optimizer state) as a numpy array."""
         return buf.detach().cpu().numpy()
 
+    @serialised
     def copy_into(self, buf, a):
         """Overwrites a device tensor of this backend with the values of numpy array `a`."""
         buf.copy_(torch.from_numpy(np.ascontiguousarray(a, dtype=self.dtype)).reshape(buf.shape))
@@ -203,6 +215,7 @@ class TorchBackend(NumpyBackend):
         g["Wxh"].t().index_add_(0, x.reshape(-1), dhf)              # scatter into input columns
         return loss, (dh[0] @ p["Whh"] if want_dh0 else None)
 
+    @serialised
     def forward_loss(self, inputs, targets, h):
         work = self._workspace(*inputs.shape)
         hs = work.hs
@@ -216,6 +229,7 @@ class TorchBackend(NumpyBackend):
         loss, h[...] = self._fetch(loss, hs[-1])
         return float(loss)
 
+    @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
         work = self._workspace(*inputs.shape)
         x, y = self._upload(work, h, inputs, targets)
@@ -299,6 +313,7 @@ class TorchBackend(NumpyBackend):
         self.flat.sub_(g)
         opt.steps = t
 
+    @serialised
     def update(self, opt, grads, grad_scale=1.0):
         self._check_optimizer(opt)
         if not isinstance(grads, torch.Tensor):
@@ -307,6 +322,7 @@ class TorchBackend(NumpyBackend):
         buf, scratch, _ = self._train_buffers()
         self._update(opt, buf[:-1], scratch, grad_scale, src=grads)  # grads stay unchanged
 
+    @serialised
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         self._check_optimizer(opt)
         buf, scratch, g = self._train_buffers()
@@ -319,15 +335,18 @@ class TorchBackend(NumpyBackend):
         loss, h[...] = self._fetch(buf[-1:], work.hs[-1])
         return float(loss[0])
 
+    @serialised
     def generate(self, n, h, uniforms, temperature, greedy, top_k=0, top_p=1.0):
         """The numpy backend's rule (see its docstring), all on the device: no synchronisation
         until the end. Top-k ranks by a stable descending sort of the logits, so ties rank the
         lower id first; the top-p cut is the count of rank-order cumulative masses below top_p
-        of their total, plus one (numpy's first index reaching it, as the sums only grow)."""
+        of their total, plus one (numpy's first index reaching it, as the sums only grow). Each
+        id's highest logit is kept (NaN if any logit is), to raise as numpy does at the end."""
         p, V = self.params, self.V
         dev = self.torch_device
         hv = torch.from_numpy(h).to(dev, copy=True)
         out = torch.empty(n, dtype=torch.int64, device=dev)
+        peaks = torch.empty(n, dtype=self.flat.dtype, device=dev)
         n_rank = top_k if 0 < top_k < V else V
         filtered = n_rank < V or top_p < 1
         if not greedy:
@@ -337,10 +356,12 @@ class TorchBackend(NumpyBackend):
             rank = torch.empty(V, dtype=torch.int64, device=dev)
         for k in range(n):
             z = torch.addmv(p["by"], p["Why"], hv)
+            m = torch.amax(z, 0, keepdim=True, out=peaks[k:k + 1])  # NaN if any logit is
             if greedy:
                 idx = torch.argmax(z).view(1)
             else:
-                e = (z - z.max()).div_(temp).exp_()
+                e = (z - m).div_(temp).exp_()
+                e = torch.where(z == m, 1, e)  # the limit where m is infinite (z - m is NaN)
                 if filtered:
                     order = torch.sort(z, descending=True, stable=True).indices
                     n_keep = n_rank
@@ -356,5 +377,8 @@ class TorchBackend(NumpyBackend):
             out[k:k + 1] = idx
             hv = torch.addmv(p["Wxh"].index_select(1, idx).view(-1), p["Whh"], hv)
             hv.add_(p["bh"]).tanh_()
+        nan_at = torch.isnan(peaks).nonzero().cpu()
+        if len(nan_at):
+            raise FloatingPointError(nan_logits_message(int(nan_at[0, 0]), self.dtype))
         h[...] = hv.cpu().numpy()
         return out.cpu().numpy().astype(np.int32)

@@ -83,7 +83,9 @@ cdef double update(floating* P, const floating* G, floating* M, floating* S, Py_
 # logits (top_k 0: keep all; ties go to the lower id) are zeroed, then all but the smallest
 # prefix of the rest, in that order, whose mass reaches top_p of theirs (top_p 1: keep all);
 # then the id is the first whose cumulative mass, in id order, exceeds u[k] times the kept total.
-# Then h steps on that id. work holds sample_work_size(H, V) scratch values, order V ints.
-cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
-                   floating temperature, bint greedy, int top_k, double top_p, int* out,
-                   floating* work, int* order) noexcept nogil
+# Then h steps on that id. An infinite highest logit gives mass 1 to each logit equal to it and
+# 0 to the others. work holds sample_work_size(H, V) scratch values, order V ints. Returns -1, or
+# the k at which the logits held a NaN (weights that overflow), stopping there.
+cdef Py_ssize_t generate(const floating* P, int H, int V, floating* h, Py_ssize_t n,
+                         const double* u, floating temperature, bint greedy, int top_k,
+                         double top_p, int* out, floating* work, int* order) noexcept nogil

@@ -1,13 +1,15 @@
 """Compiled kernels of fastrnn: step, forward, BPTT, optimizers and sampling (see _kernels.pxd).
 
 The `def` functions at the bottom are the only Python-visible entry points. Each one checks every
-shape, size and id range first, that no buffer it writes overlaps another one, and that the
-hyperparameters survive rounding to the buffers' float type, raising ValueError (TypeError for a
-wrong type or None) with a plain message, and only then releases the GIL for the whole chunk.
+shape, size and id range first (the ids in a copy of its own, which the kernel then reads), that
+no buffer it writes overlaps another one, and that the hyperparameters survive rounding to the
+buffers' float type, raising ValueError (TypeError for a wrong type or None) with a plain
+message, and only then releases the GIL for the whole chunk.
 Matrix products are register-tiled loops (_tiles.h); elementwise work is plain loops the
 compiler vectorises. A batch large enough is split over threads with OpenMP (see _chunk).
 """
 from libc.math cimport INFINITY, copysignf, exp, fabsf, floor, log, sqrt, sqrtf, tanh
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel, prange
 
@@ -1212,9 +1214,9 @@ cdef inline Py_ssize_t _panel_at(Py_ssize_t H, Py_ssize_t w0, Py_ssize_t w1, Py_
     return H * w0 + i * w1 + (c - w0)
 
 
-cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, const double* u,
-                   floating temperature, bint greedy, int top_k, double top_p, int* out,
-                   floating* work, int* order) noexcept nogil:
+cdef Py_ssize_t generate(const floating* P, int H, int V, floating* h, Py_ssize_t n,
+                        const double* u, floating temperature, bint greedy, int top_k,
+                        double top_p, int* out, floating* work, int* order) noexcept nogil:
     # One character is two small matrix-vector products on the same state h: Why h and Whh h.
     # Both matrices are transposed once per call, side by side, into WT: row k holds column k
     # of Why and then column k of Whh, zero-padded together to whole vectors, so _rowsum over WT
@@ -1245,7 +1247,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
     cdef Py_ssize_t k, v, i, r, n_le
     cdef floating m
     cdef double target, c, kept
-    cdef int idx, j, n_rank, n_keep
+    cdef int idx, j, n_rank, n_keep, n_nan
     cdef bint filtered = (0 < top_k < V) or top_p < 1
     n_rank = top_k if 0 < top_k < V else V
     memset(work, 0, (V * Hp + <Py_ssize_t>H * ld) * sizeof(floating))
@@ -1265,6 +1267,11 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         else:
             _rowsum(w1, H, WT1, w1, h, z + w0)
             _rowsum(w0, H, WT, w0, h, z)
+        n_nan = 0
+        for v in range(V):
+            n_nan += z[v] != z[v]
+        if n_nan:  # (weights that overflow): no distribution to draw from
+            return k
         m = _highest(z, V)
         if greedy:
             idx = 0
@@ -1275,8 +1282,14 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         else:
             if filtered:
                 _rank_top(z, V, n_rank, order)
-            for v in range(V):
-                z[v] = _exp((z[v] - m) / temperature)
+            if m == INFINITY or m == -INFINITY:
+                # z - m is NaN where z equals m: softmax's limit, mass 1 on each logit equal to
+                # the highest and none elsewhere (as the numpy and torch backends)
+                for v in range(V):
+                    z[v] = 1 if z[v] == m else 0
+            else:
+                for v in range(V):
+                    z[v] = _exp((z[v] - m) / temperature)
             if filtered:
                 n_keep = n_rank
                 if top_p < 1:
@@ -1314,6 +1327,7 @@ cdef void generate(const floating* P, int H, int V, floating* h, Py_ssize_t n, c
         col = WxhT + idx * Hp
         for i in range(H):
             h[i] = _tanh(col[i] + hh[i])
+    return -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1450,19 +1464,47 @@ cdef int _check_dims(Py_ssize_t n_params, int H, int V) except -1:
     return 0
 
 
-cdef int _check_ids(const int[:, ::1] ids, int V, str name) except -1:
+# The chunk wrappers copy the ids (inputs, then targets) into memory of the call's own, check
+# them there, and the kernel reads that copy: another Python thread may write the caller's arrays
+# while the kernel runs without the GIL, and an id the kernel indexes with must be one that was
+# checked. A chunk of up to IDS_ON_STACK ids in all is copied onto the C stack (a trainer's
+# usual chunk: no allocation), a larger one into an _Ids.
+cdef enum:
+    IDS_ON_STACK = 1024
+
+
+cdef class _Ids:
+    cdef int* data
+
+    def __dealloc__(self):
+        free(self.data)
+
+
+cdef _Ids _ids_room(const int[:, ::1] inputs, bint with_targets):
+    # None when the ids fit on the stack
+    cdef Py_ssize_t n = inputs.shape[0] * inputs.shape[1] * (2 if with_targets else 1)
+    if n <= IDS_ON_STACK:
+        return None
+    cdef _Ids ids = _Ids.__new__(_Ids)
+    ids.data = <int*>malloc(n * sizeof(int))
+    if ids.data == NULL:
+        raise MemoryError(f"no memory for a copy of {n} ids")
+    return ids
+
+
+cdef int _check_ids(const int[:, ::1] ids, int V, str name, int* copy) except -1:
+    # copies the ids into `copy`, then checks the copy
     cdef Py_ssize_t n = ids.shape[0] * ids.shape[1], k, bad = -1
-    cdef const int* p
     if n == 0:
         raise ValueError(f"{name} is empty")
-    p = &ids[0, 0]
     with nogil:
+        memcpy(copy, &ids[0, 0], n * sizeof(int))
         for k in range(n):
-            if p[k] < 0 or p[k] >= V:
+            if copy[k] < 0 or copy[k] >= V:
                 bad = k
                 break
     if bad >= 0:
-        raise ValueError(f"{name} holds id {p[bad]} at flat position {bad}; ids must lie in "
+        raise ValueError(f"{name} holds id {copy[bad]} at flat position {bad}; ids must lie in "
                          f"[0, {V}) for vocab_size={V}")
     return 0
 
@@ -1473,15 +1515,16 @@ _last_chunk[0] = -1
 
 cdef int _check_chunk(Py_ssize_t n_params, const int[:, ::1] inputs, const int[:, ::1] targets,
                       Py_ssize_t h_rows, Py_ssize_t h_cols, Py_ssize_t n_work, int H,
-                      int V, int threads) except -1:
+                      int V, int threads, int* ids) except -1:
+    # also copies inputs and targets into `ids`, where the kernel is to read them
     cdef Py_ssize_t B = inputs.shape[0], T = inputs.shape[1]
     _check_dims(n_params, H, V)
-    _check_ids(inputs, V, "inputs")
+    _check_ids(inputs, V, "inputs", ids)
     if targets is not None:
         if targets.shape[0] != inputs.shape[0] or targets.shape[1] != inputs.shape[1]:
             raise ValueError(f"targets shape ({targets.shape[0]}, {targets.shape[1]}) does not "
                              f"match inputs shape ({inputs.shape[0]}, {inputs.shape[1]})")
-        _check_ids(targets, V, "targets")
+        _check_ids(targets, V, "targets", ids + B * T)
     if h_rows != B or h_cols != H:
         raise ValueError(f"h has shape ({h_rows}, {h_cols}); expected (batch, hidden) = ({B}, {H})")
     cdef Py_ssize_t need
@@ -1523,8 +1566,11 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     if targets is None:
         raise ValueError("targets is required")
     cdef int parts = _chunk_parts(B, T, H, V, threads)
+    cdef int ids_on_stack[IDS_ON_STACK]
+    cdef _Ids ids_on_heap = _ids_room(inputs, True)
+    cdef int* ids = &ids_on_stack[0] if ids_on_heap is None else ids_on_heap.data
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
-                 parts)
+                 parts, ids)
     if grads.shape[0] != params.shape[0]:
         raise ValueError(f"grads has {grads.shape[0]} elements; expected {params.shape[0]}")
     if dh0 is not None:
@@ -1541,9 +1587,9 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     _check_disjoint(start, nbytes, 7, 4,
                     ("grads", "h", "work", "dh0", "params", "inputs", "targets"))
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
-                      &grads[0], p_dh0, parts, NULL, <floating*>NULL, <floating*>NULL, False,
-                      <floating*>NULL, NULL)
+        loss = _chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
+                      &work[0], &grads[0], p_dh0, parts, NULL, <floating*>NULL, <floating*>NULL,
+                      False, <floating*>NULL, NULL)
         _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
@@ -1560,8 +1606,11 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     cdef const char* start[5]
     cdef Py_ssize_t nbytes[5]
     cdef int parts = _chunk_parts(B, T, H, V, threads)
+    cdef int ids_on_stack[IDS_ON_STACK]
+    cdef _Ids ids_on_heap = _ids_room(inputs, targets is not None)
+    cdef int* ids = &ids_on_stack[0] if ids_on_heap is None else ids_on_heap.data
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
-                 parts)
+                 parts, ids)
     if targets is not None:
         p_targets = &targets[0, 0]
     _span(start, nbytes, 0, &h[0, 0], h.shape[0] * h.shape[1] * sizeof(floating))
@@ -1571,8 +1620,9 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     _span(start, nbytes, 4, p_targets, B * T * sizeof(int))
     _check_disjoint(start, nbytes, 5, 2, ("h", "work", "params", "inputs", "targets"))
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], p_targets, &h[0, 0], &work[0],
-                      NULL, NULL, parts, NULL, <floating*>NULL, <floating*>NULL, False,
+        loss = _chunk(&params[0], H, V, B, T, ids,
+                      ids + <Py_ssize_t>B * T if p_targets != NULL else NULL, &h[0, 0],
+                      &work[0], NULL, NULL, parts, NULL, <floating*>NULL, <floating*>NULL, False,
                       <floating*>NULL, NULL)
         _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
@@ -1714,8 +1764,11 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     if targets is None:
         raise ValueError("targets is required")
     cdef int parts = _chunk_parts(B, T, H, V, threads)
+    cdef int ids_on_stack[IDS_ON_STACK]
+    cdef _Ids ids_on_heap = _ids_room(inputs, True)
+    cdef int* ids = &ids_on_stack[0] if ids_on_heap is None else ids_on_heap.data
     _check_chunk(params.shape[0], inputs, targets, h.shape[0], h.shape[1], work.shape[0], H, V,
-                 parts)
+                 parts, ids)
     _make_config(&cfg, params.shape[0], grads.shape[0], _size(mem), _size(mem2), opt, lr,
                  eps, clip, beta1, beta2, step, clip_norm, grad_scale)
     _check_update_scalars(<floating>0, lr, eps, clip, clip_norm, grad_scale)
@@ -1744,9 +1797,9 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     for q in range(MAX_PARTS):
         bad[q] = 0
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, &inputs[0, 0], &targets[0, 0], &h[0, 0], &work[0],
-                      &grads[0], NULL, parts, &cfg if in_team else NULL, p_mem, p_mem2, guarded,
-                      p_undo, bad)
+        loss = _chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
+                      &work[0], &grads[0], NULL, parts, &cfg if in_team else NULL, p_mem, p_mem2,
+                      guarded, p_undo, bad)
         if in_team:
             if not guarded:
                 _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
@@ -1789,7 +1842,9 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
            const double[::1] uniforms not None, double temperature, bint greedy,
            int[::1] out not None, floating[::1] work not None, hidden_size, vocab_size,
            top_k=0, double top_p=1.0):
-    """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd."""
+    """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd.
+    Raises FloatingPointError where the logits hold a NaN (out and h then hold what was drawn
+    and reached before that id)."""
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
     cdef Py_ssize_t n = out.shape[0]
     cdef const char* start[5]
@@ -1821,6 +1876,14 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
     if n == 0:
         return
     cdef int[::1] order = np.empty(V, dtype=np.intc)
+    cdef Py_ssize_t stopped
     with nogil:
-        generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
-                 <floating>temperature, greedy, k, top_p, &out[0], &work[0], &order[0])
+        stopped = generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
+                           <floating>temperature, greedy, k, top_p, &out[0], &work[0],
+                           &order[0])
+    if stopped >= 0:
+        # (the words of fastrnn.backends.numpy_backend.nan_logits_message)
+        raise FloatingPointError(
+            f"the logits hold NaN at generated id {stopped}: the parameters overflow "
+            f"{'float32' if floating is float else 'float64'} in this state, so there is no "
+            f"distribution to sample from")
