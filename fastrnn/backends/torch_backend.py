@@ -335,21 +335,26 @@ class TorchBackend(NumpyBackend):
         self._put_state(h, host[1:])
         return float(host[0])
 
-    def _stack_grads(self, inputs, targets, h, want_dh0, masks):
-        """(loss, flat gradients, last states, gradients wrt the initial states) as device
-        tensors, by autograd through the fused ops."""
-        leaf = self.flat.detach().requires_grad_()
-        p = unflatten(leaf, self.spec)
+    def _stack_grads(self, inputs, targets, h, want_dh0, masks, g):
+        """Autograd through the fused ops; the gradients go into the named views g of a flat
+        tensor. Returns (loss, last states, gradients wrt the initial states) as device tensors.
+        Each named tensor is its own leaf (a view of the parameters): gradients of views of
+        one flat leaf would each be scattered into a zeroed buffer of the whole flat size."""
+        p = {name: view.detach().requires_grad_() for name, view in self.params.items()}
         states = self._states(h, grad=want_dh0)
         with torch.enable_grad(), self._exact():
             out, last = self._stack_run(p, self._ids(inputs), states,
                                         self._masks(masks, *inputs.shape), True)
             loss = self._head_loss(p, out, self._ids(targets))
-            grads = torch.autograd.grad(loss, [leaf] + (states if want_dh0 else []))
-        return loss.detach(), grads[0], [a.detach() for a in last], list(grads[1:])
+            grads = torch.autograd.grad(loss, list(p.values()) + (states if want_dh0 else []))
+        for name, grad in zip(p, grads):
+            g[name].copy_(grad)
+        return loss.detach(), [a.detach() for a in last], list(grads[len(p):])
 
     def _stack_loss_and_grads(self, inputs, targets, h, want_dh0, masks):
-        loss, grads, last, dstate = self._stack_grads(inputs, targets, h, want_dh0, masks)
+        grads = self.zeros()
+        loss, last, dstate = self._stack_grads(inputs, targets, h, want_dh0, masks,
+                                               unflatten(grads, self.spec))
         host = self._fetch(loss, *last, *dstate)
         n = len(last)
         self._put_state(h, host[1:1 + n])
@@ -360,9 +365,8 @@ class TorchBackend(NumpyBackend):
         return float(host[0]), grads, dh0
 
     def _stack_train_step(self, inputs, targets, h, opt, grad_scale, masks):
-        buf, scratch, _ = self._train_buffers()
-        loss, grads, last, _ = self._stack_grads(inputs, targets, h, False, masks)
-        buf[:-1].copy_(grads)
+        buf, scratch, g = self._train_buffers()
+        loss, last, _ = self._stack_grads(inputs, targets, h, False, masks, g)
         buf[-1] = loss
         if self.reduce_grads is not None:
             self.reduce_grads(buf)
