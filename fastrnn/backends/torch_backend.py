@@ -266,7 +266,6 @@ class TorchBackend(NumpyBackend):
         h[...] = out[1]
         return float(out[0]), grads, (out[2] if want_dh0 else None)
 
-
     # -- every other model: PyTorch's fused layer ops and autograd ------------------------------
     def _ids(self, a):
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.torch_device)
