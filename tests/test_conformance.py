@@ -292,3 +292,12 @@ def test_bad_states_get_one_clear_error(backend, cell, L):
                           ((one,) * (2 if cell != "lstm" else 3), TypeError, "tuple")]:
         with pytest.raises(exc, match=match):
             m.generate(3, h0=h if cell != "lstm" or isinstance(h, tuple) else (h, one))
+
+
+@needs_torch
+def test_torch_refuses_dropout_masks_of_the_wrong_shape():
+    m = make("torch", "cpu", "lstm", 2, 5, 4)
+    x, y, h0, masks = chunk(m, 2, 3, seed=0)
+    for bad in (masks[:, :1], masks[..., :3], masks[None]):
+        with pytest.raises(ValueError, match=r"masks have shape .*; expected \(1, 2, 3, 4\)"):
+            m._backend.loss_and_grads(x, y, backend_state(m, h0, 2), masks=bad)
