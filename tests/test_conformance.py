@@ -301,3 +301,26 @@ def test_torch_refuses_dropout_masks_of_the_wrong_shape():
     for bad in (masks[:, :1], masks[..., :3], masks[None]):
         with pytest.raises(ValueError, match=r"masks have shape .*; expected \(1, 2, 3, 4\)"):
             m._backend.loss_and_grads(x, y, backend_state(m, h0, 2), masks=bad)
+
+
+@cases
+@pytest.mark.parametrize("cell,L", [("lstm", 2), ("gru", 1), ("rnn-relu", 3)])
+def test_a_guarded_step_that_overflows_changes_nothing(backend, device, cell, L):
+    m = make(backend, device, cell, L, 5, 4, dtype="float32")
+    opt = fastrnn.SGD(m, lr=3.4e38, clip=None)  # the first step's parameters overflow after it
+    x, y, h0, masks = chunk(m, 2, 4, seed=1)
+    s = backend_state(m, h0, 2)
+    refused = 0
+    for _ in range(3):
+        params, state, steps = m.get_params(), [a.copy() for a in parts(s)], opt.steps
+        with np.errstate(all="ignore"):
+            loss, taken = m._backend.train_step_guarded(x, y, s, opt, 1.0, masks)
+        if not taken:
+            refused += 1
+            assert opt.steps == steps
+            for k, v in m.get_params().items():
+                np.testing.assert_array_equal(v, params[k])
+            for a, b in zip(parts(s), state):
+                np.testing.assert_array_equal(a, b)
+        assert all(np.isfinite(v).all() for v in m.get_params().values())
+    assert refused >= 2
