@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
 from ._optional import cuda_available, require_torch
 from .data import load_shakespeare
 from .model import CharRNN, check_positive_int
@@ -32,7 +34,8 @@ class DistributedTrainer(Trainer):
     """A Trainer for one rank of an initialised default process group; batch_size is per rank.
 
     It walks the data of a Trainer with batch_size = world_size * batch_size and trains on this
-    rank's rows of each chunk (only those rows of `h` are this rank's); train steps return the
+    rank's rows of each chunk (only those rows of the carried state are this rank's, and of the
+    dropout masks, which every rank draws alike for the whole batch); train steps return the
     loss summed over all ranks. reset and reduction are the Trainer's.
     """
 
@@ -54,13 +57,30 @@ class DistributedTrainer(Trainer):
             dist.broadcast(tensor, src=0)  # every replica starts from rank 0's
         backend.reduce_grads = dist.all_reduce
 
-    def _train_chunk(self, x, y, grad_scale):
-        """Trains on this rank's rows of the whole chunk; grad_scale is the whole chunk's (the
-        gradients are summed over the ranks before it applies). Returns (the summed loss of all
-        ranks, True): data-parallel steps are not guarded against a non-finite update."""
+    def _train_chunk(self, x, y, grad_scale, masks=None):
+        """Trains on this rank's rows of the whole chunk (and of its dropout masks (L-1,B,T,H));
+        grad_scale is the whole chunk's (the gradients are summed over the ranks before it
+        applies). Returns (the summed loss of all ranks, True): data-parallel steps are not
+        guarded against a non-finite update."""
         r = self.rows
-        return self.model._backend.train_step(x[r], y[r], self.h[r], self.optimizer,
-                                              grad_scale), True
+        if masks is not None:
+            masks = masks[:, r]
+        return self.model._backend.train_step(x[r], y[r], rows_of(self.h, r, self.model.spec),
+                                              self.optimizer, grad_scale, masks=masks), True
+
+
+def rows_of(state, rows, spec):
+    """Rows `rows` of a carried state, as views in the form the backends take (so their in-place
+    update lands in the carried state): (B,H)[rows] for min-char-rnn's model (also when it is
+    carried as (1,B,H), alone or in a tuple), else a tuple of (L,B,H)[:, rows]."""
+    parts = state if isinstance(state, tuple) else (state,)
+    if spec.legacy:
+        h = parts[0]
+        return h[rows] if h.ndim == 2 else h[0, rows]
+    if any(not isinstance(a, np.ndarray) or a.ndim != 3 for a in parts):
+        raise ValueError(f"a {spec.describe()} carries (L,B,H) states; got shapes "
+                         f"{[np.shape(a) for a in parts]}")
+    return tuple(a[:, rows] for a in parts)
 
 
 def setup(device="auto"):
@@ -91,6 +111,10 @@ def build_parser():
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--hidden-size", type=int, default=100)
+    parser.add_argument("--model", default="rnn", choices=["rnn", "lstm", "gru"], help="cell")
+    parser.add_argument("--num-layers", type=int, default=1)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--nonlinearity", default="tanh", choices=["tanh", "relu"])
     parser.add_argument("--seq-length", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=1, help="streams per rank")
     parser.add_argument("--iterations", type=int, default=5000)
@@ -119,8 +143,9 @@ def train(args):
         else:
             text = load_shakespeare()
         vocab = Vocab.from_text(text)
-        model = CharRNN(vocab, args.hidden_size, backend="torch", device=device,
-                        dtype=args.dtype, seed=args.seed)
+        model = CharRNN(vocab, args.hidden_size, cell=args.model, num_layers=args.num_layers,
+                        dropout=args.dropout, nonlinearity=args.nonlinearity, backend="torch",
+                        device=device, dtype=args.dtype, seed=args.seed)
         trainer = DistributedTrainer(model, vocab.encode(text), seq_length=args.seq_length,
                                      batch_size=args.batch_size, reduction=args.reduction,
                                      optimizer=optimizer_from_args(args, model,

@@ -453,28 +453,34 @@ class CharRNN:
 
     # -- PyTorch interop (needs torch) ----------------------------------------------------------
     def to_torch(self, device=None):
-        """This model as a torch.nn.Module: `rnn` (torch.nn.RNN(V, H, nonlinearity="tanh"),
-        batch_first) and `head` (torch.nn.Linear(H, V)); `module(ids (B,T))` gives the logits
-        (B,T,V). Copies of the parameters, in the model dtype, on `device` (default: the
-        model's). bias_ih_l0 holds bh and bias_hh_l0 zeros."""
+        """This model as a torch.nn.Module: `rnn` (torch.nn.RNN(V, H, nonlinearity=...),
+        nn.LSTM or nn.GRU, num_layers=L, dropout=p, batch_first) and `head` (torch.nn.Linear(H,
+        V)); `module(ids (B,T), h0)` gives the logits (B,T,V), h0 in PyTorch's convention.
+        Copies of the parameters, in the model dtype, on `device` (default: the model's), in
+        eval mode. min-char-rnn's model exports bh as bias_ih_l0 and zeros as bias_hh_l0."""
         from .interop import to_torch
         return to_torch(self, device)
 
     @classmethod
     def from_torch(cls, module_or_state_dict, *, backend="cython", device="cpu", dtype=None,
-                   vocab=None):
-        """A model from a module with `rnn` and `head` (as made by to_torch), a pair
-        (torch.nn.RNN, torch.nn.Linear), or the state dict of either (the two RNN biases are
-        summed into bh). dtype: the source's (float32 unless float64) unless given; vocab: the
-        module's `vocab` attribute unless given."""
+                   vocab=None, nonlinearity=None, dropout=None):
+        """A model from a module with `rnn` (nn.RNN, nn.LSTM or nn.GRU, one-directional) and
+        `head` (nn.Linear), as made by to_torch, a pair (rnn module, nn.Linear), or the state
+        dict of either. The cell, layers, nonlinearity and dropout are the module's; a state
+        dict's cell is read from its gate blocks, and its nonlinearity (rnn) and dropout are
+        the arguments' (default "tanh" and 0). A one-layer tanh RNN becomes min-char-rnn's
+        model (its two biases summed into bh). dtype: the source's (float32 unless float64)
+        unless given; vocab: the module's `vocab` attribute unless given."""
         from .interop import params_from_torch
-        params, source_dtype, source_vocab = params_from_torch(module_or_state_dict)
+        spec, params, source_dtype, source_vocab = params_from_torch(
+            module_or_state_dict, nonlinearity=nonlinearity, dropout=dropout)
         vocab = source_vocab if vocab is None else vocab
-        H, V = params["Wxh"].shape
-        if vocab is not None and len(vocab) != V:
+        if vocab is not None and len(vocab) != spec.vocab_size:
             raise ValueError(f"vocab has {len(vocab)} characters but the module's input size "
-                             f"is {V}")
-        model = cls(V if vocab is None else vocab, H, backend=backend, device=device,
+                             f"is {spec.vocab_size}")
+        model = cls(spec.vocab_size if vocab is None else vocab, spec.hidden_size,
+                    cell=spec.cell, num_layers=spec.num_layers, dropout=spec.dropout,
+                    nonlinearity=spec.nonlinearity, backend=backend, device=device,
                     dtype=dtype or source_dtype)
         model.set_params(params)
         return model

@@ -281,7 +281,7 @@ class Trainer:
         scale = 1.0 if self.reduction == "sum" else 1.0 / tokens
         if self.lr_schedule is not None:
             self.optimizer.lr = self.base_lr * self.lr_schedule.factor(self.iteration)
-        loss, taken = self._train_chunk(x, y, scale)
+        loss, taken = self._train_chunk(x, y, scale, self.dropout_masks(*x.shape))
         if not taken:
             return self._refused(loss, position, tokens)
         self._skips_in_a_row = 0
@@ -294,12 +294,13 @@ class Trainer:
         self._last_tokens = tokens
         return loss
 
-    def _train_chunk(self, x, y, grad_scale):
+    def _train_chunk(self, x, y, grad_scale, masks=None):
         """One fused training iteration on the chunk (x, y) from the carried states self.h
-        (updated in place), gradients scaled by grad_scale; returns (summed loss, taken): a step
-        with a non-finite loss or update is not taken (see nan_policy)."""
+        (updated in place), gradients scaled by grad_scale, dropout masks (L-1,B,T,H) or None;
+        returns (summed loss, taken): a step with a non-finite loss or update is not taken (see
+        nan_policy)."""
         return self.model._backend.train_step_guarded(x, y, self.h, self.optimizer, grad_scale,
-                                                       self.dropout_masks(*x.shape))
+                                                       masks)
 
     def _zero_state(self):
         for a in self._states():

@@ -14,9 +14,18 @@ The backward pass is written out rather than left to autograd: autograd would fo
 as T small products and record a graph every iteration. A training iteration copies the ids and
 h0 to the device without waiting (pinned staging on CUDA), and the loss and last state back in
 one transfer: its one synchronisation.
+
+Every other model (stacked rnn, lstm, gru; see fastrnn.backends.numpy_backend for the equations)
+runs each layer through PyTorch's own fused op (torch._VF.rnn_tanh / rnn_relu / lstm / gru, the
+ops behind nn.RNN / nn.LSTM / nn.GRU: cuDNN on CUDA, oneDNN or ATen on the CPU) on views of the
+flat parameter tensor, the dropout masks multiplied in between, and autograd for the gradients,
+which land in one flat tensor shaped like the parameters. Layer 0 reads one-hot rows, as those
+ops take a dense input: a (B*T, V) x (V, G*H) product once per chunk, small next to the
+recurrence for a character vocabulary.
 """
 import math
 import threading
+import warnings
 
 import numpy as np
 
@@ -30,6 +39,34 @@ apply_to_torch()  # a fastrnn.set_num_threads() made before torch was loaded
 
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 OPTIMIZER_NAMES = ("adagrad", "sgd", "rmsprop", "adam")
+F = torch.nn.functional
+# (cell, nonlinearity) -> PyTorch's fused op over a sequence, and its one-step cell
+LAYER_OPS = {("rnn", "tanh"): (torch._VF.rnn_tanh, torch.rnn_tanh_cell),
+             ("rnn", "relu"): (torch._VF.rnn_relu, torch.rnn_relu_cell),
+             ("lstm", "tanh"): (torch._VF.lstm, torch.lstm_cell),
+             ("gru", "tanh"): (torch._VF.gru, torch.gru_cell)}
+
+
+class _FullPrecision:
+    """Turns TF32 off for cuBLAS and cuDNN (cuDNN's RNNs use it by default on Ampere and later,
+    a ~1e-3 relative error) while fastrnn's CUDA ops run, so CUDA matches the CPU; the caller's
+    settings are restored after."""
+
+    def __enter__(self):
+        b = torch.backends
+        self.saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32)
+        b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+class _Nothing:
+    def __enter__(self):
+        pass
+
+    def __exit__(self, *exc):
+        pass
 
 
 def resolve_device(device):
@@ -217,6 +254,8 @@ class TorchBackend(NumpyBackend):
 
     @serialised
     def forward_loss(self, inputs, targets, h):
+        if not self.spec.legacy:
+            return self._stack_forward_loss(inputs, targets, h)
         work = self._workspace(*inputs.shape)
         hs = work.hs
         if targets is None:
@@ -231,6 +270,8 @@ class TorchBackend(NumpyBackend):
 
     @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
+        if not self.spec.legacy:
+            return self._stack_loss_and_grads(inputs, targets, h, want_dh0, masks)
         work = self._workspace(*inputs.shape)
         x, y = self._upload(work, h, inputs, targets)
         grads = self.zeros()
@@ -238,6 +279,114 @@ class TorchBackend(NumpyBackend):
         out = self._fetch(loss, work.hs[-1], *([dh0] if want_dh0 else []))
         h[...] = out[1]
         return float(out[0]), grads, (out[2] if want_dh0 else None)
+
+    # -- every other model: PyTorch's fused layer ops and autograd ------------------------------
+    def _ids(self, a):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.torch_device)
+
+    def _states(self, h, grad=False):
+        """Device copies of the state's (L,B,H) arrays (a lone legacy-shaped array as (1,B,H))."""
+        return [torch.tensor(np.ascontiguousarray(a), dtype=self.flat.dtype,
+                             device=self.torch_device).requires_grad_(grad)
+                for a in self._stack(h)]
+
+    def _masks(self, masks, B, T):
+        """The dropout masks (L-1,B,T,H) on the device, or None when there are none to apply."""
+        if masks is None or self.L == 1:
+            return None
+        want = (self.L - 1, B, T, self.H)
+        if np.shape(masks) != want:
+            raise ValueError(f"dropout masks have shape {np.shape(masks)}; expected {want}")
+        return torch.from_numpy(np.ascontiguousarray(masks, dtype=self.dtype)).to(
+            self.torch_device)
+
+    def _stack_run(self, p, x, states, masks, train):
+        """The stack over ids x (B,T) on device, from `states` (list of (L,B,H) tensors), with
+        the named parameter views p. Returns (the top layer's outputs (B,T,H), the last states
+        as a list of (L,B,H) tensors). train: what the fused ops need for a backward (cuDNN
+        keeps its reserve space only then; dropout is always 0 inside them)."""
+        run = LAYER_OPS[(self.spec.cell, self.spec.nonlinearity)][0]
+        lstm = self.spec.cell == "lstm"
+        inp = F.one_hot(x, self.V).to(self.flat.dtype)
+        last = [[] for _ in states]
+        with warnings.catch_warnings():
+            # cuDNN copies views that are not its own packed buffer, and says so every call
+            warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+            for k in range(self.L):
+                w = [p[n] for n in self.spec.layer_names(k)]
+                if lstm:
+                    hx = (states[0][k:k + 1], states[1][k:k + 1])
+                    out, h, c = run(inp, hx, w, True, 1, 0.0, train, False, True)
+                    last[1].append(c)
+                else:
+                    out, h = run(inp, states[0][k:k + 1], w, True, 1, 0.0, train, False, True)
+                last[0].append(h)
+                inp = out if masks is None or k == self.L - 1 else out * masks[k]
+        return out, [torch.cat(parts) for parts in last]
+
+    def _exact(self):
+        """The context fastrnn's CUDA math runs in (see _FullPrecision)."""
+        return _FullPrecision() if self.torch_device.type == "cuda" else _Nothing()
+
+    def _head_loss(self, p, out, y):
+        z = torch.addmm(p["by"], out.reshape(-1, self.H), p["Why"].t())
+        return F.cross_entropy(z, y.reshape(-1), reduction="sum")
+
+    def _put_state(self, h, values):
+        for a, v in zip(self._stack(h), values):
+            a[...] = v
+
+    def _stack_forward_loss(self, inputs, targets, h):
+        with torch.no_grad(), self._exact():
+            out, last = self._stack_run(self.params, self._ids(inputs), self._states(h), None,
+                                        False)
+            if targets is None:
+                self._put_state(h, self._fetch(*last))
+                return 0.0
+            loss = self._head_loss(self.params, out, self._ids(targets))
+            host = self._fetch(loss, *last)
+        self._put_state(h, host[1:])
+        return float(host[0])
+
+    def _stack_grads(self, inputs, targets, h, want_dh0, masks, g):
+        """Autograd through the fused ops; the gradients go into the named views g of a flat
+        tensor. Returns (loss, last states, gradients wrt the initial states) as device tensors.
+        Each named tensor is its own leaf (a view of the parameters): gradients of views of
+        one flat leaf would each be scattered into a zeroed buffer of the whole flat size."""
+        p = {name: view.detach().requires_grad_() for name, view in self.params.items()}
+        states = self._states(h, grad=want_dh0)
+        with torch.enable_grad(), self._exact():
+            out, last = self._stack_run(p, self._ids(inputs), states,
+                                        self._masks(masks, *inputs.shape), True)
+            loss = self._head_loss(p, out, self._ids(targets))
+            grads = torch.autograd.grad(loss, list(p.values()) + (states if want_dh0 else []))
+        for name, grad in zip(p, grads):
+            g[name].copy_(grad)
+        return loss.detach(), [a.detach() for a in last], list(grads[len(p):])
+
+    def _stack_loss_and_grads(self, inputs, targets, h, want_dh0, masks):
+        grads = self.zeros()
+        loss, last, dstate = self._stack_grads(inputs, targets, h, want_dh0, masks,
+                                               unflatten(grads, self.spec))
+        host = self._fetch(loss, *last, *dstate)
+        n = len(last)
+        self._put_state(h, host[1:1 + n])
+        dh0 = None
+        if want_dh0:
+            dh0 = (host[1 + n].reshape(h.shape) if isinstance(h, np.ndarray)
+                   else tuple(host[1 + n:]))
+        return float(host[0]), grads, dh0
+
+    def _stack_train_step(self, inputs, targets, h, opt, grad_scale, masks):
+        buf, scratch, g = self._train_buffers()
+        loss, last, _ = self._stack_grads(inputs, targets, h, False, masks, g)
+        buf[-1] = loss
+        if self.reduce_grads is not None:
+            self.reduce_grads(buf)
+        self._update(opt, buf[:-1], scratch, grad_scale)
+        host = self._fetch(buf[-1:], *last)
+        self._put_state(h, host[1:])
+        return float(host[0][0])
 
     def _check_optimizer(self, opt):
         if opt.name not in OPTIMIZER_NAMES:
@@ -325,6 +474,8 @@ class TorchBackend(NumpyBackend):
     @serialised
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         self._check_optimizer(opt)
+        if not self.spec.legacy:
+            return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks)
         buf, scratch, g = self._train_buffers()
         work = self._workspace(*inputs.shape)
         x, y = self._upload(work, h, inputs, targets)
@@ -344,7 +495,9 @@ class TorchBackend(NumpyBackend):
         id's highest logit is kept (NaN if any logit is), to raise as numpy does at the end."""
         p, V = self.params, self.V
         dev = self.torch_device
-        hv = torch.from_numpy(h).to(dev, copy=True)
+        legacy = self.spec.legacy
+        hv = torch.from_numpy(h).to(dev, copy=True) if legacy else None
+        states = None if legacy else self._states(h)   # (L,1,H) each
         out = torch.empty(n, dtype=torch.int64, device=dev)
         peaks = torch.empty(n, dtype=self.flat.dtype, device=dev)
         n_rank = top_k if 0 < top_k < V else V
@@ -355,7 +508,7 @@ class TorchBackend(NumpyBackend):
             ids = torch.arange(V, device=dev)
             rank = torch.empty(V, dtype=torch.int64, device=dev)
         for k in range(n):
-            z = torch.addmv(p["by"], p["Why"], hv)
+            z = torch.addmv(p["by"], p["Why"], hv if legacy else states[0][-1, 0])
             m = torch.amax(z, 0, keepdim=True, out=peaks[k:k + 1])  # NaN if any logit is
             if greedy:
                 idx = torch.argmax(z).view(1)
@@ -375,10 +528,32 @@ class TorchBackend(NumpyBackend):
                 # rounding left no id above the target: the last one with mass
                 idx = torch.where(idx < V, idx, torch.where(e != 0, ids, -1).amax())
             out[k:k + 1] = idx
+            if not legacy:
+                with self._exact():
+                    self._stack_step(idx, states)
+                continue
             hv = torch.addmv(p["Wxh"].index_select(1, idx).view(-1), p["Whh"], hv)
             hv.add_(p["bh"]).tanh_()
         nan_at = torch.isnan(peaks).nonzero().cpu()
         if len(nan_at):
             raise FloatingPointError(nan_logits_message(int(nan_at[0, 0]), self.dtype))
-        h[...] = hv.cpu().numpy()
+        if legacy:
+            h[...] = hv.cpu().numpy()
+        else:
+            self._put_state(h, self._fetch(*states))
         return out.cpu().numpy().astype(np.int32)
+
+    def _stack_step(self, idx, states):
+        """Advances the states (list of (L,1,H) tensors) by the input id idx ((1,) on the
+        device), one fused cell call per layer."""
+        cell = LAYER_OPS[(self.spec.cell, self.spec.nonlinearity)][1]
+        x = F.one_hot(idx, self.V).to(self.flat.dtype)
+        for k in range(self.L):
+            w = [self.params[n] for n in self.spec.layer_names(k)]
+            if len(states) == 2:
+                h, c = cell(x, (states[0][k], states[1][k]), *w)
+                states[1][k] = c
+            else:
+                h = cell(x, states[0][k], *w)
+            states[0][k] = h
+            x = h
