@@ -1824,3 +1824,11 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
     with nogil:
         generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
                  <floating>temperature, greedy, k, top_p, &out[0], &work[0], &order[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Stacked rnn / lstm / gru models: cells, chunk driver, sampling, wrappers
+include "_cells.pxi"
+include "_stack.pxi"
+include "_stack_sample.pxi"
+include "_stack_api.pxi"
