@@ -371,3 +371,96 @@ def test_sample_top_k_one_is_greedy_and_float32_runs():
     assert np.array_equal(a, b)
     c, _, _ = run_sample(s, 25, u, 1.0, False, top_p=0.5)
     assert c.min() >= 0 and c.max() < s.V
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def good_kwargs(fn, kind="lstm", dtype=np.float64):
+    s = Setup(kind, 2, (3, 4, 6, 5), dtype, seed=14, dropout=True)
+    n = s.spec.num_params
+    f = lambda shape: np.zeros(shape, dtype=dtype)
+    base = dict(params=s.params.copy(), offsets=s.offsets, cell=s.cell, relu=s.relu, H=s.H,
+                V=s.V, L=s.L)
+    if fn == "stack_sample":
+        return dict(base, h=f((s.L, s.H)), c=f((s.L, s.H)) if s.cell == 1 else None,
+                    uniforms=np.full(8, 0.5), temperature=1.0, greedy=False,
+                    out=np.zeros(8, np.int32),
+                    work=f(K.stack_sample_work_size(s.H, s.V, s.L, s.cell)), top_k=0, top_p=1.0)
+    kw = dict(base, inputs=s.inputs, targets=s.targets, h=s.h.copy(),
+              c=None if s.c is None else s.c.copy(), work=s.work(2), threads=2)
+    if fn == "stack_forward_loss":
+        return kw
+    kw.update(grads=f(n), masks=s.masks)
+    if fn == "stack_loss_and_grads":
+        return dict(kw, dh0=f(s.h.shape), dc0=f(s.h.shape) if s.cell == 1 else None)
+    return dict(kw, mem=f(n), mem2=f(n), optimizer=3, lr=0.01, eps=1e-8, clip=5.0,
+                undo=f(2 * n))
+
+
+BAD = [  # (functions, argument, bad value or a function of the good kwargs)
+    ("all", "params", None), ("all", "params", lambda k: k["params"][:-1]),
+    ("all", "params", lambda k: k["params"].astype(np.float16)),
+    ("all", "params", lambda k: np.repeat(k["params"], 2)[::2]),
+    ("all", "offsets", None), ("all", "offsets", lambda k: k["offsets"].astype(np.int32)),
+    ("all", "offsets", lambda k: k["offsets"] + 16), ("all", "offsets", lambda k: k["offsets"][:-1]),
+    ("all", "cell", 3), ("all", "cell", -1), ("all", "cell", "lstm"), ("all", "cell", 1.5),
+    ("all", "cell", 2), ("all", "relu", 2), ("all", "relu", 1), ("all", "H", 0), ("all", "H", 7),
+    ("all", "H", 2**40), ("all", "H", None), ("all", "V", 0), ("all", "V", 4), ("all", "L", 0),
+    ("all", "L", 3), ("all", "L", -2),
+    ("chunk", "inputs", None), ("chunk", "inputs", lambda k: k["inputs"][0]),
+    ("chunk", "inputs", lambda k: k["inputs"].astype(np.float64)),
+    ("chunk", "inputs", lambda k: k["inputs"] + k["V"]), ("chunk", "inputs", lambda k: -k["inputs"] - 1),
+    ("chunk", "inputs", lambda k: k["inputs"][:0]),
+    ("grads", "targets", None), ("chunk", "targets", lambda k: k["targets"][:, :-1]),
+    ("chunk", "targets", lambda k: k["targets"] * 0 + 99),
+    ("chunk", "h", None), ("chunk", "h", lambda k: k["h"][:, :-1].copy()),
+    ("chunk", "h", lambda k: k["h"].astype(np.float32)), ("chunk", "h", lambda k: k["h"][..., ::2]),
+    ("chunk", "c", None), ("chunk", "c", lambda k: k["c"][:1].copy()),
+    ("chunk", "work", None), ("chunk", "work", lambda k: k["work"][:-1]),
+    ("chunk", "threads", 0), ("chunk", "threads", 1.5), ("chunk", "threads", "2"),
+    ("chunk", "threads", 2**40),
+    ("grads", "grads", None), ("grads", "grads", lambda k: k["grads"][:-1]),
+    ("grads", "grads", lambda k: k["params"]), ("grads", "work", lambda k: k["grads"]),
+    ("grads", "masks", lambda k: k["masks"][:, :, :-1].copy()),
+    ("grads", "masks", lambda k: k["masks"].astype(np.float32)),
+    ("stack_loss_and_grads", "dh0", lambda k: k["dh0"][:1].copy()),
+    ("stack_loss_and_grads", "dc0", lambda k: k["dc0"][:, :1].copy()),
+    ("stack_loss_and_grads", "dh0", lambda k: k["h"]),
+    ("stack_train_step", "optimizer", 9), ("stack_train_step", "lr", 0.0),
+    ("stack_train_step", "lr", float("nan")), ("stack_train_step", "mem", None),
+    ("stack_train_step", "mem2", lambda k: k["mem2"][:-1]),
+    ("stack_train_step", "undo", lambda k: k["undo"][:-1]),
+    ("stack_train_step", "mem", lambda k: k["grads"]), ("stack_train_step", "clip", -1.0),
+    ("stack_sample", "h", lambda k: k["h"][:1].copy()), ("stack_sample", "c", None),
+    ("stack_sample", "uniforms", lambda k: k["uniforms"][:3]),
+    ("stack_sample", "temperature", 0.0), ("stack_sample", "top_k", -1),
+    ("stack_sample", "top_p", 0.0), ("stack_sample", "out", None),
+    ("stack_sample", "work", lambda k: k["work"][:-1]), ("stack_sample", "out", lambda k: k["h"]),
+]
+FUNCS = ["stack_forward_loss", "stack_loss_and_grads", "stack_train_step", "stack_sample"]
+GROUPS = {"all": FUNCS, "chunk": FUNCS[:3], "grads": FUNCS[1:3]}
+
+
+@pytest.mark.parametrize("fn,arg,bad", [(f, a, b) for g, a, b in BAD
+                                        for f in GROUPS.get(g, [g])])
+def test_bad_input_is_a_clear_error(fn, arg, bad):
+    kw = good_kwargs(fn)
+    getattr(K, fn)(**good_kwargs(fn))  # the good call runs
+    kw[arg] = bad(kw) if callable(bad) else bad
+    with pytest.raises((ValueError, TypeError)) as info:
+        getattr(K, fn)(**kw)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("fn", FUNCS)
+def test_c_is_for_lstm_only_and_the_legacy_model_is_refused(fn):
+    kw = good_kwargs(fn, "gru")
+    getattr(K, fn)(**kw)
+    kw["c"] = kw["h"].copy()
+    with pytest.raises(ValueError, match="lstm only"):
+        getattr(K, fn)(**kw)
+    kw = good_kwargs(fn, "relu")
+    kw["relu"] = 0
+    kw["L"] = 1
+    with pytest.raises(ValueError, match="min-char"):
+        getattr(K, fn)(**kw)

@@ -8,13 +8,21 @@ cdef dict _stack_specs = {}  # (cell, relu, H, V, L) -> (offsets, n, rd_ih, rd_h
 _CELL_NAMES = ("rnn", "lstm", "gru")
 
 
+cdef int _stack_int(object value, str name) except? -1:
+    # _as_int, with a value past a C int a ValueError like any other bad size
+    try:
+        return _as_int(value, name)
+    except OverflowError as exc:
+        raise ValueError(str(exc)) from None
+
+
 cdef tuple _stack_spec(object cell, object relu, object hidden_size, object vocab_size,
                        object num_layers):
     # the model's checked layout: its offsets table (read-only), len(params), and whether each
     # weight matrix's rows can be read 16 values past their end inside params (see _mm)
-    cdef int cl = _as_int(cell, "cell"), rl = _as_int(relu, "relu")
-    cdef int H = _as_int(hidden_size, "H"), V = _as_int(vocab_size, "V")
-    cdef int L = _as_int(num_layers, "L")
+    cdef int cl = _stack_int(cell, "cell"), rl = _stack_int(relu, "relu")
+    cdef int H = _stack_int(hidden_size, "H"), V = _stack_int(vocab_size, "V")
+    cdef int L = _stack_int(num_layers, "L")
     key = (cl, rl, H, V, L)
     got = _stack_specs.get(key)
     if got is not None:
@@ -98,7 +106,7 @@ cdef object _stack_ids(object ids, int V, str name, object shape):
 
 
 cdef int _stack_parts(object threads, int B) except -1:
-    cdef int n = _as_int(threads, "threads")
+    cdef int n = _stack_int(threads, "threads")
     if n < 1:
         raise ValueError(f"threads must be a positive integer, got {n}")
     return max(1, min(n, B, MAX_PARTS))
@@ -120,10 +128,10 @@ def stack_work_size(batch_size, seq_length, hidden_size, vocab_size, num_layers,
                     threads=1):
     """Length of the scratch buffer the stack kernels need for a (B, T) chunk of this model
     with at most `threads` threads (see _stack.pxi for its layout)."""
-    cdef int B = _as_int(batch_size, "B"), T = _as_int(seq_length, "T")
+    cdef int B = _stack_int(batch_size, "B"), T = _stack_int(seq_length, "T")
     if B < 1 or T < 1:
         raise ValueError(f"B and T must be positive, got {B} and {T}")
-    cdef int relu = 1 if _as_int(cell, "cell") == CELL_RNN else 0  # (no legacy check here)
+    cdef int relu = 1 if _stack_int(cell, "cell") == CELL_RNN else 0  # (no legacy check here)
     got = _stack_spec(cell, relu, hidden_size, vocab_size, num_layers)
     cdef StackModel m
     _stack_model(&m, got, cell, relu, hidden_size, vocab_size, num_layers)
@@ -304,7 +312,7 @@ def stack_train_step(floating[::1] params not None, floating[::1] grads not None
     cdef int B = xv.shape[0], T = xv.shape[1], np_ = parts
     cdef double loss
     cdef UpdateConfig cfg
-    cdef int opt = _as_int(optimizer, "optimizer")
+    cdef int opt = _stack_int(optimizer, "optimizer")
     cdef bint taken = True
     cdef bint guarded = undo is not None
     _stack_masks(&m, masks, B, T)
@@ -353,7 +361,7 @@ def stack_train_step(floating[::1] params not None, floating[::1] grads not None
 
 def stack_sample_work_size(hidden_size, vocab_size, num_layers, cell):
     """Length of the scratch buffer stack_sample needs."""
-    cdef int relu = 1 if _as_int(cell, "cell") == CELL_RNN else 0
+    cdef int relu = 1 if _stack_int(cell, "cell") == CELL_RNN else 0
     got = _stack_spec(cell, relu, hidden_size, vocab_size, num_layers)
     cdef StackModel m
     _stack_model(&m, got, cell, relu, hidden_size, vocab_size, num_layers)
@@ -371,7 +379,7 @@ def stack_sample(const floating[::1] params not None, offsets, cell, relu, H, V,
     _stack_model(&m, got, cell, relu, H, V, L)
     _check_offsets(offsets, got)
     cdef Py_ssize_t n = out.shape[0]
-    cdef int k = _as_int(top_k, "top_k")
+    cdef int k = _stack_int(top_k, "top_k")
     if params.shape[0] != m.n:
         raise ValueError(f"params has {params.shape[0]} elements; this model needs {m.n}")
     if h is None:
