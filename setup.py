@@ -104,7 +104,9 @@ if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
             include_dirs=["src", "src/fastrnn"], extra_compile_args=compile_args + flags,
             extra_link_args=link_args, define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
 
-extensions = cythonize(extensions, include_path=["src", str(Path("build", "fastrnn_variants"))],
+# the variants' copies `include` the .pxi files from src/fastrnn (include_path)
+extensions = cythonize(extensions, include_path=["src", "src/fastrnn",
+                                                str(Path("build", "fastrnn_variants"))],
                        compiler_directives=directives)
 
 setup(ext_modules=extensions)

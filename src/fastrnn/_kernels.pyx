@@ -1887,3 +1887,11 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
             f"the logits hold NaN at generated id {stopped}: the parameters overflow "
             f"{'float32' if floating is float else 'float64'} in this state, so there is no "
             f"distribution to sample from")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stacked rnn / lstm / gru models: cells, chunk driver, sampling, wrappers
+include "_cells.pxi"
+include "_stack.pxi"
+include "_stack_sample.pxi"
+include "_stack_api.pxi"

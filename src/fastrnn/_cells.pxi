@@ -1,0 +1,231 @@
+# The cells of the stacked models (included by _kernels.pyx): each one's pointwise forward and
+# backward over a block of B rows, nothing else. The products that feed them (the input and
+# recurrent projections) and the ones their gradients feed are the driver's (_stack.pxi).
+#
+# Gate order and equations are PyTorch's (nn.RNN, nn.LSTM, nn.GRU); a row of pre-activations
+# holds G blocks of H values:
+#   rnn  a = gx + gh                  h = act(a)                    (act: tanh or relu)
+#   lstm i, f, g, o = gx + gh         c = f c' + i g,  h = o tanh(c) (i, f, o sigmoid, g tanh)
+#   gru  r = sig(gx_r + gh_r), z = sig(gx_z + gh_z), n = tanh(gx_n + r gh_n),
+#        h = (1 - z) n + z h'
+# where ' marks the previous step. The forward functions overwrite the pre-activations with the
+# gate activations, which is what the backward functions read (with the states around them).
+
+cdef enum:
+    CELL_RNN = 0
+    CELL_LSTM = 1
+    CELL_GRU = 2
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    # 1 / (1 + e^-x): e^-x may round to inf (float64) or to 2^128-ish (float32's clamped
+    # approximation); either way the result is 0 or a denormal-free tiny value, never NaN
+    return 1 / (1 + _exp(-x))
+
+
+cdef inline int _cell_gates(int cell) noexcept nogil:
+    return 4 if cell == CELL_LSTM else (3 if cell == CELL_GRU else 1)
+
+
+# -- rnn ----------------------------------------------------------------------------------------
+
+cdef void _rnn_forward(floating* h, Py_ssize_t n, bint relu) noexcept nogil:
+    # h[:n] = act(h[:n]): the pre-activations become the states in place
+    cdef Py_ssize_t i
+    if relu:
+        for i in range(n):
+            h[i] = h[i] if h[i] > 0 else 0
+    else:
+        for i in range(n):
+            h[i] = _tanh(h[i])
+
+
+cdef void _rnn_backward(const floating* dh, const floating* h, floating* da, Py_ssize_t n,
+                        bint relu) noexcept nogil:
+    # da = dh * act'(a), from the state h = act(a): 1 - h^2 (tanh), [h > 0] (relu)
+    cdef Py_ssize_t i
+    if relu:
+        for i in range(n):
+            da[i] = dh[i] if h[i] > 0 else 0
+    else:
+        for i in range(n):
+            da[i] = dh[i] * (1 - h[i] * h[i])
+
+
+# The gated cells work on blocks of CELL_BLOCK units of a row at a time: each gate's values are
+# read through their own pointer and the results written into local arrays, then copied out.
+# Written straight to the gates' rows (which may alias one another as far as the compiler
+# knows), the loops were not vectorised, and the cell took more time than the products.
+
+cdef enum:
+    CELL_BLOCK = 64
+
+
+# -- lstm ---------------------------------------------------------------------------------------
+
+cdef void _lstm_forward(floating* a, const floating* c_prev, floating* c, floating* h, int B,
+                        int H) noexcept nogil:
+    # a (B, 4H): pre-activations in, gate activations i, f, g, o out; c, h (B, H) the new state.
+    # c may be c_prev (each block is read before it is written)
+    cdef Py_ssize_t b, jb, j0, q, n
+    cdef floating* ri
+    cdef floating* rf
+    cdef floating* rg
+    cdef floating* ro
+    cdef const floating* cp
+    cdef floating ti[CELL_BLOCK]
+    cdef floating tf[CELL_BLOCK]
+    cdef floating tg[CELL_BLOCK]
+    cdef floating to[CELL_BLOCK]
+    cdef floating tc[CELL_BLOCK]
+    cdef floating th[CELL_BLOCK]
+    for b in range(B):
+        ri = a + b * 4 * <Py_ssize_t>H
+        rf = ri + H
+        rg = rf + H
+        ro = rg + H
+        for jb in range((H + CELL_BLOCK - 1) // CELL_BLOCK):
+            j0 = jb * <Py_ssize_t>CELL_BLOCK
+            n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
+            cp = c_prev + b * <Py_ssize_t>H + j0
+            for q in range(n):
+                ti[q] = _sigmoid(ri[j0 + q])
+                tf[q] = _sigmoid(rf[j0 + q])
+                tg[q] = _tanh(rg[j0 + q])
+                to[q] = _sigmoid(ro[j0 + q])
+                tc[q] = tf[q] * cp[q] + ti[q] * tg[q]
+                th[q] = to[q] * _tanh(tc[q])
+            memcpy(ri + j0, ti, n * sizeof(floating))
+            memcpy(rf + j0, tf, n * sizeof(floating))
+            memcpy(rg + j0, tg, n * sizeof(floating))
+            memcpy(ro + j0, to, n * sizeof(floating))
+            memcpy(c + b * <Py_ssize_t>H + j0, tc, n * sizeof(floating))
+            memcpy(h + b * <Py_ssize_t>H + j0, th, n * sizeof(floating))
+
+
+cdef void _lstm_backward(const floating* a, const floating* c_prev, const floating* c,
+                         const floating* dh, floating* dc, floating* da, int B,
+                         int H) noexcept nogil:
+    # a (B, 4H) the step's gate activations, c_prev and c (B, H) the cell states around it, dh
+    # (B, H) dL/dh of the step; dc (B, H) holds dL/dc from the steps after and leaves with dL/dc
+    # of the step before; da (B, 4H) gets dL/d(pre-activations)
+    cdef Py_ssize_t b, jb, j0, q, n, x
+    cdef const floating* ri
+    cdef const floating* rf
+    cdef const floating* rg
+    cdef const floating* ro
+    cdef floating* d
+    cdef floating di[CELL_BLOCK]
+    cdef floating df[CELL_BLOCK]
+    cdef floating dg[CELL_BLOCK]
+    cdef floating do[CELL_BLOCK]
+    cdef floating dn[CELL_BLOCK]
+    cdef floating tc, dcc
+    for b in range(B):
+        ri = a + b * 4 * <Py_ssize_t>H
+        rf = ri + H
+        rg = rf + H
+        ro = rg + H
+        d = da + b * 4 * <Py_ssize_t>H
+        for jb in range((H + CELL_BLOCK - 1) // CELL_BLOCK):
+            j0 = jb * <Py_ssize_t>CELL_BLOCK
+            n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
+            x = b * <Py_ssize_t>H + j0
+            for q in range(n):
+                tc = _tanh(c[x + q])
+                dcc = dc[x + q] + dh[x + q] * ro[j0 + q] * (1 - tc * tc)
+                di[q] = dcc * rg[j0 + q] * ri[j0 + q] * (1 - ri[j0 + q])
+                df[q] = dcc * c_prev[x + q] * rf[j0 + q] * (1 - rf[j0 + q])
+                dg[q] = dcc * ri[j0 + q] * (1 - rg[j0 + q] * rg[j0 + q])
+                do[q] = dh[x + q] * tc * ro[j0 + q] * (1 - ro[j0 + q])
+                dn[q] = dcc * rf[j0 + q]
+            memcpy(d + j0, di, n * sizeof(floating))
+            memcpy(d + H + j0, df, n * sizeof(floating))
+            memcpy(d + 2 * H + j0, dg, n * sizeof(floating))
+            memcpy(d + 3 * H + j0, do, n * sizeof(floating))
+            memcpy(dc + x, dn, n * sizeof(floating))
+
+
+# -- gru ----------------------------------------------------------------------------------------
+
+cdef void _gru_forward(floating* a, const floating* gh, const floating* h_prev, floating* ghn,
+                       floating* h, int B, int H) noexcept nogil:
+    # a (B, 3H): gx (input projection and b_ih) in, activations r, z, n out; gh (B, 3H): the
+    # recurrent projection and b_hh; ghn (B, H) keeps its n block (BPTT needs it: r multiplies
+    # it); h (B, H) the new state (may be h_prev: each block is read before it is written)
+    cdef Py_ssize_t b, jb, j0, q, n, x
+    cdef floating* rr
+    cdef floating* rz
+    cdef floating* rn
+    cdef const floating* qr
+    cdef const floating* qz
+    cdef const floating* qn
+    cdef floating tr[CELL_BLOCK]
+    cdef floating tz[CELL_BLOCK]
+    cdef floating tn[CELL_BLOCK]
+    cdef floating th[CELL_BLOCK]
+    for b in range(B):
+        rr = a + b * 3 * <Py_ssize_t>H
+        rz = rr + H
+        rn = rz + H
+        qr = gh + b * 3 * <Py_ssize_t>H
+        qz = qr + H
+        qn = qz + H
+        for jb in range((H + CELL_BLOCK - 1) // CELL_BLOCK):
+            j0 = jb * <Py_ssize_t>CELL_BLOCK
+            n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
+            x = b * <Py_ssize_t>H + j0
+            for q in range(n):
+                tr[q] = _sigmoid(rr[j0 + q] + qr[j0 + q])
+                tz[q] = _sigmoid(rz[j0 + q] + qz[j0 + q])
+                tn[q] = _tanh(rn[j0 + q] + tr[q] * qn[j0 + q])
+                th[q] = (1 - tz[q]) * tn[q] + tz[q] * h_prev[x + q]
+            memcpy(rr + j0, tr, n * sizeof(floating))
+            memcpy(rz + j0, tz, n * sizeof(floating))
+            memcpy(rn + j0, tn, n * sizeof(floating))
+            memcpy(ghn + x, qn + j0, n * sizeof(floating))
+            memcpy(h + x, th, n * sizeof(floating))
+
+
+cdef void _gru_backward(const floating* a, const floating* ghn, const floating* h_prev,
+                        const floating* dh, floating* dax, floating* dah, floating* dh_prev,
+                        int B, int H) noexcept nogil:
+    # dL/d(gx) into dax and dL/d(gh) into dah (both (B, 3H); they differ in the n block, where
+    # r multiplies gh), and dh_prev (B, H) = the direct part of dL/dh' (z h'); the part through
+    # the recurrent product is the driver's
+    cdef Py_ssize_t b, jb, j0, q, n, x
+    cdef const floating* rr
+    cdef const floating* rz
+    cdef const floating* rn
+    cdef floating* dx
+    cdef floating* dg
+    cdef floating tr[CELL_BLOCK]
+    cdef floating tz[CELL_BLOCK]
+    cdef floating tn[CELL_BLOCK]
+    cdef floating tm[CELL_BLOCK]
+    cdef floating tp[CELL_BLOCK]
+    cdef floating dn
+    for b in range(B):
+        rr = a + b * 3 * <Py_ssize_t>H
+        rz = rr + H
+        rn = rz + H
+        dx = dax + b * 3 * <Py_ssize_t>H
+        dg = dah + b * 3 * <Py_ssize_t>H
+        for jb in range((H + CELL_BLOCK - 1) // CELL_BLOCK):
+            j0 = jb * <Py_ssize_t>CELL_BLOCK
+            n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
+            x = b * <Py_ssize_t>H + j0
+            for q in range(n):
+                dn = dh[x + q] * (1 - rz[j0 + q]) * (1 - rn[j0 + q] * rn[j0 + q])
+                tz[q] = dh[x + q] * (h_prev[x + q] - rn[j0 + q]) * rz[j0 + q] * (1 - rz[j0 + q])
+                tr[q] = dn * ghn[x + q] * rr[j0 + q] * (1 - rr[j0 + q])
+                tn[q] = dn
+                tm[q] = dn * rr[j0 + q]
+                tp[q] = dh[x + q] * rz[j0 + q]
+            memcpy(dx + j0, tr, n * sizeof(floating))
+            memcpy(dx + H + j0, tz, n * sizeof(floating))
+            memcpy(dx + 2 * H + j0, tn, n * sizeof(floating))
+            memcpy(dg + j0, tr, n * sizeof(floating))
+            memcpy(dg + H + j0, tz, n * sizeof(floating))
+            memcpy(dg + 2 * H + j0, tm, n * sizeof(floating))
+            memcpy(dh_prev + x, tp, n * sizeof(floating))
