@@ -234,7 +234,12 @@ class CythonBackend(NumpyBackend):
             self._work[key] = work
         return work, threads
 
+    def _masks(self, masks):
+        """Dropout masks as the kernels take them: C-contiguous, of the model dtype."""
+        return None if masks is None else np.ascontiguousarray(masks, dtype=self.dtype)
+
     def _stack_loss_and_grads(self, inputs, targets, h, want_dh0, masks):
+        masks = self._masks(masks)
         grads = self.zeros()
         dstate = tuple(np.empty_like(a) for a in h) if want_dh0 else None
         work, threads = self._stack_chunk_args(inputs)
@@ -245,6 +250,7 @@ class CythonBackend(NumpyBackend):
 
     @serialised
     def _stack_train_step(self, inputs, targets, h, opt, grad_scale, masks, code, guarded):
+        masks = self._masks(masks)
         if self._grads is None:
             self._grads = self.zeros()
         mem, mem2 = self._states(opt)
