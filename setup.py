@@ -1,10 +1,10 @@
 """Declares the compiled kernels; all metadata lives in pyproject.toml.
 
-The kernels are one Cython module, src/fastrnn/_kernels.pyx. On x86-64 it is built three times:
-`_kernels` for the baseline instruction set (runs anywhere) and `_kernels_avx2` /
-`_kernels_avx512` with those instruction sets; fastrnn imports the best one the CPU supports at run
-time (see fastrnn/backends/cython_backend.py). That keeps the wheel portable without
--march=native, yet vectorises the elementwise loops 8 or 16 floats wide where the CPU can.
+The kernels are one Cython module, src/fastrnn/_kernels.pyx and the .pxi files it includes. On
+x86-64 it is built three times: `_kernels` for the baseline instruction set (runs anywhere) and
+`_kernels_avx2` / `_kernels_avx512` with those instruction sets; fastrnn imports the best one the
+CPU supports at run time (see fastrnn/backends/cython_backend.py). That keeps the wheel portable
+without -march=native, yet vectorises the elementwise loops 8 or 16 floats wide where the CPU can.
 
 Environment switches (read at build time):
   FASTRNN_NATIVE=1  compile one module with -march=native instead (fastest on the build machine,

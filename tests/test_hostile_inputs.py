@@ -431,8 +431,8 @@ def test_a_run_that_ends_worse_than_unigram_warns_and_samples_the_best(tmp_path,
     (tmp_path / "d.txt").write_text(TEXT)
     original = fastrnn.Trainer._train_chunk
 
-    def ruining(self, x, y, scale):
-        out = original(self, x, y, scale)
+    def ruining(self, x, y, scale, masks=None):
+        out = original(self, x, y, scale, masks)
         if self.iteration >= 150:
             _ruin(self)
         return out
