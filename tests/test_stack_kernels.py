@@ -315,12 +315,13 @@ def numpy_sample(s, p, h, c, u, temperature, greedy, n):
     return np.array(out), h, c
 
 
-def run_sample(s, n, u, temperature=1.0, greedy=False, top_k=0, top_p=1.0):
+def run_sample(s, n, u, temperature=1.0, greedy=False, top_k=0, top_p=1.0, threads=1):
     h = s.h[:, 0].copy()
     c = None if s.c is None else s.c[:, 0].copy()
     out = np.empty(n, dtype=np.int32)
     work = np.empty(K.stack_sample_work_size(s.H, s.V, s.L, s.cell), dtype=s.dtype)
-    K.stack_sample(s.params, *s.args(), h, c, u, temperature, greedy, out, work, top_k, top_p)
+    K.stack_sample(s.params, *s.args(), h, c, u, temperature, greedy, out, work, top_k, top_p,
+                   threads)
     return out, h, c
 
 
@@ -336,6 +337,16 @@ def test_sample_matches_a_numpy_loop(kind):
         assert rel_err(h, h_ref) < 1e-12
         if c is not None:
             assert rel_err(c, c_ref) < 1e-12
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("H", [5, 40])
+def test_sample_on_two_threads_is_the_same_as_on_one(kind, H):
+    s = Setup(kind, 3, (1, 1, H, 11), np.float32, seed=15)
+    u = np.random.default_rng(16).random(50)
+    one, two = run_sample(s, 50, u, 0.8), run_sample(s, 50, u, 0.8, threads=2)
+    for a, b in zip(one, two):
+        assert (a is None and b is None) or np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -436,6 +447,7 @@ BAD = [  # (functions, argument, bad value or a function of the good kwargs)
     ("stack_sample", "temperature", 0.0), ("stack_sample", "top_k", -1),
     ("stack_sample", "top_p", 0.0), ("stack_sample", "out", None),
     ("stack_sample", "work", lambda k: k["work"][:-1]), ("stack_sample", "out", lambda k: k["h"]),
+    ("stack_sample", "threads", 0), ("stack_sample", "threads", 1.5),
 ]
 FUNCS = ["stack_forward_loss", "stack_loss_and_grads", "stack_train_step", "stack_sample"]
 GROUPS = {"all": FUNCS, "chunk": FUNCS[:3], "grads": FUNCS[1:3]}
