@@ -315,12 +315,13 @@ def numpy_sample(s, p, h, c, u, temperature, greedy, n):
     return np.array(out), h, c
 
 
-def run_sample(s, n, u, temperature=1.0, greedy=False, top_k=0, top_p=1.0):
+def run_sample(s, n, u, temperature=1.0, greedy=False, top_k=0, top_p=1.0, threads=1):
     h = s.h[:, 0].copy()
     c = None if s.c is None else s.c[:, 0].copy()
     out = np.empty(n, dtype=np.int32)
     work = np.empty(K.stack_sample_work_size(s.H, s.V, s.L, s.cell), dtype=s.dtype)
-    K.stack_sample(s.params, *s.args(), h, c, u, temperature, greedy, out, work, top_k, top_p)
+    K.stack_sample(s.params, *s.args(), h, c, u, temperature, greedy, out, work, top_k, top_p,
+                   threads)
     return out, h, c
 
 
@@ -336,6 +337,16 @@ def test_sample_matches_a_numpy_loop(kind):
         assert rel_err(h, h_ref) < 1e-12
         if c is not None:
             assert rel_err(c, c_ref) < 1e-12
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("H", [5, 40])
+def test_sample_on_two_threads_is_the_same_as_on_one(kind, H):
+    s = Setup(kind, 3, (1, 1, H, 11), np.float32, seed=15)
+    u = np.random.default_rng(16).random(50)
+    one, two = run_sample(s, 50, u, 0.8), run_sample(s, 50, u, 0.8, threads=2)
+    for a, b in zip(one, two):
+        assert (a is None and b is None) or np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -402,14 +413,16 @@ BAD = [  # (functions, argument, bad value or a function of the good kwargs)
     ("all", "params", lambda k: k["params"].astype(np.float16)),
     ("all", "params", lambda k: np.repeat(k["params"], 2)[::2]),
     ("all", "offsets", None), ("all", "offsets", lambda k: k["offsets"].astype(np.int32)),
-    ("all", "offsets", lambda k: k["offsets"] + 16), ("all", "offsets", lambda k: k["offsets"][:-1]),
+    ("all", "offsets", lambda k: k["offsets"] + 16),
+    ("all", "offsets", lambda k: k["offsets"][:-1]),
     ("all", "cell", 3), ("all", "cell", -1), ("all", "cell", "lstm"), ("all", "cell", 1.5),
     ("all", "cell", 2), ("all", "relu", 2), ("all", "relu", 1), ("all", "H", 0), ("all", "H", 7),
     ("all", "H", 2**40), ("all", "H", None), ("all", "V", 0), ("all", "V", 4), ("all", "L", 0),
     ("all", "L", 3), ("all", "L", -2),
     ("chunk", "inputs", None), ("chunk", "inputs", lambda k: k["inputs"][0]),
     ("chunk", "inputs", lambda k: k["inputs"].astype(np.float64)),
-    ("chunk", "inputs", lambda k: k["inputs"] + k["V"]), ("chunk", "inputs", lambda k: -k["inputs"] - 1),
+    ("chunk", "inputs", lambda k: k["inputs"] + k["V"]),
+    ("chunk", "inputs", lambda k: -k["inputs"] - 1),
     ("chunk", "inputs", lambda k: k["inputs"][:0]),
     ("grads", "targets", None), ("chunk", "targets", lambda k: k["targets"][:, :-1]),
     ("chunk", "targets", lambda k: k["targets"] * 0 + 99),
@@ -436,6 +449,7 @@ BAD = [  # (functions, argument, bad value or a function of the good kwargs)
     ("stack_sample", "temperature", 0.0), ("stack_sample", "top_k", -1),
     ("stack_sample", "top_p", 0.0), ("stack_sample", "out", None),
     ("stack_sample", "work", lambda k: k["work"][:-1]), ("stack_sample", "out", lambda k: k["h"]),
+    ("stack_sample", "threads", 0), ("stack_sample", "threads", 1.5),
 ]
 FUNCS = ["stack_forward_loss", "stack_loss_and_grads", "stack_train_step", "stack_sample"]
 GROUPS = {"all": FUNCS, "chunk": FUNCS[:3], "grads": FUNCS[1:3]}

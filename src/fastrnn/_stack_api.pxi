@@ -371,15 +371,17 @@ def stack_sample_work_size(hidden_size, vocab_size, num_layers, cell):
 def stack_sample(const floating[::1] params not None, offsets, cell, relu, H, V, L,
                  floating[:, ::1] h, floating[:, ::1] c, const double[::1] uniforms not None,
                  double temperature, bint greedy, int[::1] out not None,
-                 floating[::1] work not None, top_k=0, double top_p=1.0):
+                 floating[::1] work not None, top_k=0, double top_p=1.0, threads=1):
     """Generate len(out) ids from state h (and c, lstm) (L, H), updated in place: the id rule
-    of `sample` (see generate in _kernels.pxd) on the stacked model's step."""
+    of `sample` (see generate in _kernels.pxd) on the stacked model's step. `threads`: each
+    step's products split over that many threads (the same ids for any number)."""
     cdef StackModel m
     got = _stack_spec(cell, relu, H, V, L)
     _stack_model(&m, got, cell, relu, H, V, L)
     _check_offsets(offsets, got)
     cdef Py_ssize_t n = out.shape[0]
     cdef int k = _stack_int(top_k, "top_k")
+    cdef int nt = _stack_parts(threads, MAX_PARTS)
     if params.shape[0] != m.n:
         raise ValueError(f"params has {params.shape[0]} elements; this model needs {m.n}")
     if h is None:
@@ -424,4 +426,5 @@ def stack_sample(const floating[::1] params not None, offsets, cell, relu, H, V,
     cdef int[::1] order = np.empty(m.V, dtype=np.intc)
     with nogil:
         _stack_generate(&m, &params[0], &h[0, 0], pc, n, &uniforms[0] if not greedy else NULL,
-                        <floating>temperature, greedy, k, top_p, &out[0], &work[0], &order[0])
+                        <floating>temperature, greedy, k, top_p, &out[0], &work[0], &order[0],
+                        nt)
