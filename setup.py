@@ -12,7 +12,7 @@ Environment switches (read at build time):
   FASTRNN_DEBUG=1   compile one module with Cython bounds checking on and -O0 -g
   FASTRNN_ASAN=1    compile and link the kernels with AddressSanitizer (-fsanitize=address), as
                     one module; it then only imports into a Python started with the ASan runtime
-                    preloaded (see "Memory checks" in README.md)
+                    preloaded (see "Checked builds" in docs/development.md)
   FASTRNN_OPENMP=0  build without OpenMP (by default it is used when the compiler accepts
                     -fopenmp); the kernels then run the parts of a split batch one after another
 """

@@ -8,8 +8,8 @@ T=128, H=256, float32. It trains until the budget is spent, measuring the valida
 against the budget too. Prints one line per evaluation and a final summary (also as JSON with
 --json FILE).
 
-Defaults are the best settings measured (README, "Quality at speed"): Adam (lr 6e-3, betas
-0.9 and 0.99) with the mean loss and clip-norm 5, PyTorch's uniform initialisation, and the
+Defaults are the best settings measured (bench/README.md, "Quality at speed"): Adam (lr 6e-3,
+betas 0.9 and 0.99) with the mean loss and clip-norm 5, PyTorch's uniform initialisation, and the
 learning rate held for the first half of the budget, then lowered linearly to 0 by the end
 (--decay-start, --decay-to).
 """
