@@ -247,6 +247,38 @@ def test_nan_logits_raise_a_clear_error(backend):
             m._backend.generate(4, h, np.full(4, 0.5), 1.0, greedy, 2, 0.9)
 
 
+def overflowing_stack(backend, cell, rows, V=6, H=4):
+    """A float32 stacked model whose top layer's state is constant and positive after the first
+    id (biases only) and whose head overflows to +inf at `rows`."""
+    m = fastrnn.CharRNN(V, H, cell=cell, num_layers=2, backend=backend, dtype="float32")
+    p = {k: np.zeros_like(v) for k, v in m.get_params().items()}
+    for k in range(2):
+        p[f"bias_ih_l{k}"][:] = 3.0  # every gate open: h > 0.5 whatever the cell
+    if cell == "gru":
+        p["bias_ih_l1"][H:2 * H] = -3.0  # z ~ 0: h ~ n = tanh(3)
+    p["Why"][rows] = 0.9 * np.finfo(np.float32).max
+    m.set_params(p)
+    return m
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_stacked_models_sample_infinite_logits_alike(cell):
+    """The rule of infinite logits (softmax's limit) holds for the stacked models' samplers
+    too, compiled and numpy/torch alike; a NaN state raises the same error everywhere."""
+    n = 40
+    for kw in SAMPLING:
+        got = {b: overflowing_stack(b, cell, [1, 4]).generate(n, **kw).tolist()
+               for b in SAMPLERS}
+        assert len({tuple(x) for x in got.values()}) == 1, (kw, got)
+        assert set(got["numpy"][1:]) <= {1, 4}, kw
+    for b in SAMPLERS:
+        m = overflowing_stack(b, cell, [1])
+        state = tuple(np.full((2, 4), np.nan, np.float32) for _ in range(m.spec.state_count))
+        with pytest.raises(FloatingPointError, match="logits hold NaN at generated id 0"):
+            m._backend.generate(3, state if cell == "lstm" else state[0:1], np.full(3, 0.5),
+                                1.0, False, 0, 1.0)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_stream_by_default_grows_its_chunks(backend):
     """stream() without chunk_size asks the sampler for 16 ids, then twice as many each time up

@@ -45,6 +45,70 @@ cdef inline Py_ssize_t _panel_at(Py_ssize_t H, Py_ssize_t w0, Py_ssize_t w1, Py_
     return H * w0 + i * w1 + (c - w0)
 
 
+cdef int _pick_id(floating* z, int V, floating temperature, bint greedy, int top_k,
+                  double top_p, double u, int* order, double* cum) noexcept nogil:
+    # The id `generate` picks from logits z (overwritten): the argmax when greedy; else the
+    # inverse CDF of the tempered masses, after top-k / top-p filtering. -1 when a logit is NaN
+    # (weights that overflow): there is no distribution to draw from.
+    cdef Py_ssize_t v, n_le
+    cdef int j, n_rank, n_keep, n_nan = 0
+    cdef double c, kept, target
+    cdef bint filtered = (0 < top_k < V) or top_p < 1
+    cdef floating m
+    for v in range(V):
+        n_nan += z[v] != z[v]
+    if n_nan:
+        return -1
+    m = _highest(z, V)
+    if greedy:
+        for v in range(V):
+            if z[v] == m:
+                return <int>v
+        return 0
+    n_rank = top_k if 0 < top_k < V else V
+    if filtered:
+        _rank_top(z, V, n_rank, order)
+    if m == INFINITY or m == -INFINITY:
+        # z - m is NaN where z equals m: softmax's limit, mass 1 on each logit equal to the
+        # highest and none elsewhere (as the numpy and torch backends)
+        for v in range(V):
+            z[v] = 1 if z[v] == m else 0
+    else:
+        for v in range(V):
+            z[v] = _exp((z[v] - m) / temperature)
+    if filtered:
+        n_keep = n_rank
+        if top_p < 1:
+            kept = 0.0
+            for j in range(n_rank):
+                kept += z[order[V - 1 - j]]
+            c = 0.0
+            for j in range(n_rank):
+                c += z[order[V - 1 - j]]
+                if c >= top_p * kept:
+                    n_keep = j + 1
+                    break
+        for j in range(V - n_keep):
+            z[order[j]] = 0
+    # inverse CDF: the first id whose cumulative mass (in double, in id order) exceeds u * total,
+    # found by counting the cumulative masses up to it (no branch per id); it has mass. If
+    # rounding leaves none, the last id with mass.
+    c = 0.0
+    for v in range(V):
+        c += z[v]
+        cum[v] = c
+    target = u * c
+    n_le = 0
+    for v in range(V):
+        n_le += cum[v] <= target
+    if n_le < V:
+        return <int>n_le
+    for v in range(V - 1, -1, -1):
+        if z[v] > 0:
+            return <int>v
+    return V - 1
+
+
 cdef Py_ssize_t generate(const floating* P, int H, int V, floating* h, Py_ssize_t n,
                         const double* u, floating temperature, bint greedy, int top_k,
                         double top_p, int* out, floating* work, int* order) noexcept nogil:
@@ -75,12 +139,8 @@ cdef Py_ssize_t generate(const floating* P, int H, int V, floating* h, Py_ssize_
     cdef double* cum = <double*>((<size_t>(room + SCRATCH_SLACK + Vp + Hp) + 63) &
                                  ~(<size_t>63))
     cdef const floating* col
-    cdef Py_ssize_t k, v, i, r, n_le
-    cdef floating m
-    cdef double target, c, kept
-    cdef int idx, j, n_rank, n_keep, n_nan
-    cdef bint filtered = (0 < top_k < V) or top_p < 1
-    n_rank = top_k if 0 < top_k < V else V
+    cdef Py_ssize_t k, i, r
+    cdef int idx
     memset(work, 0, (V * Hp + <Py_ssize_t>H * ld) * sizeof(floating))
     memset(z, 0, ld * sizeof(floating))
     for i in range(H):
@@ -98,62 +158,10 @@ cdef Py_ssize_t generate(const floating* P, int H, int V, floating* h, Py_ssize_
         else:
             _rowsum(w1, H, WT1, w1, h, z + w0)
             _rowsum(w0, H, WT, w0, h, z)
-        n_nan = 0
-        for v in range(V):
-            n_nan += z[v] != z[v]
-        if n_nan:  # (weights that overflow): no distribution to draw from
+        idx = _pick_id(z, V, temperature, greedy, top_k, top_p, u[k] if not greedy else 0.0,
+                       order, cum)
+        if idx < 0:  # (weights that overflow): no distribution to draw from
             return k
-        m = _highest(z, V)
-        if greedy:
-            idx = 0
-            for v in range(V):
-                if z[v] == m:
-                    idx = <int>v
-                    break
-        else:
-            if filtered:
-                _rank_top(z, V, n_rank, order)
-            if m == INFINITY or m == -INFINITY:
-                # z - m is NaN where z equals m: softmax's limit, mass 1 on each logit equal to
-                # the highest and none elsewhere (as the numpy and torch backends)
-                for v in range(V):
-                    z[v] = 1 if z[v] == m else 0
-            else:
-                for v in range(V):
-                    z[v] = _exp((z[v] - m) / temperature)
-            if filtered:
-                n_keep = n_rank
-                if top_p < 1:
-                    kept = 0.0
-                    for j in range(n_rank):
-                        kept += z[order[V - 1 - j]]
-                    c = 0.0
-                    for j in range(n_rank):
-                        c += z[order[V - 1 - j]]
-                        if c >= top_p * kept:
-                            n_keep = j + 1
-                            break
-                for j in range(V - n_keep):
-                    z[order[j]] = 0
-            # inverse CDF: the first id whose cumulative mass (in double, in id order) exceeds
-            # u * total, found by counting the cumulative masses up to it (no branch per id);
-            # it has mass. If rounding leaves none, the last id with mass.
-            c = 0.0
-            for v in range(V):
-                c += z[v]
-                cum[v] = c
-            target = u[k] * c
-            n_le = 0
-            for v in range(V):
-                n_le += cum[v] <= target
-            if n_le < V:
-                idx = <int>n_le
-            else:
-                idx = V - 1  # (not left as such: the highest logit's mass is exp(0) = 1)
-                for v in range(V - 1, -1, -1):
-                    if z[v] > 0:
-                        idx = <int>v
-                        break
         out[k] = idx
         col = WxhT + idx * Hp
         for i in range(H):

@@ -14,61 +14,11 @@ cdef inline Py_ssize_t _stack_sample_work(int H, int V, int G) noexcept nogil:
     return (V + 3) * ldg + _padded(V) + 2 * _padded(V) + 16
 
 
-cdef int _pick_id(floating* z, int V, floating temperature, bint greedy, int top_k,
-                  double top_p, double u, int* order, double* cum) noexcept nogil:
-    # the id `generate` draws from logits z (overwritten): the argmax when greedy; else the
-    # inverse CDF of the tempered masses, after top-k / top-p filtering
-    cdef floating m = _highest(z, V)
-    cdef Py_ssize_t v, n_le
-    cdef int j, n_rank, n_keep, idx
-    cdef double c, kept, target
-    cdef bint filtered = (0 < top_k < V) or top_p < 1
-    if greedy:
-        for v in range(V):
-            if z[v] == m:
-                return <int>v
-        return 0
-    n_rank = top_k if 0 < top_k < V else V
-    if filtered:
-        _rank_top(z, V, n_rank, order)
-    for v in range(V):
-        z[v] = _exp((z[v] - m) / temperature)
-    if filtered:
-        n_keep = n_rank
-        if top_p < 1:
-            kept = 0.0
-            for j in range(n_rank):
-                kept += z[order[V - 1 - j]]
-            c = 0.0
-            for j in range(n_rank):
-                c += z[order[V - 1 - j]]
-                if c >= top_p * kept:
-                    n_keep = j + 1
-                    break
-        for j in range(V - n_keep):
-            z[order[j]] = 0
-    c = 0.0
-    for v in range(V):
-        c += z[v]
-        cum[v] = c
-    target = u * c
-    n_le = 0
-    for v in range(V):
-        n_le += cum[v] <= target
-    if n_le < V:
-        return <int>n_le
-    idx = V - 1  # rounding left no id above the target: the last one with mass
-    for v in range(V - 1, -1, -1):
-        if z[v] > 0:
-            idx = <int>v
-            break
-    return idx
-
-
 cdef void _stack_generate_team(const StackModel* m, const floating* P, floating* h,
                                floating* c, Py_ssize_t n, const double* u,
                                floating temperature, bint greedy, int top_k, double top_p,
-                               int* out, floating* work, int* order, int* shared_id) noexcept nogil:
+                               int* out, floating* work, int* order, int* shared_id,
+                               Py_ssize_t* stopped) noexcept nogil:
     # Run by every thread of a team (or by one, alone): each draws its slice of every layer's
     # gate rows (the rows of units [j0, j1) in each gate block: memory-bound dot products, so a
     # second core reading its half of the weights from its own side of the caches doubles the
@@ -96,8 +46,12 @@ cdef void _stack_generate_team(const StackModel* m, const floating* P, floating*
             _mv(V, H, P + off[4 * L], H, m.rd_why, h + (L - 1) * H, z)
             shared_id[0] = _pick_id(z, <int>V, temperature, greedy, top_k, top_p,
                                     u[k] if not greedy else 0.0, order, cum)
-            out[k] = shared_id[0]
+            if shared_id[0] >= 0:
+                out[k] = shared_id[0]
         fr_barrier()
+        if shared_id[0] < 0:  # NaN logits: every thread stops at this character
+            stopped[0] = k
+            return
         x = WihT0 + shared_id[0] * ldg
         for layer in range(L):
             hk = h + layer * H
@@ -131,23 +85,27 @@ cdef void _stack_generate_team(const StackModel* m, const floating* P, floating*
             x = hk
 
 
-cdef void _stack_generate(const StackModel* m, const floating* P, floating* h, floating* c,
-                          Py_ssize_t n, const double* u, floating temperature, bint greedy,
-                          int top_k, double top_p, int* out, floating* work, int* order,
-                          int threads) noexcept nogil:
-    # n ids from state h, c (L, H; c lstm only), updated in place, on `threads` threads
+cdef Py_ssize_t _stack_generate(const StackModel* m, const floating* P, floating* h,
+                                floating* c, Py_ssize_t n, const double* u,
+                                floating temperature, bint greedy, int top_k, double top_p,
+                                int* out, floating* work, int* order,
+                                int threads) noexcept nogil:
+    # n ids from state h, c (L, H; c lstm only), updated in place, on `threads` threads; returns
+    # -1, or the character at which the logits held a NaN (the ids before it are in out)
     cdef Py_ssize_t GH = m.G * m.H, ldg = _transposed_ld(GH), i, k
     cdef const floating* b_ih = P + m.off[2]
     cdef const floating* b_hh = P + m.off[3]
     cdef int shared_id = 0
+    cdef Py_ssize_t stopped = -1
     _transpose(GH, m.V, P + m.off[0], m.V, work, ldg)  # rows of W_ih_l0^T, biases added
     for k in range(m.V):
         for i in range(GH):
             work[k * ldg + i] += b_ih[i] + (b_hh[i] if m.cell != CELL_GRU else 0)
     if threads == 1:
         _stack_generate_team(m, P, h, c, n, u, temperature, greedy, top_k, top_p, out, work,
-                             order, &shared_id)
+                             order, &shared_id, &stopped)
     else:
         with parallel(num_threads=threads):
             _stack_generate_team(m, P, h, c, n, u, temperature, greedy, top_k, top_p, out,
-                                 work, order, &shared_id)
+                                 work, order, &shared_id, &stopped)
+    return stopped
