@@ -156,7 +156,8 @@ def default_optimizer(model, batch_size):
     """The gist's Adagrad (lr 0.1, clip 5) for batch_size 1. For B > 1, where it trains poorly
     (issue 4 measured 2.41 nats/char against PyTorch Adam's 1.78), Adam with lr 4e-3 and the
     global gradient norm clipped to 5: with the default summed loss the clip normalises every
-    step's gradient, which trained best of the settings compared (README, "Batched training")."""
+    step's gradient, which trained best of the settings compared
+    (bench/notes/2026-11-22-training-settings.md)."""
     return Adagrad(model) if batch_size == 1 else Adam(model, lr=4e-3)
 
 
