@@ -15,6 +15,7 @@ Environment switches (read at build time):
                     preloaded (see "Memory checks" in README.md)
   FASTRNN_OPENMP=0  build without OpenMP (by default it is used when the compiler accepts
                     -fopenmp); the kernels then run the parts of a split batch one after another
+  FASTRNN_BUILD_JOBS=N  translate and compile at most N modules at once (default: all of them)
 """
 import os
 import platform
@@ -104,9 +105,15 @@ if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
             include_dirs=["src", "src/fastrnn"], extra_compile_args=compile_args + flags,
             extra_link_args=link_args, define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
 
+# The builds are independent: Cython translates them in processes of its own and the C
+# compiler runs for all of them at once (build_ext's `parallel` option, a thread per extension),
+# so they overlap on every core instead of queuing one after another. FASTRNN_BUILD_JOBS=1 (or
+# `build_ext -j 1`) builds them one by one.
+jobs = int(os.environ.get("FASTRNN_BUILD_JOBS") or len(extensions))
+
 # the variants' copies `include` the .pxi files from src/fastrnn (include_path)
 extensions = cythonize(extensions, include_path=["src", "src/fastrnn",
                                                 str(Path("build", "fastrnn_variants"))],
-                       compiler_directives=directives)
+                       compiler_directives=directives, nthreads=jobs if jobs > 1 else 0)
 
-setup(ext_modules=extensions)
+setup(ext_modules=extensions, options={"build_ext": {"parallel": jobs}})

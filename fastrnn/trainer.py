@@ -40,7 +40,7 @@ import numpy as np
 from ._progress import LN2, Reporter, SigintFlag, append_bounded
 from .checkpoint import CheckpointError, RunLock
 from .model import check_positive_int
-from .optim import Adagrad, Adam, LinearDecay
+from .optim import SCHEDULES, Adagrad, Adam, Optimizer, make_optimizer, schedule_from_state
 
 RESETS = ("wrap", "never", "every")
 REDUCTIONS = ("sum", "mean")
@@ -175,10 +175,12 @@ def metrics(total_nats, count, n_bytes=None):
 class Trainer:
     """Trains `model` on the id sequence `ids` (see the module docstring for the walk).
 
-    optimizer: an optimizer of fastrnn.optim for this model (default: default_optimizer).
+    optimizer: an optimizer of fastrnn.optim for this model, or the name of one ("adagrad",
+    "sgd", "rmsprop", "adam": made for the model with its defaults; default: default_optimizer).
     val_ids: held-out ids for `fit(eval_every=...)` and the best checkpoint.
     nan_policy: "raise" or "skip" a step that diverges (see the module docstring).
-    lr_schedule: None (the optimizer's lr throughout) or a fastrnn.optim.LinearDecay; before
+    lr_schedule: None (the optimizer's lr throughout), a fastrnn.LinearDecay (hold, then lower
+    linearly) or a fastrnn.StepDecay (char-rnn's: times a factor every N iterations); before
     each update the optimizer's lr is set to the lr it had when the trainer was made times the
     schedule's factor for the iteration. Checkpoints keep both, so a resumed run goes on alike.
     """
@@ -206,12 +208,17 @@ class Trainer:
                                                                 "val_ids")
         if self.val_ids is not None and len(self.val_ids) < 2:
             raise ValueError("val_ids needs at least 2 ids")
+        if isinstance(optimizer, str):
+            optimizer = make_optimizer(optimizer, model)
+        elif optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastrnn optimizer or the name of one, got "
+                            f"{type(optimizer).__name__}")
         self.optimizer = optimizer if optimizer is not None else default_optimizer(model, B)
         if self.optimizer.model is not model:
             raise ValueError("the optimizer was made for another model")
-        if lr_schedule is not None and not isinstance(lr_schedule, LinearDecay):
-            raise TypeError(f"lr_schedule must be None or a fastrnn.optim.LinearDecay, got "
-                            f"{lr_schedule!r}")
+        if lr_schedule is not None and not isinstance(lr_schedule, SCHEDULES):
+            raise TypeError(f"lr_schedule must be None, a fastrnn.LinearDecay or a "
+                            f"fastrnn.StepDecay, got {lr_schedule!r}")
         self.lr_schedule, self.base_lr = lr_schedule, self.optimizer.lr
         n_pairs = len(self.ids) - 1
         if B == 1:
@@ -578,8 +585,8 @@ class Trainer:
         if schedule:
             try:
                 d = json.loads(schedule)
-                schedule = LinearDecay(d["start"], d["end"], d["to"]), float(d["base_lr"])
-            except (KeyError, TypeError, ValueError, RecursionError) as exc:
+                schedule = schedule_from_state(d), float(d["base_lr"])
+            except (KeyError, TypeError, ValueError, RecursionError, AttributeError) as exc:
                 raise ValueError(f"lr_schedule is not a schedule ({exc!r})") from None
         values = (float(state["smooth_loss"]), float(state["best_val_loss"]),
                   float(state["loss_since"]), _count(state, "tokens_since"),
