@@ -13,8 +13,11 @@ element to [-clip, clip]; either is off when None. Then, elementwise:
     Adam     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
              p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)          (t = steps taken)
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +165,7 @@ class Adam(Optimizer):
 OPTIMIZERS = {cls.name: cls for cls in (Adagrad, SGD, RMSprop, Adam)}
 
 
-def make_optimizer(name, model, **kwargs):
+def make_optimizer(name: str, model: Any, **kwargs: Any) -> Optimizer:
     """An optimizer by name ('adagrad', 'sgd', 'rmsprop', 'adam'), with its defaults for every
     hyperparameter not given."""
     if name not in OPTIMIZERS:

@@ -1,6 +1,9 @@
 """Loss curves as a PNG (matplotlib, an optional extra: pip install "fastrnn[plot]")."""
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
 
 
 def require_matplotlib():
@@ -14,7 +17,7 @@ def require_matplotlib():
     return plt
 
 
-def read_log(path):
+def read_log(path: str | os.PathLike) -> dict[str, list]:
     """A Trainer.history-like dict {"train": [(iteration, nats/char, smooth)], "val":
     [(iteration, nats/char)]} from a JSON-lines log written by fit(log=...)."""
     history = {"train": [], "val": []}
@@ -68,7 +71,8 @@ def moving_mean(values, window):
     return out
 
 
-def plot_history(history, path, *, title=None, baseline=None):
+def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = None,
+                 baseline: float | None = None) -> None:
     """Writes a PNG of the train and validation loss in nats/char against the iteration, with
     a moving mean of the train loss over the last ~10% of its points (the gist's 0.999 moving
     average, which starts at the uniform guess's loss, would lag far above the real curve).
