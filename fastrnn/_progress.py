@@ -32,7 +32,7 @@ def postfix(nats, smooth_per_char, cps):
 def train_line(iteration, smooth_loss, nats, cps, skipped=0):
     """The periodic line: the gist's "iter N, loss: L" (its summed smooth loss), then the loss
     per character since the last line and the speed (bits/char are in the log)."""
-    note = f", {skipped} skipped" if skipped else ""
+    note = f", {skipped} step(s) skipped" if skipped else ""
     return (f"iter {iteration}, loss: {smooth_loss:f} ({nats:.4f} nats/char, "
             f"{kchars(cps)}{note})")
 

@@ -13,6 +13,7 @@ import fastrnn
 import fastrnn._layout
 import fastrnn.checkpoint
 from fastrnn import _cli_compat, _resume
+from fastrnn._progress import kchars
 from fastrnn.trainer import NAN_POLICIES, WorseThanUnigramWarning
 from fastrnn.vocab import OOV_POLICIES, read_ids
 
@@ -316,10 +317,12 @@ def cmd_train(args):
         return 130
     tpc = trainer.seq_length * trainer.batch_size
     trained = result.steps * tpc
-    print(f"{trainer.iteration} iterations ({trainer.epoch:.3g} epochs), this run "
-          f"{result.steps} in {result.seconds:.1f} s ({result.step_seconds:.1f} s "
-          f"training, {trained / max(result.step_seconds, 1e-9):,.0f} chars/s); smooth loss "
-          f"{result.smooth_loss:.3f} ({result.smooth_loss / tpc:.4f} nats/char)"
+    # two lines that each fit 80 columns
+    print(f"{trainer.iteration:,} iterations ({trainer.epoch:.3g} epochs); this run "
+          f"{result.steps:,} in {result.seconds:.1f} s", file=out)
+    print(f"training {kchars(trained / max(result.step_seconds, 1e-9))} "
+          f"({result.step_seconds:.1f} s); smooth loss {result.smooth_loss:.3f} "
+          f"({result.smooth_loss / tpc:.4f} nats/char)"
           f"{f'; {result.skipped_steps} non-finite steps skipped' if result.skipped_steps else ''}",
           file=out)
     if has_val and trainer.history["val"]:

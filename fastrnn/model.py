@@ -349,11 +349,11 @@ class CharRNN:
 
         The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given.
         Each id is then the argmax of the logits (greedy, or temperature 0), or drawn from
-        softmax(logits / temperature) restricted to the top_k most likely ids (None: all),
-        then to the smallest set of the most likely whose probability reaches top_p (nucleus;
-        None: all), renormalised; top_k=1 is the greedy path. Draws use the inverse CDF over
-        ids in order, on uniforms from numpy.random.default_rng(seed): same seed, same ids, on
-        every CPU backend.
+        softmax(logits / temperature) restricted to the top_k most likely ids (None or 0: all,
+        as `fastrnn sample --top-k 0`), then to the smallest set of the most likely whose
+        probability reaches top_p (nucleus; None: all), renormalised; top_k=1 is the greedy
+        path. Draws use the inverse CDF over ids in order, on uniforms from
+        numpy.random.default_rng(seed): same seed, same ids, on every CPU backend.
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")

@@ -261,8 +261,8 @@ BAD_OPTIONS = [
     (["sample", "m.npz", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
     (["sample", "m.npz", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["sample", "m.npz", "--top-p", "nan"], "--top-p must be in (0, 1]"),
-    (["sample", "m.npz", "--top-k", "0"], "--top-k must be at least 1, got 0"),
-    (["sample", "m.npz", "--top-k", "-3"], "--top-k must be at least 1"),
+    # --top-k 0 is no cut, as top_k=0 in the API (issue 18): tests/test_cli_habits.py
+    (["sample", "m.npz", "--top-k", "-3"], "--top-k must be at least 0, got -3"),
     (["sample", "m.npz", "--temperature", "nan"], "--temperature must be a finite number"),
     (["sample", "m.npz", "--temperature", "-0.5"], "--temperature must be a finite number"),
     (["sample", "m.npz", "--length", "-1"], "--length must be at least 0"),
@@ -431,8 +431,8 @@ def test_a_run_that_ends_worse_than_unigram_warns_and_samples_the_best(tmp_path,
     (tmp_path / "d.txt").write_text(TEXT)
     original = fastrnn.Trainer._train_chunk
 
-    def ruining(self, x, y, scale):
-        out = original(self, x, y, scale)
+    def ruining(self, x, y, scale, masks=None):
+        out = original(self, x, y, scale, masks)
         if self.iteration >= 150:
             _ruin(self)
         return out

@@ -38,6 +38,8 @@ def test_sdist_contains_cython_sources(tmp_path):
     names = tarfile.open(sdist).getnames()
     assert any(n.endswith("src/fastrnn/_kernels.pyx") for n in names)
     assert any(n.endswith("src/fastrnn/_kernels.pxd") for n in names)
+    for pxi in ("_stack.pxi", "_stack_api.pxi", "_stack_sample.pxi", "_cells.pxi"):
+        assert any(n.endswith(f"src/fastrnn/{pxi}") for n in names), pxi  # the .pyx includes
     assert any(n.endswith("fastrnn/data/shakespeare_1mb.txt.gz") for n in names)
     assert not any(n.endswith("_kernels.c") for n in names)
     assert any(n.endswith("/LICENSE") for n in names)
