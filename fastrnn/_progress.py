@@ -32,9 +32,9 @@ def postfix(nats, smooth_per_char, cps):
 def train_line(iteration, smooth_loss, nats, cps, skipped=0):
     """The periodic line: the gist's "iter N, loss: L" (its summed smooth loss), then the loss
     per character since the last line and the speed (bits/char are in the log)."""
-    note = f", {skipped} step(s) skipped" if skipped else ""
-    return (f"iter {iteration}, loss: {smooth_loss:f} ({nats:.4f} nats/char, "
-            f"{kchars(cps)}{note})")
+    # the steps skipped (non-finite) since the last line, when any, in place of the speed
+    note = f"{skipped} step(s) skipped" if skipped else kchars(cps)
+    return f"iter {iteration}, loss: {smooth_loss:f} ({nats:.4f} nats/char, {note})"
 
 
 def val_line(iteration, m, best):
