@@ -25,6 +25,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+import Cython
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -111,9 +112,39 @@ if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
 # `build_ext -j 1`) builds them one by one.
 jobs = int(os.environ.get("FASTRNN_BUILD_JOBS") or len(extensions))
 
-# the variants' copies `include` the .pxi files from src/fastrnn (include_path)
-extensions = cythonize(extensions, include_path=["src", "src/fastrnn",
-                                                str(Path("build", "fastrnn_variants"))],
-                       compiler_directives=directives, nthreads=jobs if jobs > 1 else 0)
+# C that Cython generated before is reused when it is newer than every source of ours and came
+# from this Cython with these directives (a stamp in build/ records both). cythonize alone would
+# regenerate it, and then every module would compile again, whenever pip builds in a fresh
+# isolated environment (`pip install .` and then `pip install ".[test]"`): it counts Cython's own
+# bundled .pxd files, new in each such environment, among the module's dependencies.
+OWN = sorted(Path("src", "fastrnn").glob("*.p*")) + sorted(Path("src", "fastrnn").glob("*.h"))
+STAMPS = Path("build", "fastrnn_stamps")
+KEY = f"Cython {Cython.__version__}; directives {sorted(directives.items())}"
 
-setup(ext_modules=extensions, options={"build_ext": {"parallel": jobs}})
+
+def _reusable_c(ext):
+    """The C generated for `ext` when it can be reused (see above), else None."""
+    c = Path(ext.sources[0]).with_suffix(".c")
+    stamp = STAMPS / f"{ext.name}.txt"
+    if not (c.exists() and stamp.exists()) or stamp.read_text() != KEY:
+        return None
+    newest = max(p.stat().st_mtime for p in OWN + [Path(ext.sources[0])])
+    return c if c.stat().st_mtime > newest else None
+
+
+for ext in extensions:
+    ext.depends = [str(p) for p in OWN]  # a changed header compiles the module again
+reused = [e for e in extensions if _reusable_c(e) is not None]
+for ext in reused:
+    ext.sources = [str(_reusable_c(ext))]
+fresh = [e for e in extensions if e not in reused]
+if fresh:
+    # the variants' copies `include` the .pxi files from src/fastrnn (include_path)
+    fresh = cythonize(fresh, include_path=["src", "src/fastrnn",
+                                           str(Path("build", "fastrnn_variants"))],
+                      compiler_directives=directives, nthreads=jobs if jobs > 1 else 0)
+    STAMPS.mkdir(parents=True, exist_ok=True)
+    for ext in fresh:
+        (STAMPS / f"{ext.name}.txt").write_text(KEY)
+
+setup(ext_modules=reused + fresh, options={"build_ext": {"parallel": jobs}})
