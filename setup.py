@@ -15,6 +15,7 @@ Environment switches (read at build time):
                     preloaded (see "Checked builds" in docs/development.md)
   FASTRNN_OPENMP=0  build without OpenMP (by default it is used when the compiler accepts
                     -fopenmp); the kernels then run the parts of a split batch one after another
+  FASTRNN_BUILD_JOBS=N  translate and compile at most N modules at once (default: all of them)
 """
 import os
 import platform
@@ -24,6 +25,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+import Cython
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -104,9 +106,45 @@ if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
             include_dirs=["src", "src/fastrnn"], extra_compile_args=compile_args + flags,
             extra_link_args=link_args, define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
 
-# the variants' copies `include` the .pxi files from src/fastrnn (include_path)
-extensions = cythonize(extensions, include_path=["src", "src/fastrnn",
-                                                str(Path("build", "fastrnn_variants"))],
-                       compiler_directives=directives)
+# The builds are independent: Cython translates them in processes of its own and the C
+# compiler runs for all of them at once (build_ext's `parallel` option, a thread per extension),
+# so they overlap on every core instead of queuing one after another. FASTRNN_BUILD_JOBS=1 (or
+# `build_ext -j 1`) builds them one by one.
+jobs = int(os.environ.get("FASTRNN_BUILD_JOBS") or len(extensions))
 
-setup(ext_modules=extensions)
+# C that Cython generated before is reused when it is newer than every source of ours and came
+# from this Cython with these directives (a stamp in build/ records both). cythonize alone would
+# regenerate it, and then every module would compile again, whenever pip builds in a fresh
+# isolated environment (`pip install .` and then `pip install ".[test]"`): it counts Cython's own
+# bundled .pxd files, new in each such environment, among the module's dependencies.
+OWN = sorted(Path("src", "fastrnn").glob("*.p*")) + sorted(Path("src", "fastrnn").glob("*.h"))
+STAMPS = Path("build", "fastrnn_stamps")
+KEY = f"Cython {Cython.__version__}; directives {sorted(directives.items())}"
+
+
+def _reusable_c(ext):
+    """The C generated for `ext` when it can be reused (see above), else None."""
+    c = Path(ext.sources[0]).with_suffix(".c")
+    stamp = STAMPS / f"{ext.name}.txt"
+    if not (c.exists() and stamp.exists()) or stamp.read_text() != KEY:
+        return None
+    newest = max(p.stat().st_mtime for p in OWN + [Path(ext.sources[0])])
+    return c if c.stat().st_mtime > newest else None
+
+
+for ext in extensions:
+    ext.depends = [str(p) for p in OWN]  # a changed header compiles the module again
+reused = [e for e in extensions if _reusable_c(e) is not None]
+for ext in reused:
+    ext.sources = [str(_reusable_c(ext))]
+fresh = [e for e in extensions if e not in reused]
+if fresh:
+    # the variants' copies `include` the .pxi files from src/fastrnn (include_path)
+    fresh = cythonize(fresh, include_path=["src", "src/fastrnn",
+                                           str(Path("build", "fastrnn_variants"))],
+                      compiler_directives=directives, nthreads=jobs if jobs > 1 else 0)
+    STAMPS.mkdir(parents=True, exist_ok=True)
+    for ext in fresh:
+        (STAMPS / f"{ext.name}.txt").write_text(KEY)
+
+setup(ext_modules=reused + fresh, options={"build_ext": {"parallel": jobs}})

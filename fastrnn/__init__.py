@@ -1,4 +1,4 @@
-"""fastrnn: fast character-level vanilla (Elman) RNN language models.
+"""fastrnn: fast character-level RNN language models (vanilla RNN, LSTM, GRU).
 
     import fastrnn
     text = fastrnn.load_shakespeare()
@@ -15,12 +15,13 @@ from .backends import BACKENDS, available_backends
 from .data import load_shakespeare
 from .model import CharRNN
 from .ngram import KneserNey
-from .optim import SGD, Adagrad, Adam, LinearDecay, RMSprop, make_optimizer
+from .optim import SGD, Adagrad, Adam, LinearDecay, RMSprop, StepDecay, make_optimizer
 from .plot import plot_history
 from .trainer import Trainer, TrainResult
 from .vocab import Vocab
 
 __all__ = ["__version__", "BACKENDS", "available_backends", "cuda_available", "load_shakespeare",
-           "CharRNN", "Adagrad", "SGD", "RMSprop", "Adam", "LinearDecay", "make_optimizer",
+           "CharRNN", "Adagrad", "SGD", "RMSprop", "Adam", "LinearDecay", "StepDecay",
+           "make_optimizer",
            "Trainer", "TrainResult", "Vocab", "KneserNey", "plot_history", "set_num_threads",
            "get_num_threads"]

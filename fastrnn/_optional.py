@@ -6,7 +6,7 @@ backend, the PyTorch interop and the distributed trainer ask `require_torch()` f
 import functools
 import sys
 
-INSTALL_TORCH = 'pip install torch (or pip install "fastrnn[torch]")'
+INSTALL_TORCH = '`pip install torch` (or `pip install "fastrnn[torch]"`)'
 
 
 @functools.lru_cache(maxsize=None)
@@ -24,7 +24,7 @@ def require_torch(feature="this feature"):
     torch, exc = _torch()
     if torch is None:
         raise ImportError(f"{feature} needs PyTorch, which could not be imported ({exc}). "
-                          f"Install it with `{INSTALL_TORCH}`.")
+                          f"Install it with {INSTALL_TORCH}.")
     return torch
 
 

@@ -9,6 +9,42 @@ import time
 
 LN2 = math.log(2)
 MAX_HISTORY = 100_000  # points of a history list; past it every other older point is dropped
+# The bar and every printed line fit an 80-column terminal: the bar leaves out tqdm's elapsed
+# time and iterations/s (chars/s says more) so that the loss and the speed stay visible.
+BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} eta {remaining}{postfix}"
+
+
+def kchars(cps):
+    """A speed in characters per second, short: 950 chars/s, 12.3k chars/s, 1.23M chars/s."""
+    if not math.isfinite(cps):
+        return "- chars/s"
+    if cps < 1e4:
+        return f"{cps:,.0f} chars/s"
+    return f"{cps / 1e3:,.1f}k chars/s" if cps < 1e6 else f"{cps / 1e6:,.2f}M chars/s"
+
+
+def postfix(nats, smooth_per_char, cps):
+    """The progress bar's text after the bar: the last reports' loss, the smoothed loss (both
+    nats/char) and the speed."""
+    return f"{nats:.3f} nats/char (smooth {smooth_per_char:.3f}), {kchars(cps)}"
+
+
+def train_line(iteration, smooth_loss, nats, cps, skipped=0):
+    """The periodic line: the gist's "iter N, loss: L" (its summed smooth loss), then the loss
+    per character since the last line and the speed (bits/char are in the log)."""
+    # the steps skipped (non-finite) since the last line, when any, in place of the speed
+    note = f"{skipped} step(s) skipped" if skipped else kchars(cps)
+    return f"iter {iteration}, loss: {smooth_loss:f} ({nats:.4f} nats/char, {note})"
+
+
+def val_line(iteration, m, best):
+    """The validation line: nats/char, then bits/char (bits/byte instead where characters
+    take more than a byte) and the perplexity."""
+    bits = f"{m['bits_per_char']:.4f} bits/char"
+    if "bits_per_byte" in m and not math.isclose(m["bits_per_byte"], m["bits_per_char"]):
+        bits = f"{m['bits_per_byte']:.4f} bits/byte"
+    return (f"iter {iteration}: val loss {m['nats_per_char']:.4f} nats/char ({bits}, "
+            f"ppl {m['perplexity']:.2f}){' *best*' if best else ''}")
 
 
 def append_bounded(points, point):
@@ -59,7 +95,7 @@ class Reporter:
             from tqdm.auto import tqdm
             # the bar goes to stderr (shown only on a terminal when progress is None); lines
             # and results go to `file`
-            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True,
+            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True, bar_format=BAR_FORMAT,
                             disable=None if progress is None else False)
             if self.bar.disable:
                 self.bar = None
@@ -106,22 +142,15 @@ class Reporter:
                      **({"skipped": skipped, "skipped_steps": tr.skipped_steps}
                         if skipped else {})})
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {nats:.3f} nats/char ({nats / LN2:.3f} bits), "
-                                     f"smooth {tr.smooth_loss:.2f}, {cps:,.0f} chars/s",
-                                     refresh=False)
+            self.bar.set_postfix_str(postfix(nats, smooth_per_char, cps), refresh=False)
         elif self.print_every:
-            self._say(f"iter {tr.iteration}, loss: {tr.smooth_loss:f} "
-                      f"({nats:.4f} nats/char = {nats / LN2:.4f} bits/char, {cps:,.0f} chars/s)"
-                      f"{note}")
+            self._say(train_line(tr.iteration, tr.smooth_loss, nats, cps, skipped))
 
     def validation(self, m, best):
         tr = self.tr
         self._write({"kind": "val", "iteration": tr.iteration, "epoch": round(tr.epoch, 4),
                      "loss": m["nats_per_char"], **m, "best": best})
-        extra = f", {m['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in m else ""
-        self._say(f"iter {tr.iteration}: val loss {m['nats_per_char']:.4f} nats/char "
-                  f"({m['bits_per_char']:.4f} bits/char, perplexity {m['perplexity']:.2f}"
-                  f"{extra}){' *best*' if best else ''}")
+        self._say(val_line(tr.iteration, m, best))
 
     def warning(self, message):
         self._write({"kind": "warning", "iteration": self.tr.iteration, "message": message})

@@ -12,9 +12,9 @@ import os
 
 # Settings a checkpoint fixes, as the argparse names of `fastrnn train`.
 FIXED = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
-         "clip_norm", "reduction", "reset", "init_from", "dtype", "init", "lr_decay",
-         "lr_decay_to", "val_frac", "seed", "model", "num_layers", "dropout", "nonlinearity",
-         "forget_bias")
+         "clip_norm", "reduction", "reset", "init_from", "dtype", "init", "lr_hold",
+         "lr_decay_to", "lr_decay_every", "lr_decay_factor", "val_frac", "seed", "model",
+         "num_layers", "dropout", "nonlinearity", "forget_bias")
 # Options of how a run reports, kept in the checkpoint and reused when left out on --resume.
 RUN_OPTIONS = ("log", "plot", "sample_every", "eval_every", "checkpoint_every")
 DEFAULT_VAL_FRAC = 0.05
@@ -25,13 +25,19 @@ def _path(p):
     return os.path.abspath(p) if p else None
 
 
-def record(args, trainer, init, decay, decay_to):
+def record(args, trainer, init, hold, decay_to, steps=(None, None)):
     """Meta entries of a new run: the settings only the command line knows (the model,
-    optimizer and trainer hold the others) and its display options."""
+    optimizer and trainer hold the others) and its display options. hold, decay_to: the
+    hold-then-linear schedule (--lr-hold; meta key lr_decay, its name in fastrnn 0.1);
+    steps: (--lr-decay-every, --lr-decay-factor) of the stepped one."""
+    every, factor = steps
     trainer.meta.update({"preset": args.preset or "", "init": init or "",
                          "init_from": _path(args.init_from) or "",
-                         "lr_decay": decay, "lr_decay_to": decay_to if decay is not None
-                         else None, "seed": args.seed if args.seed is not None else DEFAULT_SEED,
+                         "lr_decay": hold, "lr_decay_to": decay_to if hold is not None
+                         else None,
+                         "lr_decay_every": every if factor is not None else None,
+                         "lr_decay_factor": factor,
+                         "seed": args.seed if args.seed is not None else DEFAULT_SEED,
                          "forget_bias": getattr(args, "forget_bias", None) or 0.0})
     record_run_options(args, trainer.meta)
 
@@ -63,9 +69,14 @@ def _saved(trainer):
              "val_frac": meta.get("val_frac"), "model": model.cell,
              "num_layers": model.num_layers, "dropout": model.dropout,
              "nonlinearity": model.nonlinearity}
-    for name in ("preset", "init", "init_from", "lr_decay", "lr_decay_to", "seed", "forget_bias"):
+    for name in ("preset", "init", "init_from", "lr_decay_to", "seed", "forget_bias"):
         if name in meta:
             saved[name] = meta[name]
+    if "lr_decay" in meta:  # --lr-hold's value, under the option's name in fastrnn 0.1
+        saved["lr_hold"] = meta["lr_decay"]
+        # a checkpoint from before the stepped schedule had none
+        saved["lr_decay_every"] = meta.get("lr_decay_every")
+        saved["lr_decay_factor"] = meta.get("lr_decay_factor")
     return {k: v for k, v in saved.items() if k != "val_frac" or v is not None}
 
 

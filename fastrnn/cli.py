@@ -12,7 +12,8 @@ import numpy as np
 import fastrnn
 import fastrnn._layout
 import fastrnn.checkpoint
-from fastrnn import _resume
+from fastrnn import _cli_compat, _resume
+from fastrnn._progress import kchars
 from fastrnn.trainer import NAN_POLICIES, WorseThanUnigramWarning
 from fastrnn.vocab import OOV_POLICIES, read_ids
 
@@ -48,16 +49,28 @@ OPTION_CHECKS = {
 }
 OPTIONS = {"hidden_size": "positive integer", "seq_length": "positive integer",
            "batch_size": "positive integer", "threads": "positive integer",
-           "top_k": "positive integer", "iterations": "count", "eval_every": "count",
+           "top_k": "count", "iterations": "count", "eval_every": "count",
            "print_every": "count", "sample_every": "count", "sample_length": "count",
            "checkpoint_every": "count", "length": "count", "seed": "count", "lr": "positive",
            "epochs": "positive", "clip": "clip", "clip_norm": "clip",
-           "temperature": "temperature", "top_p": "fraction", "lr_decay": "start",
-           "lr_decay_to": "fraction", "num_layers": "positive integer", "dropout": "dropout"}
+           "temperature": "temperature", "top_p": "fraction", "lr_hold": "start",
+           "lr_decay_to": "fraction", "lr_decay_every": "positive",
+           "lr_decay_factor": "fraction",
+           "num_layers": "positive integer", "dropout": "dropout"}
 
 
 def check_options(args):
-    """A clear error for a numeric option out of its range (NaN included), before any work."""
+    """A clear error for a numeric option out of its range (NaN included), or for options
+    that contradict each other, before any work."""
+    if getattr(args, "epochs", None) is not None and getattr(args, "iterations", None) is not None:
+        raise ValueError(f"--epochs {args.epochs:g} and --iterations {args.iterations} both set "
+                         f"the run's length: give one of them")
+    if getattr(args, "lr_hold", None) is not None and args.lr_decay_factor is not None:
+        raise ValueError("--lr-hold (hold, then lower linearly) and --lr-decay-factor (times a "
+                         "factor every --lr-decay-every epochs) are two schedules: give one")
+    if getattr(args, "lr_decay_every", None) is not None and args.lr_decay_factor is None:
+        raise ValueError("--lr-decay-every E needs --lr-decay-factor F (the lr times F every E "
+                         "epochs)")
     for name, kind in OPTIONS.items():
         value = getattr(args, name, None)
         if value is None:
@@ -175,20 +188,33 @@ def _new_trainer(args, out):
     trainer.meta = {"data": os.path.abspath(args.data) if args.data else "",
                     "val_frac": val_frac,
                     "iterations": _total_iterations(args, trainer, preset)}
-    decay = args.lr_decay if args.lr_decay is not None else preset["lr_decay"]
-    decay_to = args.lr_decay_to if args.lr_decay_to is not None else 0.01
-    _resume.record(args, trainer, None if args.init_from else args.init or preset["init"],
-                   decay, decay_to)
-    if decay is not None:
-        total = trainer.meta["iterations"]
-        if total >= 2:
-            trainer.lr_schedule = fastrnn.LinearDecay(
-                min(int(decay * total), total - 1), total, decay_to)
+    _lr_schedule(args, trainer, preset)
     print(f"fastrnn {fastrnn.__version__}: training on {source}: {len(train_ids):,} chars"
           f"{f' + {len(val_ids):,} held out' if val_ids is not None else ''}, vocab "
           f"{len(model.vocab)}{' (bytes)' if model.vocab.byte_level else ''}; {model}",
           file=out, flush=True)
     return trainer
+
+
+def _lr_schedule(args, trainer, preset):
+    """The run's lr schedule: --lr-decay-factor's steps, else --lr-hold's (or the preset's)
+    hold-then-linear decay, else none; recorded in the trainer's meta for --resume."""
+    hold = None if args.lr_decay_factor is not None else (
+        args.lr_hold if args.lr_hold is not None else preset["lr_decay"])
+    if args.lr_decay_to is not None and hold is None:
+        raise ValueError("--lr-decay-to R is where --lr-hold's linear decay ends: give --lr-hold "
+                         "F too")
+    decay_to = args.lr_decay_to if args.lr_decay_to is not None else 0.01
+    every = args.lr_decay_every if args.lr_decay_every is not None else 1.0
+    _resume.record(args, trainer, None if args.init_from else args.init or preset["init"],
+                   hold, decay_to, (every, args.lr_decay_factor))
+    total = trainer.meta["iterations"]
+    if args.lr_decay_factor is not None:
+        trainer.lr_schedule = fastrnn.StepDecay(
+            max(1, round(every * trainer.iterations_per_epoch)), args.lr_decay_factor)
+    elif hold is not None and total >= 2:
+        trainer.lr_schedule = fastrnn.LinearDecay(min(int(hold * total), total - 1), total,
+                                                  decay_to)
 
 
 def _total_iterations(args, trainer, preset):
@@ -231,12 +257,12 @@ def _resumed_trainer(args, out):
 def cmd_train(args):
     out = sys.stdout
     if args.plot:  # fail before training, not after it
-        fastrnn.plot.require_matplotlib()
+        fastrnn.plot.check_path(args.plot)
     if args.threads is not None:
         _set_threads(args.threads)
     trainer = _resumed_trainer(args, out) if args.resume else _new_trainer(args, out)
     if args.plot:  # restored from the checkpoint
-        fastrnn.plot.require_matplotlib()
+        fastrnn.plot.check_path(args.plot)
     prime = args.prime
     if prime:  # checked now, not after the training
         vocab = trainer.model.vocab
@@ -291,10 +317,12 @@ def cmd_train(args):
         return 130
     tpc = trainer.seq_length * trainer.batch_size
     trained = result.steps * tpc
-    print(f"{trainer.iteration} iterations ({trainer.epoch:.3g} epochs), this run "
-          f"{result.steps} in {result.seconds:.1f} s ({result.step_seconds:.1f} s "
-          f"training, {trained / max(result.step_seconds, 1e-9):,.0f} chars/s); smooth loss "
-          f"{result.smooth_loss:.3f} ({result.smooth_loss / tpc:.4f} nats/char)"
+    # two lines that each fit 80 columns
+    print(f"{trainer.iteration:,} iterations ({trainer.epoch:.3g} epochs); this run "
+          f"{result.steps:,} in {result.seconds:.1f} s", file=out)
+    print(f"training {kchars(trained / max(result.step_seconds, 1e-9))} "
+          f"({result.step_seconds:.1f} s); smooth loss {result.smooth_loss:.3f} "
+          f"({result.smooth_loss / tpc:.4f} nats/char)"
           f"{f'; {result.skipped_steps} non-finite steps skipped' if result.skipped_steps else ''}",
           file=out)
     if has_val and trainer.history["val"]:
@@ -450,12 +478,12 @@ def cmd_export(args):
     if args.format == "npz":
         model.save(args.output)  # the model alone: parameters, vocabulary, sizes
     else:
-        to_torch = getattr(model, "to_torch", None)
-        if to_torch is None:
-            raise ImportError("export --format torch needs CharRNN.to_torch, which this "
-                              "fastrnn build does not have (it comes with the torch backend)")
-        import torch
-        torch.save(to_torch().state_dict(), args.output)
+        # weights, vocabulary and model description in plain types: torch.load(...,
+        # weights_only=True) reads it, CharRNN.from_torch takes it back
+        from fastrnn._optional import require_torch
+        torch = require_torch("export --format torch")
+        from fastrnn.interop import export_dict
+        torch.save(export_dict(model), args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -507,12 +535,18 @@ def build_parser():
                    help="default: the preset's; else adagrad for B=1, adam (lr 4e-3, "
                         "clip-norm 5) for B>1")
     t.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
-    t.add_argument("--lr-decay", type=float, metavar="F",
+    t.add_argument("--lr-hold", type=float, metavar="F",
                    help="hold the lr for the first fraction F of the run's iterations, then "
                         "lower it linearly to --lr-decay-to times it at the end (default: the "
                         "preset's; lab: 0.5; else constant)")
     t.add_argument("--lr-decay-to", type=float, metavar="R",
-                   help="the lr's final fraction with --lr-decay (default 0.01)")
+                   help="the lr's final fraction with --lr-hold (default 0.01)")
+    t.add_argument("--lr-decay-factor", type=float, metavar="F",
+                   help="char-rnn's and torch-rnn's decay instead: the lr times F every "
+                        "--lr-decay-every epochs")
+    t.add_argument("--lr-decay-every", type=float, metavar="E",
+                   help="epochs between --lr-decay-factor's steps (default 1)")
+    _cli_compat.add_lr_decay(t)
     t.add_argument("--clip", type=float, help="elementwise gradient clip (0: off)")
     t.add_argument("--clip-norm", type=float, help="global gradient-norm clip (0: off)")
     t.add_argument("--reduction", choices=["sum", "mean"],
@@ -553,6 +587,7 @@ def build_parser():
     t.add_argument("--log", metavar="FILE.jsonl", help="append every metric as a JSON line")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss curves (matplotlib)")
     t.set_defaults(func=cmd_train)
+    _cli_compat.add_compat(t, _cli_compat.TRAIN_ALIASES, _cli_compat.TRAIN_REFER)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint, streamed to stdout")
     s.add_argument("checkpoint")
@@ -560,13 +595,16 @@ def build_parser():
     s.add_argument("--length", type=int, default=500)
     s.add_argument("--prime", default="", help="text to warm the state on (printed first)")
     s.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
-    s.add_argument("--top-k", type=int, help="draw from the k most likely characters only")
+    s.add_argument("--top-k", type=int,
+                   help="draw from the k most likely characters only (0: all, as top_k=0 in "
+                        "the API)")
     s.add_argument("--top-p", type=float, help="nucleus: the most likely holding this mass")
     s.add_argument("--greedy", action="store_true", help="always the most likely character")
     s.add_argument("--seed", type=int, help="for a reproducible sample")
     s.add_argument("--oov", choices=OOV_POLICIES, default="error",
                    help="prime characters outside the vocabulary")
     s.set_defaults(func=cmd_sample)
+    _cli_compat.add_compat(s, _cli_compat.SAMPLE_ALIASES, _cli_compat.SAMPLE_REFER)
 
     e = sub.add_parser("eval", help="nats/char, bits/char, perplexity, bits/byte of a file")
     e.add_argument("checkpoint")
@@ -587,7 +625,9 @@ def build_parser():
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_baseline)
 
-    x = sub.add_parser("export", help="write a checkpoint's model alone (npz) or for PyTorch")
+    x = sub.add_parser("export", help="write a checkpoint's model alone (npz) or for PyTorch "
+                                      "(weights, vocabulary and model description; "
+                                      "torch.load(..., weights_only=True) reads it)")
     x.add_argument("checkpoint")
     x.add_argument("--format", choices=["npz", "torch"], default="npz")
     x.add_argument("--output", "-o", required=True)
@@ -604,7 +644,12 @@ def main(argv=None):
     if argv[:1] == ["bench"]:
         from . import bench
         return bench.main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # answered with the subcommand's usage, not the top-level one
+        subparsers = next(a for a in parser._actions
+                          if isinstance(a, argparse._SubParsersAction))
+        _cli_compat.unknown(subparsers.choices[args.command], extras)
     try:
         check_options(args)
         return args.func(args)

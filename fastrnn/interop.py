@@ -4,6 +4,7 @@
     logits = module(ids)                     # ids (B,T) -> (B,T,V), equal to fastrnn's logits
     model2 = fastrnn.CharRNN.from_torch(module)                  # or module.state_dict(),
     model3 = fastrnn.CharRNN.from_torch((nn_lstm, nn_linear))    # or a pair of state dicts
+    model4 = fastrnn.CharRNN.from_torch(torch.load("m.pt", weights_only=True))  # fastrnn export
 
 The recurrent tensors keep PyTorch's names and gate order (weight_ih_l{k}, weight_hh_l{k},
 bias_ih_l{k}, bias_hh_l{k}; see fastrnn._layout), head.weight = Why and head.bias = by. min-char-
@@ -88,6 +89,56 @@ def to_torch(model, device=None):
     return module.eval()
 
 
+EXPORT_FORMAT = "fastrnn-torch"
+
+
+def export_dict(model):
+    """`fastrnn export --format torch`'s content: a dict of tensors and plain values only, so
+    that torch.load(path, weights_only=True) reads it with no fastrnn installed:
+
+        {"format": "fastrnn-torch", "format_version": 1,
+         "state_dict": to_torch().state_dict(),     # rnn.weight_ih_l0, ..., head.weight/bias
+         "model": {"cell", "vocab_size", "hidden_size", "num_layers", "nonlinearity",
+                   "dropout", "dtype"},
+         "vocab": {"chars": [one str per id], "byte_level": bool} or None}
+
+    Decode ids with "".join(vocab["chars"][i] for i in ids) (a byte-level vocab's characters
+    stand for the bytes of the same value). CharRNN.from_torch takes the dict back."""
+    spec = model.spec
+    module = to_torch(model, "cpu")
+    vocab = None if model.vocab is None else {"chars": list(model.vocab.chars),
+                                              "byte_level": model.vocab.byte_level}
+    return {"format": EXPORT_FORMAT, "format_version": 1,
+            "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
+            "model": {"cell": spec.cell, "vocab_size": spec.vocab_size,
+                      "hidden_size": spec.hidden_size, "num_layers": spec.num_layers,
+                      "nonlinearity": spec.nonlinearity, "dropout": float(spec.dropout),
+                      "dtype": model.dtype.name},
+            "vocab": vocab}
+
+
+def _from_export(obj):
+    """(state dict, vocab or None, (cell, nonlinearity, dropout)) of an export_dict."""
+    if obj.get("format_version") != 1:
+        raise ValueError(f"this fastrnn reads {EXPORT_FORMAT} format_version 1, got "
+                         f"{obj.get('format_version')!r}")
+    sd, desc, v = obj.get("state_dict"), obj.get("model"), obj.get("vocab")
+    if not isinstance(sd, Mapping) or not isinstance(desc, Mapping):
+        raise ValueError(f"a {EXPORT_FORMAT} dict needs 'state_dict' and 'model' dicts")
+    vocab = None
+    if v is not None:
+        if not isinstance(v, Mapping) or not isinstance(v.get("chars"), (list, tuple)) or \
+                not all(isinstance(c, str) and len(c) == 1 for c in v["chars"]):
+            raise ValueError("the export's vocab must hold 'chars', a list of one-character "
+                             "strings")
+        vocab = Vocab("".join(v["chars"]), byte_level=bool(v.get("byte_level", False)))
+    try:
+        facts = (str(desc["cell"]), str(desc["nonlinearity"]), float(desc["dropout"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the export's model description is incomplete ({exc!r})") from None
+    return sd, vocab, facts
+
+
 def _as_state_dict(part, kind, what):
     if isinstance(part, kind):
         return part.state_dict()
@@ -131,8 +182,12 @@ def split_torch(obj):
         return (_as_state_dict(obj.rnn, nn.RNNBase, "module.rnn"),
                 _as_state_dict(obj.head, nn.Linear, "module.head"),
                 vocab if isinstance(vocab, Vocab) else None, facts)
+    if isinstance(obj, Mapping) and obj.get("format") == EXPORT_FORMAT:
+        sd, vocab, facts = _from_export(obj)
+        rnn, head, _, _ = split_torch(sd)
+        return rnn, head, vocab, facts
     if isinstance(obj, Mapping):
-        unknown = [k for k in obj if not k.startswith(("rnn.", "head."))]
+        unknown = [k for k in obj if not isinstance(k, str) or not k.startswith(("rnn.", "head."))]
         if unknown:
             raise ValueError(f"a state dict must hold only rnn.* and head.* entries (as "
                              f"model.to_torch().state_dict()); unexpected {unknown}")

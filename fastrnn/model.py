@@ -1,7 +1,12 @@
 """CharRNN: the public model object. It validates every input, then hands plain arrays to its
 backend (see fastrnn.backends), which holds the parameters and does the math."""
+from __future__ import annotations
+
 import math
 import numbers
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, Tuple, Union
 
 import numpy as np
 
@@ -9,6 +14,9 @@ from ._layout import ModelSpec
 from ._params import check_dtype, check_tensors
 from .backends import get_backend
 from .vocab import Vocab
+
+ArrayLike = Any  # numpy.typing.ArrayLike, without importing numpy.typing at run time
+State = Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]  # h, or (h, c) for an lstm
 
 
 def check_positive_int(value, name):
@@ -112,9 +120,11 @@ class CharRNN:
     `copy.deepcopy(model)` gives an independent model (its own lock and buffers).
     """
 
-    def __init__(self, vocab_size, hidden_size=100, *, cell="rnn", num_layers=1, dropout=0.0,
-                 nonlinearity="tanh", backend="cython", dtype="float32", seed=0, device="cpu",
-                 vocab=None, init=None, forget_bias=0.0):
+    def __init__(self, vocab_size: int | Vocab, hidden_size: int = 100, *, cell: str = "rnn",
+                 num_layers: int = 1, dropout: float = 0.0, nonlinearity: str = "tanh",
+                 backend: str = "cython", dtype: str | np.dtype = "float32", seed: int = 0,
+                 device: str = "cpu", vocab: Vocab | None = None, init: str | None = None,
+                 forget_bias: float = 0.0) -> None:
         if isinstance(vocab_size, Vocab):
             vocab, vocab_size = vocab_size, len(vocab_size)
         V = check_positive_int(vocab_size, "vocab_size")
@@ -138,44 +148,44 @@ class CharRNN:
         self.set_params(init_params(spec, init, np.random.default_rng(seed), forget_bias))
 
     @property
-    def spec(self):
+    def spec(self) -> ModelSpec:
         """The model's description (fastrnn._layout.ModelSpec)."""
         return self._backend.spec
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return self._backend.V
 
     @property
-    def hidden_size(self):
+    def hidden_size(self) -> int:
         return self._backend.H
 
     @property
-    def cell(self):
+    def cell(self) -> str:
         return self.spec.cell
 
     @property
-    def num_layers(self):
+    def num_layers(self) -> int:
         return self.spec.num_layers
 
     @property
-    def dropout(self):
+    def dropout(self) -> float:
         return self.spec.dropout
 
     @property
-    def nonlinearity(self):
+    def nonlinearity(self) -> str:
         return self.spec.nonlinearity
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self._backend.dtype
 
     @property
-    def backend(self):
+    def backend(self) -> str:
         return self._backend.name
 
     @property
-    def device(self):
+    def device(self) -> str:
         return self._backend.device
 
     def __repr__(self):
@@ -188,11 +198,11 @@ class CharRNN:
                 f"backend={self.backend!r}, dtype={self.dtype.name!r}, device={self.device!r})")
 
     # -- parameters ----------------------------------------------------------------------------
-    def get_params(self):
+    def get_params(self) -> dict[str, np.ndarray]:
         """Copies of the named tensors (see the class docstring) as numpy arrays."""
         return self._backend.get_params()
 
-    def set_params(self, params):
+    def set_params(self, params: Mapping[str, ArrayLike]) -> None:
         """Sets every tensor from a dict of arrays (names and shapes checked, cast to the model
         dtype)."""
         params = check_tensors(params, self.spec)
@@ -206,7 +216,7 @@ class CharRNN:
         self._backend.set_params(cast)
 
     # -- state ---------------------------------------------------------------------------------
-    def zero_state(self, batch_size=None):
+    def zero_state(self, batch_size: int | None = None) -> State:
         """The zero state: for min-char-rnn's model an (H,) array ((B,H) with batch_size), else
         an (L,H) ((L,B,H)) array, or a tuple (h, c) of two for lstm."""
         return self._initial_state(None, 1 if batch_size is None else batch_size,
@@ -278,7 +288,8 @@ class CharRNN:
             y = y.reshape(x.shape)
         return x, y, self._initial_state(h0, x.shape[0], squeeze), squeeze
 
-    def loss_and_grads(self, inputs, targets, h0=None, *, return_dh0=False):
+    def loss_and_grads(self, inputs: ArrayLike, targets: ArrayLike, h0: State | None = None, *,
+                       return_dh0: bool = False) -> tuple:
         """Loss, gradients and last state of one chunk (no dropout: see Trainer).
 
         inputs/targets: int arrays (T,) or (B,T); h0: None (zeros) or a state (see
@@ -297,7 +308,7 @@ class CharRNN:
                                            else np.asarray(dh0), squeeze)
         return float(loss), grads, self._user_state(h, squeeze)
 
-    def loss(self, inputs, targets, h0=None):
+    def loss(self, inputs: ArrayLike, targets: ArrayLike, h0: State | None = None) -> float:
         """(summed loss, last state) of a chunk, without gradients."""
         x, y, h, squeeze = self._chunk(inputs, targets, h0)
         if y is None:
@@ -331,17 +342,18 @@ class CharRNN:
             self._backend.forward_loss(prime[None, :], None, h)
         return h
 
-    def generate(self, n, *, prime_ids=None, h0=None, temperature=1.0, greedy=False, top_k=None,
-                 top_p=None, seed=None):
+    def generate(self, n: int, *, prime_ids: ArrayLike | None = None, h0: State | None = None,
+                 temperature: float = 1.0, greedy: bool = False, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None) -> np.ndarray:
         """n sampled ids (int32 array).
 
         The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given.
         Each id is then the argmax of the logits (greedy, or temperature 0), or drawn from
-        softmax(logits / temperature) restricted to the top_k most likely ids (None: all),
-        then to the smallest set of the most likely whose probability reaches top_p (nucleus;
-        None: all), renormalised; top_k=1 is the greedy path. Draws use the inverse CDF over
-        ids in order, on uniforms from numpy.random.default_rng(seed): same seed, same ids, on
-        every CPU backend.
+        softmax(logits / temperature) restricted to the top_k most likely ids (None or 0: all,
+        as `fastrnn sample --top-k 0`), then to the smallest set of the most likely whose
+        probability reaches top_p (nucleus; None: all), renormalised; top_k=1 is the greedy
+        path. Draws use the inverse CDF over ids in order, on uniforms from
+        numpy.random.default_rng(seed): same seed, same ids, on every CPU backend.
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -359,8 +371,10 @@ class CharRNN:
             return state[0]
         return tuple(a[:, 0] for a in state)
 
-    def stream(self, n=None, *, prime="", prime_ids=None, h0=None, temperature=1.0, greedy=False,
-               top_k=None, top_p=None, seed=None, chunk_size=None, oov="error"):
+    def stream(self, n: int | None = None, *, prime: str = "", prime_ids: ArrayLike | None = None,
+               h0: State | None = None, temperature: float = 1.0, greedy: bool = False,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               chunk_size: int | None = None, oov: str = "error") -> Iterator[str | int]:
         """An iterator over generated characters (ids when the model has no vocab), produced
         chunk_size at a time (None: 16 first, then each chunk twice the last, up to 1024): n of
         them, or without end when n is None. For the same arguments it yields exactly what
@@ -395,7 +409,8 @@ class CharRNN:
             else:
                 yield from self.vocab.decode(ids)
 
-    def nll(self, ids, *, batch_size=1, chunk_length=256):
+    def nll(self, ids: ArrayLike, *, batch_size: int = 1,
+            chunk_length: int = 256) -> tuple[float, int]:
         """(total negative log-likelihood in nats, number of predictions) of an id sequence:
         each id after the first predicted from all before it, starting from the zero state.
 
@@ -426,7 +441,7 @@ class CharRNN:
                                                     ids[None, p + 1:p + t + 1], h_last)
         return float(total), n_pairs
 
-    def score(self, text, **kwargs):
+    def score(self, text: str | ArrayLike, **kwargs: Any) -> float:
         """Bits per character of `text` (a str, needs model.vocab, or an id sequence): the mean
         of -log2 p(each character | all before it) over all but the first; kwargs as nll()."""
         if isinstance(text, str):
@@ -437,14 +452,15 @@ class CharRNN:
         return total / count / math.log(2)
 
     # -- files ---------------------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Writes parameters, vocabulary, sizes and dtype to an .npz file (atomically, no
         pickles); `CharRNN.load` reads it back on any backend or device."""
         from .checkpoint import model_arrays, write_npz_atomic
         write_npz_atomic(path, model_arrays(self))
 
     @classmethod
-    def load(cls, path, *, backend="cython", device="cpu", dtype=None):
+    def load(cls, path: str | os.PathLike, *, backend: str = "cython", device: str = "cpu",
+             dtype: str | np.dtype | None = None) -> CharRNN:
         """A model from a file written by `save`, on any backend and device whatever it was saved
         from (a CUDA-saved file loads on the CPU); dtype: the saved one unless given."""
         from .checkpoint import model_from_arrays, read_npz
@@ -452,7 +468,7 @@ class CharRNN:
                                  dtype=dtype)
 
     # -- PyTorch interop (needs torch) ----------------------------------------------------------
-    def to_torch(self, device=None):
+    def to_torch(self, device: Any = None) -> Any:
         """This model as a torch.nn.Module: `rnn` (torch.nn.RNN(V, H, nonlinearity=...),
         nn.LSTM or nn.GRU, num_layers=L, dropout=p, batch_first) and `head` (torch.nn.Linear(H,
         V)); `module(ids (B,T), h0)` gives the logits (B,T,V), h0 in PyTorch's convention.
@@ -462,8 +478,10 @@ class CharRNN:
         return to_torch(self, device)
 
     @classmethod
-    def from_torch(cls, module_or_state_dict, *, backend="cython", device="cpu", dtype=None,
-                   vocab=None, nonlinearity=None, dropout=None):
+    def from_torch(cls, module_or_state_dict: Any, *, backend: str = "cython",
+                   device: str = "cpu", dtype: str | np.dtype | None = None,
+                   vocab: Vocab | None = None, nonlinearity: str | None = None,
+                   dropout: float | None = None) -> CharRNN:
         """A model from a module with `rnn` (nn.RNN, nn.LSTM or nn.GRU, one-directional) and
         `head` (nn.Linear), as made by to_torch, a pair (rnn module, nn.Linear), or the state
         dict of either. The cell, layers, nonlinearity and dropout are the module's; a state
@@ -485,7 +503,7 @@ class CharRNN:
         model.set_params(params)
         return model
 
-    def sample_text(self, n, *, prime="", oov="error", **kwargs):
+    def sample_text(self, n: int, *, prime: str = "", oov: str = "error", **kwargs: Any) -> str:
         """n generated characters as a str (needs model.vocab); prime is text to warm up on
         (characters outside the vocabulary as `oov` says, see Vocab.encode)."""
         if self.vocab is None:

@@ -13,8 +13,11 @@ element to [-clip, clip]; either is off when None. Then, elementwise:
     Adam     m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
              p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)          (t = steps taken)
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +165,7 @@ class Adam(Optimizer):
 OPTIMIZERS = {cls.name: cls for cls in (Adagrad, SGD, RMSprop, Adam)}
 
 
-def make_optimizer(name, model, **kwargs):
+def make_optimizer(name: str, model: Any, **kwargs: Any) -> Optimizer:
     """An optimizer by name ('adagrad', 'sgd', 'rmsprop', 'adam'), with its defaults for every
     hyperparameter not given."""
     if name not in OPTIMIZERS:
@@ -199,3 +202,44 @@ class LinearDecay:
 
     def __repr__(self):
         return f"LinearDecay(start={self.start}, end={self.end}, to={self.to})"
+
+
+class StepDecay:
+    """A learning-rate schedule for Trainer(lr_schedule=...), char-rnn's and torch-rnn's: the
+    lr multiplied by `factor` after every `every` iterations (torch-rnn's -lr_decay_every is in
+    epochs; `fastrnn train --lr-decay-every E` passes E times the iterations of an epoch).
+
+    factor(i), the multiplier of the update that makes iteration i + 1, is factor ** (i // every):
+    the first `every` updates use the base lr.
+    """
+
+    def __init__(self, every, factor):
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"StepDecay every must be an integer >= 1, got {every!r}")
+        if isinstance(factor, bool) or not (isinstance(factor, numbers.Real) and 0 < factor <= 1):
+            raise ValueError(f"StepDecay factor must lie in (0, 1], got {factor!r}")
+        self.every, self.factor_ = int(every), float(factor)
+
+    def factor(self, iteration):
+        # a lr this small is refused by no optimizer but trains nothing: the power stops there
+        return max(self.factor_ ** (iteration // self.every), 1e-30)
+
+    def state_dict(self):
+        return {"kind": "step", "every": self.every, "factor": self.factor_}
+
+    def __repr__(self):
+        return f"StepDecay(every={self.every}, factor={self.factor_})"
+
+
+SCHEDULES = (LinearDecay, StepDecay)
+
+
+def schedule_from_state(d):
+    """The schedule a state_dict() came from (a dict without "kind": a LinearDecay, as older
+    checkpoints wrote it)."""
+    kind = d.get("kind", "linear")
+    if kind == "step":
+        return StepDecay(d["every"], d["factor"])
+    if kind == "linear":
+        return LinearDecay(d["start"], d["end"], d["to"])
+    raise ValueError(f"unknown schedule kind {kind!r}")

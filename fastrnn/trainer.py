@@ -27,20 +27,28 @@ character; each chunk is widened to int32 for the kernels as it is taken.
 The loss minimised is the cross-entropy summed over the chunk's tokens (reduction="sum", as the
 gist) or averaged over them (reduction="mean": gradients scaled by 1/tokens before clipping).
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._progress import LN2, Reporter, SigintFlag, append_bounded
 from .checkpoint import CheckpointError, RunLock
 from .model import check_positive_int
-from .optim import Adagrad, Adam, LinearDecay
+from .optim import SCHEDULES, Adagrad, Adam, Optimizer, make_optimizer, schedule_from_state
+
+if TYPE_CHECKING:
+    from .model import CharRNN
+    from .optim import LinearDecay, StepDecay
 
 RESETS = ("wrap", "never", "every")
 REDUCTIONS = ("sum", "mean")
@@ -176,17 +184,21 @@ def metrics(total_nats, count, n_bytes=None):
 class Trainer:
     """Trains `model` on the id sequence `ids` (see the module docstring for the walk).
 
-    optimizer: an optimizer of fastrnn.optim for this model (default: default_optimizer).
+    optimizer: an optimizer of fastrnn.optim for this model, or the name of one ("adagrad",
+    "sgd", "rmsprop", "adam": made for the model with its defaults; default: default_optimizer).
     val_ids: held-out ids for `fit(eval_every=...)` and the best checkpoint.
     nan_policy: "raise" or "skip" a step that diverges (see the module docstring).
-    lr_schedule: None (the optimizer's lr throughout) or a fastrnn.optim.LinearDecay; before
+    lr_schedule: None (the optimizer's lr throughout), a fastrnn.LinearDecay (hold, then lower
+    linearly) or a fastrnn.StepDecay (char-rnn's: times a factor every N iterations); before
     each update the optimizer's lr is set to the lr it had when the trainer was made times the
     schedule's factor for the iteration. Checkpoints keep both, so a resumed run goes on alike.
     """
 
-    def __init__(self, model, ids, *, seq_length=25, batch_size=1, optimizer=None,
-                 reset="wrap", reduction="sum", val_ids=None, seed=0, nan_policy="raise",
-                 lr_schedule=None):
+    def __init__(self, model: CharRNN, ids: Any, *, seq_length: int = 25, batch_size: int = 1,
+                 optimizer: Optimizer | str | None = None, reset: str = "wrap",
+                 reduction: str = "sum", val_ids: Any = None, seed: int = 0,
+                 nan_policy: str = "raise",
+                 lr_schedule: LinearDecay | StepDecay | None = None) -> None:
         self.model = model
         self.seq_length = T = check_positive_int(seq_length, "seq_length")
         self.batch_size = B = check_positive_int(batch_size, "batch_size")
@@ -207,12 +219,17 @@ class Trainer:
                                                                 "val_ids")
         if self.val_ids is not None and len(self.val_ids) < 2:
             raise ValueError("val_ids needs at least 2 ids")
+        if isinstance(optimizer, str):
+            optimizer = make_optimizer(optimizer, model)
+        elif optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastrnn optimizer or the name of one, got "
+                            f"{type(optimizer).__name__}")
         self.optimizer = optimizer if optimizer is not None else default_optimizer(model, B)
         if self.optimizer.model is not model:
             raise ValueError("the optimizer was made for another model")
-        if lr_schedule is not None and not isinstance(lr_schedule, LinearDecay):
-            raise TypeError(f"lr_schedule must be None or a fastrnn.optim.LinearDecay, got "
-                            f"{lr_schedule!r}")
+        if lr_schedule is not None and not isinstance(lr_schedule, SCHEDULES):
+            raise TypeError(f"lr_schedule must be None, a fastrnn.LinearDecay or a "
+                            f"fastrnn.StepDecay, got {lr_schedule!r}")
         self.lr_schedule, self.base_lr = lr_schedule, self.optimizer.lr
         n_pairs = len(self.ids) - 1
         if B == 1:
@@ -242,7 +259,7 @@ class Trainer:
         self.meta = {}   # plain str/number settings of the run, saved with checkpoints
 
     @property
-    def epoch(self):
+    def epoch(self) -> float:
         """Passes over the training data so far (fractional)."""
         return self.iteration / self.iterations_per_epoch
 
@@ -272,7 +289,7 @@ class Trainer:
         return (np.ascontiguousarray(window[:, :-1], dtype=np.int32),
                 np.ascontiguousarray(window[:, 1:], dtype=np.int32))
 
-    def step(self):
+    def step(self) -> float:
         """One training iteration; returns its summed loss. A step that diverges is not taken
         (see the module docstring): with nan_policy="raise" FloatingPointError, and the trainer
         is as before the call; with "skip" the step counts in `skipped_steps`."""
@@ -345,7 +362,8 @@ class Trainer:
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, ids=None, *, batch_size=None, chunk_length=None):
+    def evaluate(self, ids: Any = None, *, batch_size: int | None = None,
+                 chunk_length: int | None = None) -> dict[str, float]:
         """Metrics (see `metrics`) of the model on `ids` (default: val_ids), predicting each id
         from those before it, in batch_size streams as in CharRNN.nll (default: the trainer's
         batch_size, at least 16, which keeps periodic validation cheap)."""
@@ -362,9 +380,12 @@ class Trainer:
         return metrics(total, count, n_bytes)
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, iterations, *, print_every=0, callback=None, file=None, progress=False,
-            eval_every=0, sample_every=0, sample_length=200, checkpoint_every=0,
-            checkpoint_dir=None, log=None):
+    def fit(self, iterations: int, *, print_every: int = 0,
+            callback: Callable[[Trainer, float], object] | None = None, file: IO | None = None,
+            progress: bool | None = False, eval_every: int = 0, sample_every: int = 0,
+            sample_length: int = 200, checkpoint_every: int = 0,
+            checkpoint_dir: str | os.PathLike | None = None,
+            log: str | os.PathLike | IO | None = None) -> TrainResult:
         """Runs `iterations` training iterations (stopping early, cleanly, on Ctrl-C).
 
         print_every > 0 prints "iter N, loss: L" (the gist's smooth loss) and more that often
@@ -503,7 +524,7 @@ class Trainer:
             self._val_fingerprint = _sha256_ids(self.val_ids)
         return self._val_fingerprint
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Everything besides the model that continuing exactly needs, as plain values."""
         rng = self.rng.bit_generator.state
         return {
@@ -527,7 +548,7 @@ class Trainer:
                 dict(self.lr_schedule.state_dict(), base_lr=self.base_lr)),
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores what state_dict returned; the data and settings must be those it was saved
         with (else ResumeMismatch). Every value is checked before it is used: ValueError for
         one that cannot be right (a position outside the data, a state of another shape)."""
@@ -579,8 +600,8 @@ class Trainer:
         if schedule:
             try:
                 d = json.loads(schedule)
-                schedule = LinearDecay(d["start"], d["end"], d["to"]), float(d["base_lr"])
-            except (KeyError, TypeError, ValueError, RecursionError) as exc:
+                schedule = schedule_from_state(d), float(d["base_lr"])
+            except (KeyError, TypeError, ValueError, RecursionError, AttributeError) as exc:
                 raise ValueError(f"lr_schedule is not a schedule ({exc!r})") from None
         values = (float(state["smooth_loss"]), float(state["best_val_loss"]),
                   float(state["loss_since"]), _count(state, "tokens_since"),
@@ -600,13 +621,14 @@ class Trainer:
         if schedule:
             self.lr_schedule, self.base_lr = schedule
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Writes model, optimizer and trainer state to one .npz checkpoint, atomically."""
         from .checkpoint import write_training_checkpoint
         write_training_checkpoint(path, self)
 
     @classmethod
-    def load(cls, path, ids, *, val_ids=None, backend="cython", device="cpu"):
+    def load(cls, path: str | os.PathLike, ids: Any, *, val_ids: Any = None,
+             backend: str = "cython", device: str = "cpu") -> Trainer:
         """A trainer (with its model and optimizer) continuing exactly from checkpoint `path`,
         on the same training ids it was saved with."""
         from .checkpoint import read_training_checkpoint

@@ -1,8 +1,12 @@
 """Character vocabulary: the sorted set of characters (or bytes) of a text."""
+from __future__ import annotations
+
 import codecs
 import io
 import os
 import stat
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +80,8 @@ class _Growing:
         return self.a[:self.n]
 
 
-def read_ids(path, byte_level=False, vocab=None, oov="error"):
+def read_ids(path: str | os.PathLike, byte_level: bool = False, vocab: Vocab | None = None,
+             oov: str = "error") -> tuple[Vocab, np.ndarray]:
     """(vocab, ids) of a text file (or, with byte_level, any file), read once, in chunks, from
     its start to its end: a FIFO, a pipe (/dev/stdin) or a file being appended to read like a
     regular file (what was there when the read reached it). The ids are in vocab.dtype (one
@@ -126,7 +131,7 @@ def ids_dtype_for(n):
     return np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.uint32
 
 
-def read_text(path, byte_level=False):
+def read_text(path: str | os.PathLike, byte_level: bool = False) -> str:
     """A file's contents as str: UTF-8 text, or with byte_level each byte as the character of
     the same number (latin-1), so that any file can be modelled."""
     if byte_level:
@@ -158,7 +163,7 @@ class Vocab:
     bytes of the same value (see read_text); its text is written out as those bytes.
     """
 
-    def __init__(self, chars, byte_level=False):
+    def __init__(self, chars: str | Iterable[str], byte_level: bool = False) -> None:
         chars = "".join(chars) if not isinstance(chars, str) else chars
         if len(chars) == 0:
             raise ValueError("a vocabulary needs at least one character (is the text empty?)")
@@ -173,16 +178,16 @@ class Vocab:
         self._byte_table = None
 
     @classmethod
-    def from_text(cls, text, byte_level=False):
+    def from_text(cls, text: str, byte_level: bool = False) -> Vocab:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         return cls("".join(sorted(set(text))), byte_level=byte_level)
 
-    def to_bytes(self, text):
+    def to_bytes(self, text: str) -> bytes:
         """How `text` is written to a file: its bytes (byte level) or UTF-8."""
         return text.encode("latin-1" if self.byte_level else "utf-8")
 
-    def byte_lengths(self):
+    def byte_lengths(self) -> np.ndarray:
         """Bytes each id stands for in the original file (1 at byte level; else UTF-8 length)."""
         return np.array([len(self.to_bytes(c)) for c in self.chars], dtype=np.int64)
 
@@ -197,11 +202,11 @@ class Vocab:
         return f"Vocab({len(self)} chars: {self.chars[:40]!r}{'...' if len(self) > 40 else ''})"
 
     @property
-    def dtype(self):
+    def dtype(self) -> type:
         """The smallest unsigned integer type that holds every id."""
         return np.uint8 if len(self) <= 256 else np.uint16 if len(self) <= 65536 else np.uint32
 
-    def replacement_id(self):
+    def replacement_id(self) -> int:
         """The id `encode(..., oov="replace")` puts for unknown characters: U+FFFD, else '?',
         else ' ', if in the vocabulary, else id 0."""
         for c in ("\ufffd", "?", " "):
@@ -210,7 +215,7 @@ class Vocab:
                 return i
         return 0
 
-    def encode(self, text, oov="error", dtype=np.int32):
+    def encode(self, text: str, oov: str = "error", dtype: Any = np.int32) -> np.ndarray:
         """Ids of the characters of `text` as an array of `dtype` (int32 by default; self.dtype
         takes one byte a character up to 256 symbols). Characters not in the vocabulary raise
         (oov="error"), are dropped ("skip") or become replacement_id() ("replace"). Long texts
@@ -231,7 +236,7 @@ class Vocab:
             n += len(ids)
         return out[:n]
 
-    def encode_codes(self, codes, oov="error"):
+    def encode_codes(self, codes: np.ndarray, oov: str = "error") -> np.ndarray:
         """Ids (an integer array) of an array of code points (see `encode`)."""
         if oov not in OOV_POLICIES:
             raise ValueError(f"oov must be one of {', '.join(OOV_POLICIES)}, got {oov!r}")
@@ -259,7 +264,7 @@ class Vocab:
                                  f"--oov on the command line: skip or replace them)")
         return ids
 
-    def decode(self, ids):
+    def decode(self, ids: Any) -> str:
         """The text of a sequence of ids."""
         ids = np.asarray(ids)
         if ids.size == 0:

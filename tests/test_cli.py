@@ -130,8 +130,8 @@ def test_init_option_and_the_lab_preset_set_up_the_weights(tmp_path):
     assert np.abs(seen["uniform"]["Whh"]).max() > 0.2  # 1/sqrt(16) = 0.25; gist's: about 0.03
 
 
-def test_lr_decay_schedule_through_the_cli(tmp_path):
-    """--lr-decay F holds the lr for the first F of the run's iterations, then lowers it to
+def test_lr_hold_schedule_through_the_cli(tmp_path):
+    """--lr-hold F holds the lr for the first F of the run's iterations, then lowers it to
     --lr-decay-to of it (the lab preset: half, to 1% of 6e-3); the checkpoint keeps the plan."""
     (tmp_path / "x.txt").write_text(TEXT)
     common = ("--data", "x.txt", "--hidden-size", "8", "--seq-length", "8", "--batch-size", "2",
@@ -139,7 +139,7 @@ def test_lr_decay_schedule_through_the_cli(tmp_path):
     for name, extra, plan, lr in [
             ("lab", ("--preset", "lab"), {"start": 5, "end": 10, "to": 0.01, "base_lr": 6e-3},
              6e-5),
-            ("mine", ("--optimizer", "sgd", "--lr", "0.1", "--lr-decay", "0.2", "--lr-decay-to",
+            ("mine", ("--optimizer", "sgd", "--lr", "0.1", "--lr-hold", "0.2", "--lr-decay-to",
                       "0.5"), {"start": 2, "end": 10, "to": 0.5, "base_lr": 0.1}, 0.05),
             ("none", (), None, 4e-3)]:  # B > 1 without a preset: Adam, lr 4e-3
         cli("train", *common, *extra, "--checkpoint-dir", name, cwd=tmp_path)
@@ -191,8 +191,12 @@ def test_baseline_and_export(trained, tmp_path):
     (["baseline", "x.txt", "--order", "0"], "order"),
     (["train", "--data", "x.txt", "--hidden-size", "0"], "--hidden-size must be at least 1"),
     (["train", "--init-from", "x.npz", "--init", "uniform"], "leave out one"),
-    (["train", "--data", "x.txt", "--lr-decay", "1"], "--lr-decay must be in [0, 1)"),
-    (["train", "--data", "x.txt", "--lr-decay-to", "0"], "--lr-decay-to must be in (0, 1]"),
+    (["train", "--data", "x.txt", "--lr-hold", "1"], "--lr-hold must be in [0, 1)"),
+    (["train", "--data", "x.txt", "--lr-hold", ".5", "--lr-decay-to", "0"],
+     "--lr-decay-to must be in (0, 1]"),
+    (["train", "--data", "x.txt", "--lr-decay-factor", "0"], "--lr-decay-factor must be in"),
+    (["train", "--data", "x.txt", "--lr-decay-factor", ".5", "--lr-decay-every", "0"],
+     "--lr-decay-every must be a positive"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, match):
     (tmp_path / "x.txt").write_text(TEXT)

@@ -261,8 +261,8 @@ BAD_OPTIONS = [
     (["sample", "m.npz", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
     (["sample", "m.npz", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["sample", "m.npz", "--top-p", "nan"], "--top-p must be in (0, 1]"),
-    (["sample", "m.npz", "--top-k", "0"], "--top-k must be at least 1, got 0"),
-    (["sample", "m.npz", "--top-k", "-3"], "--top-k must be at least 1"),
+    # --top-k 0 is no cut, as top_k=0 in the API (issue 18): tests/test_cli_habits.py
+    (["sample", "m.npz", "--top-k", "-3"], "--top-k must be at least 0, got -3"),
     (["sample", "m.npz", "--temperature", "nan"], "--temperature must be a finite number"),
     (["sample", "m.npz", "--temperature", "-0.5"], "--temperature must be a finite number"),
     (["sample", "m.npz", "--length", "-1"], "--length must be at least 0"),

@@ -38,5 +38,38 @@ def test_sdist_contains_cython_sources(tmp_path):
     names = tarfile.open(sdist).getnames()
     assert any(n.endswith("src/fastrnn/_kernels.pyx") for n in names)
     assert any(n.endswith("src/fastrnn/_kernels.pxd") for n in names)
+    for pxi in ("_stack.pxi", "_stack_api.pxi", "_stack_sample.pxi", "_cells.pxi"):
+        assert any(n.endswith(f"src/fastrnn/{pxi}") for n in names), pxi  # the .pyx includes
     assert any(n.endswith("fastrnn/data/shakespeare_1mb.txt.gz") for n in names)
     assert not any(n.endswith("_kernels.c") for n in names)
+    assert any(n.endswith("/LICENSE") for n in names)
+    assert any(n.endswith("fastrnn/py.typed") for n in names)
+    # the license metadata in the form setuptools wants (SPDX string + license-files)
+    assert "SetuptoolsDeprecationWarning" not in out.stderr + out.stdout, out.stderr[-3000:]
+    pkg_info = next(n for n in names if n.endswith("PKG-INFO"))
+    info = tarfile.open(sdist).extractfile(pkg_info).read().decode()
+    assert "License-Expression: MIT" in info and "License-File: LICENSE" in info
+
+
+def test_license_typing_marker_and_changelog():
+    """The declared license has its file; the package says it ships type hints (PEP 561)."""
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib is Python 3.11+")
+    import tomllib
+    if not (ROOT / "pyproject.toml").exists() or not (ROOT / "CHANGELOG.md").exists():
+        pytest.skip("needs the source checkout")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert project["project"]["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["fastrnn"]
+    assert (Path(fastrnn.__file__).parent / "py.typed").exists()
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in changelog and "## [0.1.0]" in changelog
+    import inspect
+    for fn in (fastrnn.CharRNN.__init__, fastrnn.CharRNN.generate, fastrnn.Trainer.__init__,
+               fastrnn.Trainer.fit, fastrnn.Vocab.encode, fastrnn.CharRNN.load):
+        sig = inspect.signature(fn)
+        assert sig.return_annotation is not inspect.Signature.empty, fn
+        assert all(p.annotation is not inspect.Parameter.empty
+                   for name, p in sig.parameters.items() if name not in ("self", "cls")), fn
