@@ -332,8 +332,8 @@ class CharRNN:
         return h
 
     def generate(self, n, *, prime_ids=None, h0=None, temperature=1.0, greedy=False, top_k=None,
-                 top_p=None, seed=None):
-        """n sampled ids (int32 array).
+                 top_p=None, seed=None, beam=None):
+        """n sampled ids (int32 array); with beam=K, the ids beam_search(n, K) finds instead.
 
         The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given.
         Each id is then the argmax of the logits (greedy, or temperature 0), or drawn from
@@ -343,6 +343,11 @@ class CharRNN:
         ids in order, on uniforms from numpy.random.default_rng(seed): same seed, same ids, on
         every CPU backend.
         """
+        if beam is not None:
+            if greedy or temperature != 1.0 or top_k is not None or top_p is not None:
+                raise ValueError("beam search takes the model's own distribution: it does not "
+                                 "combine with greedy, temperature, top_k or top_p")
+            return self.beam_search(n, beam, prime_ids=prime_ids, h0=h0)[0]
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
@@ -351,6 +356,25 @@ class CharRNN:
             h = self._primed_state(prime_ids, h0)
             return self._backend.generate(int(n), self._one(h), uniforms, temperature, greedy,
                                           top_k, top_p)
+
+    def beam_search(self, n, beam, *, prime_ids=None, h0=None):
+        """(ids, score): the n ids (int32 array) that beam search of width `beam` finds from the
+        state h0 (zeros by default) run over prime_ids, and their score, the mean log-probability
+        per id in nats (the length-normalised log-probability; every hypothesis holds n ids, so
+        it ranks them as their total does).
+
+        Each step extends each of the (at most) `beam` hypotheses kept by every id, and keeps
+        the `beam` best by total log-probability (computed in float64), ties to the earlier
+        hypothesis, then the lower id; beam=1 is the greedy path. Deterministic: the same ids
+        on every backend (up to float rounding where two candidates are within it)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or beam < 1:
+            raise ValueError(f"beam must be a positive integer (the number of hypotheses "
+                             f"kept), got {beam!r}")
+        with self._backend.lock:
+            h = self._primed_state(prime_ids, h0)
+            return self._backend.beam_search(int(n), self._one(h), int(beam))
 
     @staticmethod
     def _one(state):
