@@ -365,16 +365,25 @@ class CharRNN:
 
         Each step extends each of the (at most) `beam` hypotheses kept by every id, and keeps
         the `beam` best by total log-probability (computed in float64), ties to the earlier
-        hypothesis, then the lower id; beam=1 is the greedy path. Deterministic: the same ids
-        on every backend (up to float rounding where two candidates are within it)."""
+        hypothesis, then the lower id; beam=1 is the greedy path. A beam can drop the greedy
+        path's prefix for ones that later fall below it, so the greedy path is searched too and
+        returned when it scores higher: the result is never less likely than greedy's.
+        Deterministic: the same ids on every backend (up to float rounding where two
+        candidates are within it)."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or beam < 1:
             raise ValueError(f"beam must be a positive integer (the number of hypotheses "
                              f"kept), got {beam!r}")
         with self._backend.lock:
-            h = self._primed_state(prime_ids, h0)
-            return self._backend.beam_search(int(n), self._one(h), int(beam))
+            h = self._one(self._primed_state(prime_ids, h0))
+            found = self._backend.beam_search(int(n), h, int(beam))
+            if beam == 1:
+                return found
+            # a beam can prune the greedy path's prefix and end below it: the greedy path (a
+            # beam of 1, scored the same way) is the floor
+            greedy = self._backend.beam_search(int(n), h, 1)
+            return greedy if greedy[1] > found[1] else found
 
     @staticmethod
     def _one(state):
