@@ -136,3 +136,43 @@ def test_cli_sample_beam(tmp_path):
         bad = run(*args)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_cython_beam_is_the_compiled_kernel_and_checks_its_arguments():
+    from fastrnn.backends import cython_backend
+    from fastrnn.backends.numpy_backend import NumpyBackend
+    kernels = cython_backend._kernels
+    assert cython_backend.CythonBackend.beam_search is not NumpyBackend.beam_search
+    m = model(dict(cell="lstm", num_layers=2), "cython", "float32")
+    be = m._backend
+    h = np.zeros((2, 12), np.float32)
+    ids, score = kernels.beam_search(be.flat, *be._stack, h, h.copy(), 20, 3)
+    np.testing.assert_array_equal(ids, model(dict(cell="lstm", num_layers=2)).beam_search(
+        20, 3)[0])
+    bad = [((np.zeros((1, 12), np.float32), h), "h has shape"),
+           ((h, None), "needs its cell state"),
+           ((h, h.copy(), 20, 0), "beam must be"),
+           ((h, h.copy(), 20, 2**30), "candidates per step"),
+           ((h, h.copy(), -1, 3), "n must be")]
+    for args, message in bad:
+        full = args + (20, 3)[len(args) - 2:]
+        with pytest.raises(ValueError, match=message):
+            kernels.beam_search(be.flat, *be._stack, *full)
+    with pytest.raises(ValueError, match="offsets"):
+        kernels.beam_search(be.flat, be._stack[0][::-1].copy(), *be._stack[1:], h, h.copy(),
+                            5, 2)
+    with pytest.raises(ValueError, match="legacy"):
+        kernels.beam_search(be.flat, *be._stack, h, h.copy(), 5, 2, legacy=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", [dict(), dict(cell="lstm", num_layers=2)],
+                         ids=["minchar", "lstm2"])
+def test_nan_logits_raise_as_generate_does(backend, kind):
+    # (a model's state starts finite, so the backend is handed a NaN state, as test_generate's
+    # sampler test does)
+    m = model(kind, backend, "float32")
+    h = np.full(12, np.nan, np.float32) if not kind else \
+        tuple(np.full((2, 12), np.nan, np.float32) for _ in range(2))
+    with pytest.raises(FloatingPointError, match="logits hold NaN at generated id 0"):
+        m._backend.beam_search(10, h, 3)
