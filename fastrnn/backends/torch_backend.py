@@ -562,7 +562,8 @@ class TorchBackend(NumpyBackend):
     @serialised
     def beam_search(self, n, h, beam):
         """The numpy backend's beam search (its beam_select, in float64 on the host), with the
-        K hypotheses' states a batch on the device, stepped by the cell ops generate uses."""
+        K hypotheses' states a batch on the device: the head and the step one product each for
+        the whole batch (the cell ops generate uses)."""
         p = self.params
         dev = self.torch_device
         legacy = self.spec.legacy
@@ -571,9 +572,7 @@ class TorchBackend(NumpyBackend):
         ids, parents = [], []
         with torch.no_grad(), self._exact():
             for t in range(n):
-                top = states[0][-1]
-                z = torch.stack([torch.addmv(p["by"], p["Why"], top[b])
-                                 for b in range(top.shape[0])])
+                z = torch.addmm(p["by"], states[0][-1], p["Why"].t())
                 rows, last, scores = beam_select(self._fetch(z)[0], scores, beam, t, self.dtype)
                 ids.append(last)
                 parents.append(rows)
@@ -583,9 +582,8 @@ class TorchBackend(NumpyBackend):
                     break
                 idx = self._ids(last)
                 if legacy:
-                    hv = states[0][0]
-                    hv = torch.stack([torch.addmv(p["Wxh"].index_select(1, idx[b:b + 1]).view(-1),
-                                                  p["Whh"], hv[b]) for b in range(len(rows))])
+                    hv = torch.addmm(p["Wxh"].t().index_select(0, idx), states[0][0],
+                                     p["Whh"].t())
                     states[0][0] = hv.add_(p["bh"]).tanh_()
                 else:
                     self._stack_step(idx, states)
