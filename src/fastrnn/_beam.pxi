@@ -166,13 +166,13 @@ cdef inline Py_ssize_t _beam_work(Py_ssize_t GH, Py_ssize_t H, Py_ssize_t V) noe
     return 2 * _padded(GH) + _padded(H) + _padded(V) + 64
 
 
-cdef tuple _legacy_spec(int H, int V):
+cdef tuple _legacy_spec(object H, object V):
     # min-char-rnn's model as the beam's one-layer tanh rnn: its checked offsets table (Wxh,
-    # Whh, bh, no b_hh, Why, by), len(params) and the rows' read-past flags (see _stack_spec)
-    cdef Py_ssize_t n = 2 * <Py_ssize_t>H * V + <Py_ssize_t>H * H + H + V
-    whh, why = <Py_ssize_t>H * V, <Py_ssize_t>H * V + <Py_ssize_t>H * H
-    table = np.array([0, whh, why + <Py_ssize_t>V * H, -1, why, why + <Py_ssize_t>V * H + H],
-                     dtype=np.int64)
+    # Whh, bh, no b_hh, Why, by), len(params) and the rows' read-past flags (see _stack_spec);
+    # H, V: checked Python ints, so no product here overflows
+    n = 2 * H * V + H * H + H + V
+    whh, why = H * V, H * V + H * H
+    table = np.array([0, whh, why + V * H, -1, why, why + V * H + H], dtype=np.int64)
     table.setflags(write=False)
     return (table, n, bytes([V * H + 16 <= n]), bytes([whh + H * H + 16 <= n]),
             why + V * H + 16 <= n)
@@ -195,7 +195,7 @@ def beam_search(const floating[::1] params not None, offsets, cell, relu, H, V, 
             raise ValueError("legacy models have a fixed layout: pass offsets=None")
         if _stack_int(H, "H") < 1 or _stack_int(V, "V") < 1:
             raise ValueError(f"H and V must be positive, got {H} and {V}")
-        got = _legacy_spec(H, V)
+        got = _legacy_spec(_stack_int(H, "H"), _stack_int(V, "V"))
     else:
         got = _stack_spec(cell, relu, H, V, L)
         _check_offsets(offsets, got)
