@@ -423,6 +423,17 @@ def cmd_sample(args):
     if model.vocab is None:
         raise ValueError(f"{args.checkpoint} has no vocabulary to turn ids into text")
     prime = model.vocab.decode(model.vocab.encode(args.prime, oov=args.oov)) if args.prime else ""
+    if args.beam is not None:
+        if args.greedy or args.top_k is not None or args.top_p is not None \
+                or args.temperature != 1.0:
+            raise ValueError("--beam does not combine with --greedy, --temperature, --top-k or "
+                             "--top-p")
+        prime_ids = model.vocab.encode(prime) if prime else None
+        ids, score = model.beam_search(args.length, args.beam, prime_ids=prime_ids)
+        _write_text(model.vocab, model.vocab.decode(ids), sys.stdout, prime=prime)
+        print(f"\nbeam {args.beam}: mean log-probability {score:.4f} nats/char",
+              file=sys.stderr)
+        return 0
     chars = model.stream(args.length, prime=prime, temperature=args.temperature,
                          greedy=args.greedy, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     _write_text(model.vocab, chars, sys.stdout, prime=prime)
@@ -477,6 +488,10 @@ def cmd_export(args):
     model = fastrnn.CharRNN.load(args.checkpoint, backend="numpy")
     if args.format == "npz":
         model.save(args.output)  # the model alone: parameters, vocabulary, sizes
+    elif args.format == "onnx":
+        from fastrnn.onnx_export import export_onnx
+        print(f"wrote {' and '.join(export_onnx(model, args.output))}")
+        return 0
     else:
         # weights, vocabulary and model description in plain types: torch.load(...,
         # weights_only=True) reads it, CharRNN.from_torch takes it back
@@ -486,6 +501,16 @@ def cmd_export(args):
         torch.save(export_dict(model), args.output)
     print(f"wrote {args.output}")
     return 0
+
+
+EXPORT_HELP = """\
+--format onnx (needs `pip install onnx`) writes one stateful step of the model, float32,
+opset 17, and its vocabulary beside it as JSON (step.onnx -> step.vocab.json: "chars" in id
+order, the state inputs' names and shape). Inputs: char (int64, shape (1,)), then h (float32,
+(L,1,H); min-char-rnn's model: (1,1,H)) and, for lstm, c (L,1,H). Outputs: logits (1,V), then
+h_out (and c_out) in the order of the state inputs. To sample without fastrnn, feed zeros as
+the first state, then each output state back in with the id drawn from softmax(logits); see
+docs/deploy.md for a complete numpy + onnxruntime loop."""
 
 
 def _add_model_location(p):
@@ -600,6 +625,10 @@ def build_parser():
                         "the API)")
     s.add_argument("--top-p", type=float, help="nucleus: the most likely holding this mass")
     s.add_argument("--greedy", action="store_true", help="always the most likely character")
+    s.add_argument("--beam", type=int, metavar="K",
+                   help="beam search keeping K hypotheses: the --length characters of highest "
+                        "log-probability it finds (K=1: greedy); prints their mean "
+                        "log-probability per character to stderr")
     s.add_argument("--seed", type=int, help="for a reproducible sample")
     s.add_argument("--oov", choices=OOV_POLICIES, default="error",
                    help="prime characters outside the vocabulary")
@@ -625,11 +654,11 @@ def build_parser():
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_baseline)
 
-    x = sub.add_parser("export", help="write a checkpoint's model alone (npz) or for PyTorch "
-                                      "(weights, vocabulary and model description; "
-                                      "torch.load(..., weights_only=True) reads it)")
+    x = sub.add_parser(
+        "export", help="write a checkpoint's model alone (npz), for PyTorch, or its step as ONNX",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=EXPORT_HELP)
     x.add_argument("checkpoint")
-    x.add_argument("--format", choices=["npz", "torch"], default="npz")
+    x.add_argument("--format", choices=["npz", "torch", "onnx"], default="npz")
     x.add_argument("--output", "-o", required=True)
     x.set_defaults(func=cmd_export)
 

@@ -344,8 +344,9 @@ class CharRNN:
 
     def generate(self, n: int, *, prime_ids: ArrayLike | None = None, h0: State | None = None,
                  temperature: float = 1.0, greedy: bool = False, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None) -> np.ndarray:
-        """n sampled ids (int32 array).
+                 top_p: float | None = None, seed: int | None = None,
+                 beam: int | None = None) -> np.ndarray:
+        """n sampled ids (int32 array); with beam=K, the ids beam_search(n, K) finds instead.
 
         The state starts at h0 (zeros by default) and is first run over `prime_ids`, if given.
         Each id is then the argmax of the logits (greedy, or temperature 0), or drawn from
@@ -355,6 +356,11 @@ class CharRNN:
         path. Draws use the inverse CDF over ids in order, on uniforms from
         numpy.random.default_rng(seed): same seed, same ids, on every CPU backend.
         """
+        if beam is not None:
+            if greedy or temperature != 1.0 or top_k is not None or top_p is not None:
+                raise ValueError("beam search takes the model's own distribution: it does not "
+                                 "combine with greedy, temperature, top_k or top_p")
+            return self.beam_search(n, beam, prime_ids=prime_ids, h0=h0)[0]
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         temperature, greedy, top_k, top_p = self._sampling_args(temperature, greedy, top_k, top_p)
@@ -363,6 +369,34 @@ class CharRNN:
             h = self._primed_state(prime_ids, h0)
             return self._backend.generate(int(n), self._one(h), uniforms, temperature, greedy,
                                           top_k, top_p)
+
+    def beam_search(self, n, beam, *, prime_ids=None, h0=None):
+        """(ids, score): the n ids (int32 array) that beam search of width `beam` finds from the
+        state h0 (zeros by default) run over prime_ids, and their score, the mean log-probability
+        per id in nats (the length-normalised log-probability; every hypothesis holds n ids, so
+        it ranks them as their total does).
+
+        Each step extends each of the (at most) `beam` hypotheses kept by every id, and keeps
+        the `beam` best by total log-probability (computed in float64), ties to the earlier
+        hypothesis, then the lower id; beam=1 is the greedy path. A beam can drop the greedy
+        path's prefix for ones that later fall below it, so the greedy path is searched too and
+        returned when it scores higher: the result is never less likely than greedy's.
+        Deterministic: the same ids on every backend (up to float rounding where two
+        candidates are within it)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or beam < 1:
+            raise ValueError(f"beam must be a positive integer (the number of hypotheses "
+                             f"kept), got {beam!r}")
+        with self._backend.lock:
+            h = self._one(self._primed_state(prime_ids, h0))
+            found = self._backend.beam_search(int(n), h, int(beam))
+            if beam == 1:
+                return found
+            # a beam can prune the greedy path's prefix and end below it: the greedy path (a
+            # beam of 1, scored the same way) is the floor
+            greedy = self._backend.beam_search(int(n), h, 1)
+            return greedy if greedy[1] > found[1] else found
 
     @staticmethod
     def _one(state):

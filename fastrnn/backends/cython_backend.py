@@ -204,6 +204,20 @@ class CythonBackend(NumpyBackend):
                         self.H, self.V, top_k, top_p)
         return out
 
+    @serialised
+    def beam_search(self, n, h, beam):
+        """The compiled beam search (src/fastrnn/_beam.pxi): the numpy backend's algorithm on
+        the stack sampler's step arithmetic, for every model."""
+        if self.spec.legacy:
+            h_rows, c_rows = np.ascontiguousarray(h, dtype=self.dtype).reshape(1, -1), None
+            model = (None, 0, 0, self.H, self.V, 1)
+        else:
+            h_rows = np.ascontiguousarray(h[0], dtype=self.dtype)
+            c_rows = np.ascontiguousarray(h[1], dtype=self.dtype) if len(h) == 2 else None
+            model = self._stack
+        return _kernels.beam_search(self.flat, *model, h_rows, c_rows, n, beam,
+                                    legacy=self.spec.legacy)
+
     def _undo_buffer(self, code):
         """The guarded step's buffer for the old values it overwrites, grown on demand."""
         size = _kernels.undo_size(self.flat.shape[0], code)
@@ -267,3 +281,4 @@ class CythonBackend(NumpyBackend):
 def _c(state):
     """An lstm state's c (None for one-array states and for None)."""
     return state[1] if state is not None and len(state) == 2 else None
+

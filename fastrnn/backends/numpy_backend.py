@@ -467,3 +467,72 @@ class NumpyBackend:
                 out[k] = idx
                 top = self.step_one(idx, state)
         return out
+
+    # -- beam search -----------------------------------------------------------------------------
+    @serialised
+    def beam_search(self, n, h, beam):
+        """The n ids of the best of `beam` hypotheses grown from the state h (as generate takes
+        it; left unchanged), and their mean log-probability per id (nats).
+
+        The K = `beam` hypotheses are the rows of a batch of states (L,K,H). Each step scores
+        every (hypothesis, next id) pair as the hypothesis's summed log-probability plus
+        log softmax(logits)[id], in float64, and keeps the K best (see beam_select); the rows of
+        the state are gathered to follow them, and each steps on its new id with step_one (the
+        very arithmetic of generate, so that a beam of 1 is the greedy path)."""
+        state = tuple(a.copy() for a in _as_rows(h, self.L, self.H))
+        scores = np.zeros(1)
+        ids, parents = [], []  # per step: the kept hypotheses' last ids, and their rows before
+        p = self.params
+        with np.errstate(over="ignore", invalid="ignore"):
+            for t in range(n):
+                z = np.stack([p["Why"] @ state[0][-1, b] + p["by"]
+                              for b in range(len(scores))])
+                rows, last, scores = beam_select(z, scores, beam, t, self.dtype)
+                ids.append(last)
+                parents.append(rows)
+                state = tuple(a[:, rows] for a in state)  # copies: rows may repeat
+                if t + 1 < n:
+                    for b in range(len(rows)):
+                        self.step_one(int(last[b]), tuple(a[:, b:b + 1] for a in state))
+        return beam_backtrack(ids, parents), (float(scores[0]) / n if n else 0.0)
+
+
+def _as_rows(h, L, H):
+    """A state of one sequence as generate takes it ((H,) or a tuple of (L,H)) as a tuple of
+    (L,1,H) views."""
+    return (h.reshape(1, 1, H),) if isinstance(h, np.ndarray) else \
+        tuple(a.reshape(L, 1, H) for a in h)
+
+
+def beam_select(z, scores, K, t, dtype):
+    """One beam step: (parents, ids, scores) of the K best of the candidates (b, v), hypothesis
+    b of `scores` (float64, best first) extended by id v, scored scores[b] + log softmax(z[b])[v]
+    in float64 (z: (len(scores), V) logits). Best first; equal scores rank by b, then by v (the
+    lower id first), so every backend keeps the same candidates. A NaN logit raises as
+    generate does (t: the position, for the message)."""
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max(axis=1, keepdims=True)
+    if np.isnan(m).any():
+        raise FloatingPointError(nan_logits_message(t, dtype))
+    inf = np.isinf(m[:, 0])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        shifted = z - m
+        # an infinite highest logit: softmax's limit, all the mass on the logits equal to it
+        shifted[inf] = np.where(z[inf] == m[inf], 0.0, -np.inf)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    cand = (scores[:, None] + logp).ravel()
+    order = np.lexsort((np.arange(cand.size), -cand))[:K]  # stable: ties by b, then by v
+    V = z.shape[1]
+    return order // V, (order % V).astype(np.int32), cand[order]
+
+
+def beam_backtrack(ids, parents):
+    """The ids (n,) of hypothesis 0 (the best) after the last step, followed back through the
+    rows each step recorded (ids[t], parents[t]: per hypothesis kept at step t)."""
+    n = len(ids)
+    out = np.empty(n, dtype=np.int32)
+    b = 0
+    for t in range(n - 1, -1, -1):
+        out[t] = ids[t][b]
+        b = parents[t][b]
+    return out

@@ -32,7 +32,8 @@ import numpy as np
 from .._optional import cuda_available, require_torch
 from .._params import pack, unflatten
 from .._threads import apply_to_torch
-from .numpy_backend import NumpyBackend, nan_logits_message, serialised
+from .numpy_backend import (NumpyBackend, _as_rows, beam_backtrack, beam_select,
+                            nan_logits_message, serialised)
 
 torch = require_torch("backend='torch'")
 apply_to_torch()  # a fastrnn.set_num_threads() made before torch was loaded
@@ -557,3 +558,33 @@ class TorchBackend(NumpyBackend):
                 h = cell(x, states[0][k], *w)
             states[0][k] = h
             x = h
+
+    @serialised
+    def beam_search(self, n, h, beam):
+        """The numpy backend's beam search (its beam_select, in float64 on the host), with the
+        K hypotheses' states a batch on the device: the head and the step one product each for
+        the whole batch (the cell ops generate uses)."""
+        p = self.params
+        dev = self.torch_device
+        legacy = self.spec.legacy
+        states = self._states(_as_rows(h, self.L, self.H))  # (L,1,H) each; legacy: (1,1,H)
+        scores = np.zeros(1)
+        ids, parents = [], []
+        with torch.no_grad(), self._exact():
+            for t in range(n):
+                z = torch.addmm(p["by"], states[0][-1], p["Why"].t())
+                rows, last, scores = beam_select(self._fetch(z)[0], scores, beam, t, self.dtype)
+                ids.append(last)
+                parents.append(rows)
+                index = torch.from_numpy(rows).to(dev)
+                states = [s.index_select(1, index) for s in states]
+                if t + 1 == n:
+                    break
+                idx = self._ids(last)
+                if legacy:
+                    hv = torch.addmm(p["Wxh"].t().index_select(0, idx), states[0][0],
+                                     p["Whh"].t())
+                    states[0][0] = hv.add_(p["bh"]).tanh_()
+                else:
+                    self._stack_step(idx, states)
+        return beam_backtrack(ids, parents), (float(scores[0]) / n if n else 0.0)

@@ -56,3 +56,4 @@ include "_cells.pxi"         # stacked models: each cell's pointwise forward/bac
 include "_stack.pxi"         # stacked models: the chunk driver
 include "_stack_sample.pxi"  # stacked models: sampling
 include "_stack_api.pxi"     # stacked models: Python-visible wrappers
+include "_beam.pxi"          # beam search, every model
