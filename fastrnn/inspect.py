@@ -282,7 +282,8 @@ def _page_data(a, vocab):
                for name, r in a.ranking.items()}
     return {"chars": chars, "units": a.units, "scales": [float(s) for s in scales],
             "values": packed, "top": top, "loss": loss, "ranking": ranking,
-            "features": FEATURES}
+            "features": FEATURES,
+            "feature_values": {name: [int(v) for v in f] for name, f in a.features.items()}}
 
 
 def _script_json(obj):

@@ -269,9 +269,9 @@ def chromium(binary, profile, *args):
 def rendered(dom):
     """(data-unit of the text box, [(character, background colour)]) of a dumped DOM."""
     m = re.search(r'<div class="textbox" id="text" data-unit="([^"]*)">(.*?)</div>', dom, re.S)
-    spans = re.findall(r'<span data-t="\d+" style="background-color: ([^;"]+);">(.*?)</span>',
-                       m.group(2), re.S)
-    return m.group(1), [(html.unescape(c), colour) for colour, c in spans]
+    spans = re.findall(r'<span data-t="\d+"([^>]*)>(.*?)</span>', m.group(2), re.S)
+    return m.group(1), [(html.unescape(c), re.search(r"background-color: ([^;\"]+)", a).group(1))
+                        for a, c in spans]
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (apt-get install chromium)")
@@ -283,8 +283,9 @@ def test_in_a_real_browser(tmp_path):
     url = path.resolve().as_uri()
 
     doms = {}
-    for unit in ("L1:h:3", "L0:h:1"):
-        run = chromium(binary, tmp_path / "profile", "--dump-dom", f"{url}#unit={unit}")
+    for unit in ("L1:h:3", "L0:h:1", "feature:inside quotes"):
+        run = chromium(binary, tmp_path / "profile", "--dump-dom",
+                       f"{url}#unit={unit.replace(' ', '%20')}")
         assert run.returncode == 0, run.stderr[-2000:]
         doms[unit] = rendered(run.stdout)
     for unit, (chosen, spans) in doms.items():
@@ -296,6 +297,8 @@ def test_in_a_real_browser(tmp_path):
     assert {col for col, q in zip(quote_colours, inside) if q} == {"rgb(33, 102, 172)"}
     assert {col for col, q in zip(quote_colours, inside) if not q} == {"rgb(255, 255, 255)"}
     assert quote_colours != [col for _, col in doms["L0:h:1"][1]]
+    # the feature itself, offered in the selector to compare: the same picture
+    assert [col for _, col in doms["feature:inside quotes"][1]] == quote_colours
     # without a unit in the address: the best-ranked unit (the planted one)
     run = chromium(binary, tmp_path / "profile", "--dump-dom", url)
     assert rendered(run.stdout)[0] == "L1:h:3"
