@@ -39,4 +39,5 @@ def test_sdist_contains_cython_sources(tmp_path):
     assert any(n.endswith("src/fastrnn/_kernels.pyx") for n in names)
     assert any(n.endswith("src/fastrnn/_kernels.pxd") for n in names)
     assert any(n.endswith("fastrnn/data/shakespeare_1mb.txt.gz") for n in names)
+    assert any(n.endswith("fastrnn/_inspect.html") for n in names)  # the inspect page
     assert not any(n.endswith("_kernels.c") for n in names)
