@@ -25,6 +25,7 @@ import html
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -161,7 +162,8 @@ def analyse(model, text, *, max_chars=MAX_CHARS, oov="error", total_chars=None):
         raise ValueError("the text holds no character of the model's vocabulary to inspect")
     shown = model.vocab.decode(ids)
     backend = _numpy_backend(model)
-    layers, logits = backend.trace(np.asarray(ids, dtype=np.intp))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+        layers, logits = backend.trace(np.asarray(ids, dtype=np.intp))
 
     units, columns = [], []
     for k, layer in enumerate(layers):
@@ -170,6 +172,9 @@ def analyse(model, text, *, max_chars=MAX_CHARS, oov="error", total_chars=None):
                 units += [f"L{k}:{kind}:{j}" for j in range(model.hidden_size)]
                 columns.append(layer[kind])
     values = np.concatenate(columns, axis=1).astype(np.float64)
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(logits))):
+        raise ValueError(f"the model's activations overflow {model.dtype.name} on this text "
+                         f"(NaN or infinite values): there is nothing meaningful to show")
 
     z = logits.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
@@ -287,10 +292,9 @@ def _page_data(a, vocab):
 
 
 def _script_json(obj):
-    """JSON that is safe inside <script>: no '<' (so no '</script>') and no U+2028/9."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return (text.replace("<", "\\u003c").replace("\u2028", "\\u2028")
-            .replace("\u2029", "\\u2029"))
+    """JSON that is safe inside <script>: ASCII (a lone surrogate cannot break the file's
+    UTF-8) and no '<' (so no '</script>')."""
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def render(a, vocab, cell, title="fastrnn inspect"):
@@ -308,9 +312,8 @@ def render(a, vocab, cell, title="fastrnn inspect"):
         "SATURATION": _saturation_section(a, cell),
         "DATA": _script_json(_page_data(a, vocab)),
     }
-    for key, value in fill.items():
-        template = template.replace("{{" + key + "}}", value)
-    return template
+    # one pass: a title that holds "{{DATA}}" stays text
+    return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: fill[m.group(1)], template)
 
 
 def report(model, text, path, *, max_chars=MAX_CHARS, oov="error", title=None,
@@ -321,7 +324,7 @@ def report(model, text, path, *, max_chars=MAX_CHARS, oov="error", title=None,
     a = analyse(model, text, max_chars=max_chars, oov=oov, total_chars=total_chars)
     page = render(a, model.vocab, model.cell, title or "fastrnn inspect")
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmp, "w", encoding="utf-8", errors="replace") as f:  # (a lone surrogate)
         f.write(page)
     os.replace(tmp, path)
     return a

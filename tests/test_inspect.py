@@ -250,6 +250,38 @@ def test_errors():
     assert math.isnan(one.loss[0]) and one.ranking["inside quotes"] is None
 
 
+def test_hostile_text_and_title(tmp_path):
+    text = 'a</script><script>alert(1)</script> {{DATA}} "\u2028" \x00\x1b end'
+    model = model_of("gru", "tanh", 1, text=text)
+    path = tmp_path / "r.html"
+    inspect.report(model, text, str(path), title="<b>{{DATA}}</b>")
+    page = path.read_text(encoding="utf-8")
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    assert "<title>&lt;b&gt;{{DATA}}&lt;/b&gt;</title>" in page
+    assert page_data(page)["chars"] == shown(text)
+    assert shown("\x00\x1b\n") == ["\u2400", "\u241b", "\u21b5\n"]
+
+
+def test_overflowing_activations_are_refused():
+    model = model_of("rnn", "relu", 2, dtype="float32")
+    model.set_params({k: np.full(v.shape, 3e3) for k, v in model.get_params().items()})
+    with pytest.raises(ValueError, match="overflow float32"):
+        inspect.analyse(model, TEXT)
+
+
+@pytest.mark.parametrize("backend", ["cython", "torch"])
+def test_any_backend_gives_the_same_analysis(backend):
+    if backend not in fastrnn.available_backends():
+        pytest.skip(f"no {backend} backend here")
+    reference = model_of("lstm", "tanh", 2, seed=4)
+    other = model_of("lstm", "tanh", 2, seed=0, backend=backend)
+    other.set_params(reference.get_params())
+    a, b = inspect.analyse(reference, TEXT), inspect.analyse(other, TEXT)
+    assert a.units == b.units and a.ranking == b.ranking
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.top_ids, b.top_ids)
+
+
 # -- a real browser ------------------------------------------------------------------------------
 
 def find_chromium():
