@@ -13,6 +13,7 @@ from ._optional import cuda_available
 from ._threads import get_num_threads, set_num_threads
 from .backends import BACKENDS, available_backends
 from .data import load_shakespeare
+from . import inspect
 from .model import CharRNN
 from .ngram import KneserNey
 from .optim import SGD, Adagrad, Adam, LinearDecay, RMSprop, StepDecay, make_optimizer

@@ -513,6 +513,22 @@ the first state, then each output state back in with the id drawn from softmax(l
 docs/deploy.md for a complete numpy + onnxruntime loop."""
 
 
+def cmd_inspect(args):
+    from fastrnn import inspect
+    if args.max_chars < 1:
+        raise ValueError(f"--max-chars must be at least 1, got {args.max_chars}")
+    model = fastrnn.CharRNN.load(args.checkpoint, backend=args.backend)
+    if model.vocab is None:
+        raise ValueError(f"{args.checkpoint} has no vocabulary to read text with")
+    text, total = inspect.read_prefix(args.text, args.max_chars, model.vocab.byte_level)
+    a = inspect.report(model, text, args.output, max_chars=args.max_chars, oov=args.oov,
+                       total_chars=total, title=f"fastrnn inspect: {os.path.basename(args.text)}"
+                                                f" read by {os.path.basename(args.checkpoint)}")
+    print(f"wrote {args.output}: {a.describe} ({len(a.units):,} units shown); "
+          f"{inspect.cap_note(a)}")
+    return 0
+
+
 def _add_model_location(p):
     p.add_argument("--backend", default="cython", choices=list(fastrnn.BACKENDS))
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with --backend torch")
@@ -661,6 +677,18 @@ def build_parser():
     x.add_argument("--format", choices=["npz", "torch", "onnx"], default="npz")
     x.add_argument("--output", "-o", required=True)
     x.set_defaults(func=cmd_export)
+
+    i = sub.add_parser("inspect", help="an HTML page showing what the model's units do on a text")
+    i.add_argument("checkpoint")
+    i.add_argument("text", help="text file to read (its first --max-chars characters)")
+    i.add_argument("--output", "-o", required=True, help="the HTML file to write")
+    i.add_argument("--max-chars", type=int, default=5000,
+                   help="analyse at most this many characters (default 5000)")
+    i.add_argument("--backend", default="numpy", choices=["numpy", "cython"],
+                   help="backend the checkpoint is loaded on (the activations are computed "
+                        "with the numpy backend's math either way; default numpy)")
+    i.add_argument("--oov", choices=OOV_POLICIES, default="error")
+    i.set_defaults(func=cmd_inspect)
 
     # `fastrnn bench ...` is handed to fastrnn.bench.main whole (see main); listed for --help
     sub.add_parser("bench", help="speed benchmarks against numpy and PyTorch "

@@ -41,6 +41,7 @@ def test_sdist_contains_cython_sources(tmp_path):
     for pxi in ("_stack.pxi", "_stack_api.pxi", "_stack_sample.pxi", "_cells.pxi"):
         assert any(n.endswith(f"src/fastrnn/{pxi}") for n in names), pxi  # the .pyx includes
     assert any(n.endswith("fastrnn/data/shakespeare_1mb.txt.gz") for n in names)
+    assert any(n.endswith("fastrnn/_inspect.html") for n in names)  # the inspect page
     assert not any(n.endswith("_kernels.c") for n in names)
     assert any(n.endswith("/LICENSE") for n in names)
     assert any(n.endswith("fastrnn/py.typed") for n in names)

@@ -402,6 +402,37 @@ class NumpyBackend:
         opt.steps = steps
         return loss, False
 
+    @serialised
+    def trace(self, ids):
+        """Everything one sequence of ids (T,) does inside the model, from the zero state, for
+        fastrnn.inspect: (layers, logits). logits (T,V) are the head's after each id; layers
+        holds per layer a dict of (T,H) arrays, each row the value after reading that id: "h";
+        for lstm also "c" and the gates "i", "f", "g", "o"; for gru the gates "r", "z", "n"."""
+        forward = CELLS[self.spec.cell][0]
+        relu = self.spec.nonlinearity == "relu"
+        lstm = self.spec.cell == "lstm"
+        gate_names = {"lstm": "ifgo", "gru": "rzn"}.get(self.spec.cell, "")
+        layers, x = [], None
+        for k in range(self.L):
+            w_ih, w_hh, b_ih, b_hh = self._layer(k)
+            gx_all = (w_ih[:, ids].T if k == 0 else x @ w_ih.T) + b_ih   # (T, G*H)
+            h = np.zeros((1, self.H), dtype=self.dtype)
+            c = np.zeros((1, self.H), dtype=self.dtype) if lstm else None
+            seen = {name: [] for name in ("h", "c")[:self.spec.state_count] + tuple(gate_names)}
+            for t in range(len(ids)):
+                gh = h @ w_hh.T
+                if b_hh is not None:
+                    gh = gh + b_hh
+                h, c, cache = forward(gx_all[t:t + 1], gh, c, h, relu)
+                seen["h"].append(h[0])
+                if lstm:
+                    seen["c"].append(c[0])
+                for name, gate in zip(gate_names, cache):  # the caches start with the gates
+                    seen[name].append(gate[0])
+            layers.append({name: np.array(rows) for name, rows in seen.items()})
+            x = layers[-1]["h"]
+        return layers, self._logits(x)
+
     # -- generation ----------------------------------------------------------------------------
     def step_one(self, idx, state):
         """Advances the state (tuple of (L,1,H)) by one input id; returns the top layer's h."""
