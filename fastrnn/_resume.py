@@ -25,10 +25,10 @@ def _path(p):
     return os.path.abspath(p) if p else None
 
 
-def record(args, trainer, init, decay, decay_to):
+def record(args, trainer, init, decay, decay_to, preset=None):
     """Meta entries of a new run: the settings only the command line knows (the model,
     optimizer and trainer hold the others) and its display options."""
-    trainer.meta.update({"preset": args.preset or "", "init": init or "",
+    trainer.meta.update({"preset": preset or args.preset or "", "init": init or "",
                          "init_from": _path(args.init_from) or "",
                          "lr_decay": decay, "lr_decay_to": decay_to if decay is not None
                          else None, "seed": args.seed if args.seed is not None else DEFAULT_SEED,
