@@ -25,13 +25,14 @@ def _path(p):
     return os.path.abspath(p) if p else None
 
 
-def record(args, trainer, init, hold, decay_to, steps=(None, None)):
+def record(args, trainer, init, hold, decay_to, steps=(None, None), preset=None):
     """Meta entries of a new run: the settings only the command line knows (the model,
     optimizer and trainer hold the others) and its display options. hold, decay_to: the
     hold-then-linear schedule (--lr-hold; meta key lr_decay, its name in fastrnn 0.1);
-    steps: (--lr-decay-every, --lr-decay-factor) of the stepped one."""
+    steps: (--lr-decay-every, --lr-decay-factor) of the stepped one; preset: the preset the run
+    used (the default one when none was named)."""
     every, factor = steps
-    trainer.meta.update({"preset": args.preset or "", "init": init or "",
+    trainer.meta.update({"preset": preset or args.preset or "", "init": init or "",
                          "init_from": _path(args.init_from) or "",
                          "lr_decay": hold, "lr_decay_to": decay_to if hold is not None
                          else None,

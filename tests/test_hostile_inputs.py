@@ -56,6 +56,11 @@ def test_corpus_shorter_than_one_chunk(tmp_path, capsys):
     fastrnn.Trainer(model, [0, 1, 2] * 8 + [0, 1], seq_length=25)  # 26 ids: one chunk
     (tmp_path / "short.txt").write_text("abc")
     code, _, err = run_main(capsys, "train", "--data", tmp_path / "short.txt")
+    # the default preset's T=128, its 64 streams cut to the one a short text fits
+    assert_one_line_error(code, err, "gives 3 characters to train on; --seq-length 128 x "
+                                     "--batch-size 1 needs at least 129")
+    code, _, err = run_main(capsys, "train", "--data", tmp_path / "short.txt", "--preset",
+                            "min-char-rnn")
     assert_one_line_error(code, err, "gives 3 characters to train on; --seq-length 25 x "
                                      "--batch-size 1 needs at least 26")
     (tmp_path / "thirty.txt").write_text("abcde" * 6)  # 30 = 29 to train on + none held out
@@ -64,8 +69,8 @@ def test_corpus_shorter_than_one_chunk(tmp_path, capsys):
     assert_one_line_error(code, err, "(15 more are held out by --val-frac)")
     code, out, _ = run_main(capsys, "train", "--data", tmp_path / "thirty.txt", "--val-frac", "0",
                             "--iterations", "3", "--hidden-size", "4", "--sample-length", "0",
-                            "--checkpoint-dir", "")
-    assert code == 0 and "3 iterations" in out
+                            "--checkpoint-dir", "", "--seq-length", "25")
+    assert code == 0 and "3 iterations" in out and "T=25, B=1 (the preset's 64 do not" in out
 
 
 def test_one_distinct_character_trains_to_zero_loss(tmp_path):
@@ -431,8 +436,8 @@ def test_a_run_that_ends_worse_than_unigram_warns_and_samples_the_best(tmp_path,
     (tmp_path / "d.txt").write_text(TEXT)
     original = fastrnn.Trainer._train_chunk
 
-    def ruining(self, x, y, scale, masks=None):
-        out = original(self, x, y, scale, masks)
+    def ruining(self, *args):
+        out = original(self, *args)
         if self.iteration >= 150:
             _ruin(self)
         return out
@@ -441,7 +446,8 @@ def test_a_run_that_ends_worse_than_unigram_warns_and_samples_the_best(tmp_path,
     monkeypatch.chdir(tmp_path)
     code, out, err = run_main(capsys, "train", "--data", "d.txt", "--hidden-size", "16",
                               "--iterations", "200", "--eval-every", "50", "--print-every",
-                              "1000", "--sample-length", "60", "--backend", "numpy")
+                              "1000", "--sample-length", "60", "--backend", "numpy",
+                              "--preset", "min-char-rnn")
     assert code == 0, err
     warned = err.strip().splitlines()
     assert len(warned) == 1 and warned[0].startswith("fastrnn: warning: the model's validation "
@@ -454,5 +460,6 @@ def test_a_run_that_ends_worse_than_unigram_warns_and_samples_the_best(tmp_path,
     assert sample == model.sample_text(60, seed=0)
     code, out, err = run_main(capsys, "train", "--data", "d.txt", "--hidden-size", "16",
                               "--iterations", "160", "--val-frac", "0", "--sample-length", "0",
-                              "--checkpoint-dir", "nv", "--backend", "numpy")
+                              "--checkpoint-dir", "nv", "--backend", "numpy", "--seq-length",
+                              "25")  # the default preset, lab, with its streams fitted
     assert code == 0 and err.startswith("fastrnn: warning: the model's training-text (last ")
