@@ -125,7 +125,7 @@ def test_lr_decay_is_refused_naming_both_meanings(refused):
     (["--max_epochs", "2", "--iterations", "10"], "--epochs 2 and --iterations 10 both set"),
     (["--lr-hold", "0.5", "--lr-decay-factor", "0.9"], "two schedules: give one"),
     (["--lr-decay-every", "2"], "--lr-decay-every E needs --lr-decay-factor F"),
-    (["--lr-decay-to", "0.1"], "give --lr-hold F too"),
+    (["--preset", "min-char-rnn", "--lr-decay-to", "0.1"], "give --lr-hold F too"),
 ])
 def test_contradicting_options_are_refused_before_any_work(tmp_path, argv, match):
     (tmp_path / "x.txt").write_text(TEXT)
