@@ -124,8 +124,10 @@ def test_cli_sample_beam(tmp_path):
     m.save(tmp_path / "m.npz")
 
     def run(*args):
+        # from tmp_path: run from the checkout, `-m fastrnn` would import its uncompiled sources
         return subprocess.run([sys.executable, "-m", "fastrnn", "sample", str(tmp_path / "m.npz"),
-                               *args], capture_output=True, text=True, timeout=120)
+                               *args], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
 
     out = run("--beam", "5", "--length", "50", "--prime", "beca")
     assert out.returncode == 0, out.stderr

@@ -6,6 +6,7 @@ model. Two models in two threads: test_threads.py."""
 import copy
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 
@@ -20,8 +21,9 @@ BACKENDS = [b for b in ("numpy", "cython", "torch") if b in fastrnn.available_ba
 def run_isolated(code, timeout=300):
     """Runs `code` in a fresh interpreter, so that a segfault fails the test (exit -11) instead
     of killing pytest; returns its stdout."""
+    # (run outside the checkout, whose uncompiled sources would shadow the installed package)
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=tempfile.gettempdir())
     assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     return proc.stdout
 

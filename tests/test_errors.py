@@ -345,7 +345,7 @@ def test_a_bad_thread_count_in_the_environment_is_refused(tmp_path):
     for env in ("-5", "0", "1.5", "two", ""):
         environ = dict(os.environ, FASTRNN_NUM_THREADS=env)
         out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
-                             text=True, check=True).stdout.splitlines()
+                             text=True, check=True, cwd=tmp_path).stdout.splitlines()
         assert out == [f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}"] * 3, out
         cli = subprocess.run([sys.executable, "-m", "fastrnn", "train", "--data", "d.txt",
                               "--iterations", "1", "--seq-length", "4", "--sample-length", "0"],

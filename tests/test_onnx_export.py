@@ -34,7 +34,7 @@ def export(m, tmp_path):
     m.save(tmp_path / "m.npz")
     out = subprocess.run([sys.executable, "-m", "fastrnn", "export", str(tmp_path / "m.npz"),
                           "--format", "onnx", "-o", str(tmp_path / "step.onnx")],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "step.onnx" in out.stdout and "step.vocab.json" in out.stdout
     return tmp_path / "step.onnx"
@@ -98,7 +98,7 @@ def test_export_needs_onnx_says_so(tmp_path, monkeypatch):
     env = dict(__import__("os").environ, PYTHONPATH=f"{tmp_path}:{sys.path[0]}")
     out = subprocess.run([sys.executable, "-m", "fastrnn", "export", str(tmp_path / "m.npz"),
                           "--format", "onnx", "-o", str(tmp_path / "s.onnx")],
-                         capture_output=True, text=True, timeout=120, env=env)
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 2 and "pip install onnx" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.onnx").exists()
