@@ -1,5 +1,6 @@
 """Stacked rnn/lstm/gru models through the public API: names, state shapes, the trainer's
 carried state and dropout masks, checkpoints (format 2 and 1) and exact resume, the CLI."""
+import json
 import re
 import subprocess
 import sys
@@ -245,3 +246,19 @@ def test_training_trajectory_matches_numpy(cell, layers):
         for k in ref:
             np.testing.assert_allclose(p[k], ref[k], rtol=1e-7, atol=1e-10,
                                        err_msg=f"{backend} {k}")
+
+
+def test_the_15_minute_lstm_preset_builds_what_it_says(tmp_path):
+    """--preset lstm-15min: the measured 2-layer LSTM 384 (dropout 0.25, Adam 4e-3, T=128,
+    B=64, lr held for half the run); checked on the checkpoint of a 2-iteration run."""
+    (tmp_path / "d.txt").write_text("to be or not to be, that is the question. " * 400)
+    r = cli("train", "--data", "d.txt", "--preset", "lstm-15min", "--iterations", "2",
+            "--batch-size", "4", "--threads", "1", "--sample-length", "0", "--checkpoint-dir",
+            "ck", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    arrays = read_npz(tmp_path / "ck/latest.npz")
+    spec = fastrnn.checkpoint.spec_from_arrays(arrays)
+    assert (spec.cell, spec.num_layers, spec.hidden_size, spec.dropout) == ("lstm", 2, 384, 0.25)
+    schedule = json.loads(str(arrays["trainer/lr_schedule"]))  # the lr, held for half the run
+    assert schedule["base_lr"] == 4e-3 and str(arrays["optimizer/name"]) == "adam"
+    assert int(arrays["trainer/seq_length"]) == 128
