@@ -21,7 +21,7 @@ import numpy as np
 from ._optional import cuda_available, require_torch
 from .data import load_shakespeare
 from .model import CharRNN, check_positive_int
-from .cli import optimizer_from_args
+from ._train_cli import optimizer_from_args
 from .optim import OPTIMIZERS
 from .trainer import Trainer
 from .vocab import Vocab
