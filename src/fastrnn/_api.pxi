@@ -507,6 +507,13 @@ def undo_size(Py_ssize_t n_params, int optimizer):
     return n_params * ((optimizer != OPT_SGD) + (optimizer == OPT_ADAM))
 
 
+cdef object _nan_logits_error(Py_ssize_t k, str dtype):
+    # every compiled sampler's error where the logits of the k-th id hold NaN (the words of
+    # fastrnn.backends.numpy_backend.nan_logits_message)
+    return FloatingPointError(f"the logits hold NaN at generated id {k}: the parameters overflow "
+                              f"{dtype} in this state, so there is no distribution to sample from")
+
+
 def sample(const floating[::1] params not None, floating[::1] h not None,
            const double[::1] uniforms not None, double temperature, bint greedy,
            int[::1] out not None, floating[::1] work not None, hidden_size, vocab_size,
@@ -551,8 +558,4 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
                            <floating>temperature, greedy, k, top_p, &out[0], &work[0],
                            &order[0])
     if stopped >= 0:
-        # (the words of fastrnn.backends.numpy_backend.nan_logits_message)
-        raise FloatingPointError(
-            f"the logits hold NaN at generated id {stopped}: the parameters overflow "
-            f"{'float32' if floating is float else 'float64'} in this state, so there is no "
-            f"distribution to sample from")
+        raise _nan_logits_error(stopped, "float32" if floating is float else "float64")

@@ -244,9 +244,5 @@ def beam_search(const floating[::1] params not None, offsets, cell, relu, H, V, 
         stopped = _beam_search(&m, &params[0], steps, K, &st[0], &wk[0], &cand[0], &scores[0],
                                &heap[0], &ids[0], &parents[0], &ov[0], &score)
     if stopped >= 0:
-        # (the words of fastrnn.backends.numpy_backend.nan_logits_message)
-        raise FloatingPointError(
-            f"the logits hold NaN at generated id {stopped}: the parameters overflow "
-            f"{'float32' if floating is float else 'float64'} in this state, so there is no "
-            f"distribution to sample from")
+        raise _nan_logits_error(stopped, "float32" if floating is float else "float64")
     return out.astype(np.int32, copy=False), score / steps

@@ -430,8 +430,4 @@ def stack_sample(const floating[::1] params not None, offsets, cell, relu, H, V,
                                   &uniforms[0] if not greedy else NULL, <floating>temperature,
                                   greedy, k, top_p, &out[0], &work[0], &order[0], nt)
     if stopped >= 0:
-        # (the words of fastrnn.backends.numpy_backend.nan_logits_message)
-        raise FloatingPointError(
-            f"the logits hold NaN at generated id {stopped}: the parameters overflow "
-            f"{'float32' if floating is float else 'float64'} in this state, so there is no "
-            f"distribution to sample from")
+        raise _nan_logits_error(stopped, "float32" if floating is float else "float64")
