@@ -177,7 +177,7 @@ def test_a_file_being_appended_to_reads_consistently(tmp_path, monkeypatch):
     monkeypatch.setattr(fastrnn.vocab, "CHUNK", 512)
     path = tmp_path / "growing.txt"
     path.write_text("abc\n" * 20000)
-    stop = threading.Event()
+    stop, appended = threading.Event(), threading.Event()
 
     def append():
         n = 0
@@ -185,10 +185,13 @@ def test_a_file_being_appended_to_reads_consistently(tmp_path, monkeypatch):
             with open(path, "a", encoding="utf-8") as f:
                 f.write(f"line {n} with ünïcödé {chr(0x4e00 + n % 500)}\n")
             n += 1
+            appended.set()
 
     writer = threading.Thread(target=append, daemon=True)
     writer.start()
     try:
+        # On a loaded machine the writer may not be scheduled before three reads finish.
+        assert appended.wait(10)
         results = [read_ids(path) for _ in range(3)]
         with_vocab = read_ids(path, vocab=results[0][0], oov="skip")
     finally:
