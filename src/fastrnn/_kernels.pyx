@@ -53,6 +53,7 @@ include "_optim.pxi"         # optimizers: clipping, Adagrad/SGD/RMSprop/Adam, g
 include "_sample.pxi"        # sampling: top-k ranking, generate
 include "_api.pxi"           # Python-visible wrappers: checks, then one nogil block
 include "_cells.pxi"         # stacked models: each cell's pointwise forward/backward
+include "_bf16.pxi"          # stacked models: the bf16 mode's rounding
 include "_stack.pxi"         # stacked models: the chunk driver
 include "_stack_sample.pxi"  # stacked models: sampling
 include "_stack_api.pxi"     # stacked models: Python-visible wrappers

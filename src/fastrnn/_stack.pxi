@@ -30,6 +30,9 @@
 #     dG   (T, bp, G*H)       dL/d(pre-activations); gru: of gx, and dGh of gh
 #     dXT  (V, ldg)           layer 0's dW_ih transposed (rows are scatter-added)
 #     gh, carry, dc           one step's gru recurrent projection, dL/dh and dL/dc carried back
+#     ra, rh, rs              bf16 mode (_bf16.pxi): rounded copies of a product's operands:
+#                             (T, bp, max(G*H, V)) gates or logits, (T, bp, H) states, one step's
+#   bf16 mode: after the prepared weights, Why rounded (V, H) for BPTT's dL/dh_top
 #   gradients  of parts 1, 2, ... (len(params) each, padded)
 
 from libc.stdint cimport int64_t
@@ -44,11 +47,12 @@ cdef struct StackModel:
     bint rd_why              # whether Why's rows can be read 16 values past their end
     const char* rd_ih        # per layer: the same for weight_ih and weight_hh (sampling)
     const char* rd_hh
+    bint bf16                # products of bfloat16-rounded operands (_bf16.pxi)
 
 
 cdef struct PartLayout:      # offsets of a part's buffers in its slice of work, and strides
     Py_ssize_t hs, hs_k, cs, cs_k, acts, acts_k, ghn, ghn_k, xd, xd_k
-    Py_ssize_t Z, dH, dG, dGh, dXT, gh, carry, dc, size
+    Py_ssize_t Z, dH, dG, dGh, dXT, gh, carry, dc, ra, rh, rs, size
 
 
 cdef enum:
@@ -109,6 +113,17 @@ cdef inline void _mm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floa
             _mm(M, w, K, A, a_rs, a_ks, Wp + K * p0, _padded(w), True, C + p0, ldc)
 
 
+cdef inline const floating* _operand(const StackModel* m, const floating* src, Py_ssize_t n,
+                                     floating* scratch) noexcept nogil:
+    # a product's operand: src itself, or in bf16 mode its n values rounded into scratch (which
+    # has WORK_SLACK zeros after them: the products may read past the last row)
+    if not m.bf16:
+        return src
+    _rounded(src, n, scratch)
+    memset(scratch + n, 0, WORK_SLACK * sizeof(floating))
+    return scratch
+
+
 cdef inline Py_ssize_t _prep_layer(const StackModel* m, int k) noexcept nogil:
     # values of layer k's prepared weights (see the layout above)
     cdef Py_ssize_t H = m.H, GH = m.G * H
@@ -127,6 +142,8 @@ cdef inline Py_ssize_t _stack_prep_at(const StackModel* m, int k) noexcept nogil
         at += _prep_layer(m, j)
     if k > m.L:
         at += <Py_ssize_t>m.H * _transposed_ld(m.V)
+        if m.bf16:
+            at += _padded(<Py_ssize_t>m.V * m.H + WORK_SLACK)
     return at
 
 
@@ -173,6 +190,13 @@ cdef inline void _part_layout(const StackModel* m, int bp, int T, PartLayout* p)
     o += _padded(BH)
     p.dc = o
     o += _padded(BH)
+    p.ra = p.rh = p.rs = o
+    if m.bf16:
+        o += _padded(TB * max(GH, <Py_ssize_t>m.V) + WORK_SLACK)
+        p.rh = o
+        o += _padded(TB * H + WORK_SLACK)
+        p.rs = o
+        o += _padded(bp * GH + WORK_SLACK)
     p.size = o
 
 
@@ -214,7 +238,7 @@ cdef void _stack_prepare(const StackModel* m, const floating* P, floating* Wt,
             _pack_t(GH, H, P + m.off[4 * k], base)
         _pack_t(GH, H, P + m.off[4 * k + 1], WhhT)
         memcpy(bias, P + m.off[4 * k + 2], GH * sizeof(floating))
-        if m.cell != CELL_GRU:
+        if m.cell != CELL_GRU and m.off[4 * k + 3] >= 0:  # (min-char-rnn's model has none)
             b_hh = P + m.off[4 * k + 3]
             for i in range(GH):
                 bias[i] += b_hh[i]
@@ -223,10 +247,21 @@ cdef void _stack_prepare(const StackModel* m, const floating* P, floating* Wt,
             _pack(GH, H, P + m.off[4 * k + 1], H, bias + ldg)
             if k > 0:
                 _pack(GH, H, P + m.off[4 * k], H, bias + ldg + _panels_size(GH, H))
+        if m.bf16:  # every copy a product reads but layer 0's gather rows and the bias row
+            if k > 0:
+                _rounded(base, _panels_size(H, GH), base)
+            _rounded(WhhT, _panels_size(H, GH), WhhT)
+            if grads:
+                _rounded(bias + ldg, _panels_size(GH, H) * (2 if k > 0 else 1), bias + ldg)
     base = Wt + _stack_prep_at(m, m.L)
     _transpose(m.V, H, P + m.off[4 * m.L], H, base, ldv)
     for i in range(H):
         memset(base + i * ldv + m.V, 0, (ldv - m.V) * sizeof(floating))
+    if m.bf16:
+        _rounded(base, H * ldv, base)
+        base += H * ldv
+        _rounded(P + m.off[4 * m.L], m.V * H, base)
+        memset(base + m.V * H, 0, WORK_SLACK * sizeof(floating))
 
 
 cdef double _stack_forward(const StackModel* m, const floating* P, const floating* Wt, int B,
@@ -284,22 +319,24 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
                 else:
                     memcpy(row, bias, GH * sizeof(floating))
         if k > 0:
-            _mm_panels(TB, GH, H, xin, H, 1, WihT, target, GH, False)
+            _mm_panels(TB, GH, H, _operand(m, xin, TB * H, pw + lay.rh), H, 1, WihT, target,
+                       GH, False)
         for t in range(T):
             hp = hs + t * BH
             hn = hp + BH
+            ha = _operand(m, hp, BH, pw + lay.rs)  # the recurrent product's operand
             if m.cell == CELL_RNN:
-                _mm_panels(bp, H, H, hp, H, 1, WhhT, hn, H, False)
+                _mm_panels(bp, H, H, ha, H, 1, WhhT, hn, H, False)
                 _rnn_forward(hn, BH, m.relu)
             elif m.cell == CELL_LSTM:
                 at = acts + t * bp * GH
-                _mm_panels(bp, GH, H, hp, H, 1, WhhT, at, GH, False)
+                _mm_panels(bp, GH, H, ha, H, 1, WhhT, at, GH, False)
                 _lstm_forward(at, cs + t * BH, cs + (t + 1) * BH, hn, bp, H)
             else:
                 at = acts + t * bp * GH
                 for b in range(bp):
                     memcpy(gh + b * GH, P + m.off[4 * k + 3], GH * sizeof(floating))
-                _mm_panels(bp, GH, H, hp, H, 1, WhhT, gh, GH, False)
+                _mm_panels(bp, GH, H, ha, H, 1, WhhT, gh, GH, False)
                 _gru_forward(at, gh, hp, ghn + t * BH, hn, bp, H)
         # the next layer's input: this one's outputs, dropped out by the masks
         xin = hs + BH
@@ -318,7 +355,8 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
     src = P + m.off[4 * m.L + 1]
     for t in range(TB):
         memcpy(Z + t * m.V, src, m.V * sizeof(floating))
-    _mm(TB, m.V, H, xin, H, 1, Wt + _stack_prep_at(m, m.L), _transposed_ld(m.V), True, Z, m.V)
+    _mm(TB, m.V, H, _operand(m, xin, TB * H, pw + lay.rh), H, 1, Wt + _stack_prep_at(m, m.L),
+        _transposed_ld(m.V), True, Z, m.V)
     if Y == NULL:
         return 0.0
     return _softmax_xent(Z, m.V, bp, T, Y + <Py_ssize_t>b0 * T)
@@ -365,9 +403,16 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
     cdef bint pull
     # the head: dWhy (V,H) = dZ^T @ h_top, dby, and dL/dh_top = dZ @ Why
     hs = pw + lay.hs + (m.L - 1) * lay.hs_k
-    _mm_set(V, H, TB, Z, 1, V, hs + BH, H, True, G + off[4 * m.L], H)
-    _colsum(Z, TB, V, G + off[4 * m.L + 1])
-    _mm_set(TB, H, V, Z, V, 1, P + off[4 * m.L], H, m.rd_why, dH, H)
+    xin = hs + BH
+    if m.bf16:  # dZ and h_top rounded; Why's rounded copy follows the prepared Why^T
+        xin = _operand(m, xin, TB * H, pw + lay.rh)
+        Z = _operand(m, Z, TB * V, pw + lay.ra)
+        src = Wt + _stack_prep_at(m, m.L) + H * _transposed_ld(V)
+    else:
+        src = P + off[4 * m.L]
+    _mm_set(V, H, TB, Z, 1, V, xin, H, True, G + off[4 * m.L], H)
+    _colsum(pw + lay.Z, TB, V, G + off[4 * m.L + 1])
+    _mm_set(TB, H, V, Z, V, 1, src, H, m.bf16 or m.rd_why, dH, H)
     for k in range(m.L - 1, -1, -1):
         hs = pw + lay.hs + k * lay.hs_k
         WhhP = _prep_whh_t(m, <floating*>Wt, k) + _panels_size(H, GH) + _transposed_ld(GH)
@@ -386,31 +431,40 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
             if m.cell == CELL_RNN:
                 _rnn_backward(dh, hs + (t + 1) * BH, dg, BH, m.relu)
                 if pull:
-                    _mm_panels(bp, H, H, dg, H, 1, WhhP, carry, H, True)
+                    _mm_panels(bp, H, H, _operand(m, dg, BH, pw + lay.rs), H, 1, WhhP, carry,
+                               H, True)
             elif m.cell == CELL_LSTM:
                 _lstm_backward(acts + t * bp * GH, cs + t * BH, cs + (t + 1) * BH, dh, dc, dg,
                                bp, <int>H)
                 if pull:
-                    _mm_panels(bp, H, GH, dg, GH, 1, WhhP, carry, H, True)
+                    _mm_panels(bp, H, GH, _operand(m, dg, bp * GH, pw + lay.rs), GH, 1, WhhP,
+                               carry, H, True)
             else:
                 _gru_backward(acts + t * bp * GH, pw + lay.ghn + k * lay.ghn_k + t * BH,
                               hs + t * BH, dh, dg, dGh + t * bp * GH, carry, bp, <int>H)
-                _mm_panels(bp, H, GH, dGh + t * bp * GH, GH, 1, WhhP, carry, H, False)
+                _mm_panels(bp, H, GH, _operand(m, dGh + t * bp * GH, bp * GH, pw + lay.rs), GH,
+                           1, WhhP, carry, H, False)
         if dh0 != NULL:
             memcpy(dh0 + (k * B + b0) * H, carry, BH * sizeof(floating))
         if dc0 != NULL and m.cell == CELL_LSTM:
             memcpy(dc0 + (k * B + b0) * H, dc, BH * sizeof(floating))
         # the layer's weight gradients, each one product over all T*B rows
-        _mm_set(GH, H, TB, dGh, 1, GH, hs, H, True, G + off[4 * k + 1], H)
+        _mm_set(GH, H, TB, _operand(m, dGh, TB * GH, pw + lay.ra), 1, GH,
+                _operand(m, hs, TB * H, pw + lay.rh), H, True, G + off[4 * k + 1], H)
         _colsum(dG, TB, GH, G + off[4 * k + 2])
-        _colsum(dGh, TB, GH, G + off[4 * k + 3])
+        if off[4 * k + 3] >= 0:  # (min-char-rnn's model has no b_hh)
+            _colsum(dGh, TB, GH, G + off[4 * k + 3])
         if k > 0:
             xin = pw + lay.hs + (k - 1) * lay.hs_k + BH
             if masks != NULL:
                 xin = pw + lay.xd + (k - 1) * lay.xd_k
-            _mm_set(GH, H, TB, dG, 1, GH, xin, H, True, G + off[4 * k], H)
+            # dG rounded (again for gru, whose dGh the scratch held)
+            dg = <floating*>(_operand(m, dG, TB * GH, pw + lay.ra) if m.cell == CELL_GRU or
+                             not m.bf16 else pw + lay.ra)
+            _mm_set(GH, H, TB, dg, 1, GH, _operand(m, xin, TB * H, pw + lay.rh), H, True,
+                    G + off[4 * k], H)
             # dL/d(the layer below's output), through its dropout mask
-            _mm_panels(TB, H, GH, dG, GH, 1, WhhP + _panels_size(GH, H), dH, H, True)
+            _mm_panels(TB, H, GH, dg, GH, 1, WhhP + _panels_size(GH, H), dH, H, True)
             if masks != NULL:
                 for t in range(T):
                     for b in range(bp):

@@ -17,15 +17,16 @@ cdef int _stack_int(object value, str name) except? -1:
 
 
 cdef tuple _stack_spec(object cell, object relu, object hidden_size, object vocab_size,
-                       object num_layers):
+                       object num_layers, bint chunk=False):
     # the model's checked layout: its offsets table (read-only), len(params), and whether each
-    # weight matrix's rows can be read 16 values past their end inside params (see _mm)
+    # weight matrix's rows can be read 16 values past their end inside params (see _mm).
+    # chunk: for the chunk kernels, which also run min-char-rnn's model in bf16 mode
     cdef int cl = _stack_int(cell, "cell"), rl = _stack_int(relu, "relu")
     cdef int H = _stack_int(hidden_size, "H"), V = _stack_int(vocab_size, "V")
     cdef int L = _stack_int(num_layers, "L")
     key = (cl, rl, H, V, L)
     got = _stack_specs.get(key)
-    if got is not None:
+    if got is not None and (chunk or not got[5]):
         return got
     if cl not in (CELL_RNN, CELL_LSTM, CELL_GRU):
         raise ValueError(f"cell must be 0 (rnn), 1 (lstm) or 2 (gru), got {cl}")
@@ -35,7 +36,7 @@ cdef tuple _stack_spec(object cell, object relu, object hidden_size, object voca
         raise ValueError("relu is for cell 0 (rnn) only")
     if H < 1 or V < 1 or L < 1:
         raise ValueError(f"H, V and L must be positive, got {H}, {V} and {L}")
-    if cl == CELL_RNN and not rl and L == 1:
+    if cl == CELL_RNN and not rl and L == 1 and not chunk:
         raise ValueError("the one-layer tanh rnn is min-char-rnn's model: its kernels are "
                          "loss_and_grads, train_step and sample")
     from fastrnn._layout import ModelSpec
@@ -50,7 +51,7 @@ cdef tuple _stack_spec(object cell, object relu, object hidden_size, object voca
     rd_why = at[4 * L] + V * H + 16 <= n
     if n >= 2**40 or (V + 3 * H + 64) * (GH + 64) * (L + 1) >= 2**50:
         raise ValueError(f"model too large for the kernels: {n} parameters")
-    got = (table, n, rd_ih, rd_hh, rd_why)
+    got = (table, n, rd_ih, rd_hh, rd_why, spec.legacy)
     if len(_stack_specs) >= 64:
         _stack_specs.clear()
     _stack_specs[key] = got
@@ -70,6 +71,7 @@ cdef int _stack_model(StackModel* m, tuple got, object cell, object relu, object
     m.rd_ih = <const char*>&rd_ih[0]
     m.rd_hh = <const char*>&rd_hh[0]
     m.rd_why = got[4]
+    m.bf16 = False
     return 0
 
 
@@ -125,16 +127,17 @@ cdef int _check_state(str name, object a, int L, int B, int H, bint wanted) exce
 
 
 def stack_work_size(batch_size, seq_length, hidden_size, vocab_size, num_layers, cell,
-                    threads=1):
+                    threads=1, bf16=False):
     """Length of the scratch buffer the stack kernels need for a (B, T) chunk of this model
-    with at most `threads` threads (see _stack.pxi for its layout)."""
+    with at most `threads` threads (see _stack.pxi for its layout), in bf16 mode or not."""
     cdef int B = _stack_int(batch_size, "B"), T = _stack_int(seq_length, "T")
     if B < 1 or T < 1:
         raise ValueError(f"B and T must be positive, got {B} and {T}")
     cdef int relu = 1 if _stack_int(cell, "cell") == CELL_RNN else 0  # (no legacy check here)
-    got = _stack_spec(cell, relu, hidden_size, vocab_size, num_layers)
+    got = _stack_spec(cell, relu, hidden_size, vocab_size, num_layers, True)
     cdef StackModel m
     _stack_model(&m, got, cell, relu, hidden_size, vocab_size, num_layers)
+    m.bf16 = bool(bf16)
     cdef int parts = _stack_parts(threads, B)
     if (<object>B + 1) * (T + 2) * (m.V + (4 * m.G + 8) * m.H + 64) * (m.L + 1) + \
             parts * m.n >= 2**60:
@@ -145,11 +148,17 @@ def stack_work_size(batch_size, seq_length, hidden_size, vocab_size, num_layers,
 cdef tuple _stack_prologue(StackModel* m, object offsets, object cell, object relu, object H,
                            object V, object L, object inputs, object targets, bint need_targets,
                            Py_ssize_t n_params, object h, object c, object threads,
-                           Py_ssize_t n_work):
+                           Py_ssize_t n_work, object bf16, bint is_float):
     # the checks every chunk entry point shares; returns (X, Y or None, parts, the layout the
     # caller keeps alive while the kernel reads m.off)
-    got = _stack_spec(cell, relu, H, V, L)
+    got = _stack_spec(cell, relu, H, V, L, True)
     _stack_model(m, got, cell, relu, H, V, L)
+    if bf16 and not is_float:
+        raise ValueError("bf16 mode needs float32 parameters and buffers, got float64")
+    if got[5] and not bf16:
+        raise ValueError("the one-layer tanh rnn is min-char-rnn's model: its kernels are "
+                         "loss_and_grads, train_step and sample (or these in bf16 mode)")
+    m.bf16 = bool(bf16) and not _bf16_as_fp32
     _check_offsets(offsets, got)
     if n_params != m.n:
         raise ValueError(f"params has {n_params} elements; this model needs {m.n}")
@@ -167,7 +176,7 @@ cdef tuple _stack_prologue(StackModel* m, object offsets, object cell, object re
         raise ValueError("an lstm needs its cell state c (L, B, H)")
     _check_state("c", c, m.L, B, m.H, m.cell == CELL_LSTM)
     cdef int parts = _stack_parts(threads, B)
-    need = stack_work_size(B, T, m.H, m.V, m.L, m.cell, parts)
+    need = stack_work_size(B, T, m.H, m.V, m.L, m.cell, parts, m.bf16)
     if n_work < need:
         raise ValueError(f"work has {n_work} elements; a ({B}, {T}) chunk needs {need}")
     return X, Y, parts, got
@@ -184,12 +193,14 @@ cdef int _stack_masks(const StackModel* m, object masks, int B, int T) except -1
 
 def stack_forward_loss(const floating[::1] params not None, offsets, cell, relu, H, V, L,
                        inputs, targets, floating[:, :, ::1] h, floating[:, :, ::1] c,
-                       floating[::1] work not None, threads=1):
+                       floating[::1] work not None, threads=1, bf16=False):
     """Forward over a (B, T) chunk: returns the summed cross-entropy (0.0 without targets) and
-    replaces h (and c, lstm) (L, B, H) by the state after the last step."""
+    replaces h (and c, lstm) (L, B, H) by the state after the last step. bf16: the products
+    take bfloat16-rounded operands (_bf16.pxi; float32 only)."""
     cdef StackModel m
     X, Y, parts, got = _stack_prologue(&m, offsets, cell, relu, H, V, L, inputs, targets, False,
-                                  params.shape[0], h, c, threads, work.shape[0])
+                                  params.shape[0], h, c, threads, work.shape[0], bf16,
+                                  floating is float)
     cdef const int[:, ::1] xv = X
     cdef const int[:, ::1] yv = Y
     cdef int B = xv.shape[0], T = xv.shape[1], np_ = parts
@@ -220,15 +231,18 @@ def stack_loss_and_grads(const floating[::1] params not None, floating[::1] grad
                          offsets, cell, relu, H, V, L, inputs, targets,
                          floating[:, :, ::1] h, floating[:, :, ::1] c,
                          const floating[:, :, :, ::1] masks, floating[:, :, ::1] dh0,
-                         floating[:, :, ::1] dc0, floating[::1] work not None, threads=1):
+                         floating[:, :, ::1] dc0, floating[::1] work not None, threads=1,
+                         bf16=False):
     """Forward and BPTT over a (B, T) chunk: SETS grads (the whole buffer, padding zero,
     unclipped), replaces h (and c) (L, B, H) by the state after the last step, writes
     dL/d(initial h) into dh0 and dL/d(initial c) into dc0 (L, B, H) when given, and returns
     the summed cross-entropy. masks (L-1, B, T, H): each layer's output but the last is
-    multiplied by its mask before it feeds the next layer (None: no dropout)."""
+    multiplied by its mask before it feeds the next layer (None: no dropout). bf16: as in
+    stack_forward_loss."""
     cdef StackModel m
     X, Y, parts, got = _stack_prologue(&m, offsets, cell, relu, H, V, L, inputs, targets, True,
-                                  params.shape[0], h, c, threads, work.shape[0])
+                                  params.shape[0], h, c, threads, work.shape[0], bf16,
+                                  floating is float)
     cdef const int[:, ::1] xv = X
     cdef const int[:, ::1] yv = Y
     cdef int B = xv.shape[0], T = xv.shape[1], np_ = parts
@@ -297,16 +311,17 @@ def stack_train_step(floating[::1] params not None, floating[::1] grads not None
                      const floating[:, :, :, ::1] masks, floating[::1] work not None, threads,
                      optimizer, double lr, double eps, clip, floating[::1] mem2=None,
                      double beta1=0.9, double beta2=0.999, double step=1, clip_norm=None,
-                     double grad_scale=1.0, floating[::1] undo=None):
+                     double grad_scale=1.0, floating[::1] undo=None, bf16=False):
     """One training iteration in one call: stack_loss_and_grads, then the optimizer step of
     optimizer_update over the whole flat buffer (mem, mem2: its state 1 and 2). Returns the
     summed loss; with `undo` (undo_size(n, optimizer) values) the step is guarded as in
     train_step: not taken when the loss or an updated value is not finite (then params, mem,
     mem2, h and c are left as they were and grads holds the old params), and (loss, taken) is
-    returned."""
+    returned. bf16: as in stack_forward_loss."""
     cdef StackModel m
     X, Y, parts, got = _stack_prologue(&m, offsets, cell, relu, H, V, L, inputs, targets, True,
-                                  params.shape[0], h, c, threads, work.shape[0])
+                                  params.shape[0], h, c, threads, work.shape[0], bf16,
+                                  floating is float)
     cdef const int[:, ::1] xv = X
     cdef const int[:, ::1] yv = Y
     cdef int B = xv.shape[0], T = xv.shape[1], np_ = parts
