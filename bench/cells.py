@@ -66,13 +66,14 @@ def init_params(spec, rng, dtype=np.float32):
     return p
 
 
-def fastrnn_train(cell, L, H, threads, rng):
+def fastrnn_train(cell, L, H, threads, rng, bf16=False):
     K = load_kernels()
     spec = ModelSpec(cell, V, H, L)
     params = init_params(spec, rng)
     n = params.size
     grads, m1, m2 = (np.zeros(n, np.float32) for _ in range(3))
-    work = np.empty(K.stack_work_size(B, T, H, V, L, CELL_CODE[cell], threads), np.float32)
+    work = np.empty(K.stack_work_size(B, T, H, V, L, CELL_CODE[cell], threads, bf16),
+                    np.float32)
     x = rng.integers(0, V, (B, T)).astype(np.int32)
     y = rng.integers(0, V, (B, T)).astype(np.int32)
     h = np.zeros((L, B, H), np.float32)
@@ -83,7 +84,8 @@ def fastrnn_train(cell, L, H, threads, rng):
     def fn():
         step[0] += 1
         K.stack_train_step(params, grads, m1, offsets, CELL_CODE[cell], 0, H, V, L, x, y, h, c,
-                           None, work, threads, 3, 2e-3, 1e-8, None, m2, 0.9, 0.999, step[0])
+                           None, work, threads, 3, 2e-3, 1e-8, None, m2, 0.9, 0.999, step[0],
+                           bf16=bf16)
     return fn
 
 

@@ -1,0 +1,138 @@
+"""bf16 mode against float32: fastrnn's own step, and PyTorch with and without autocast.
+
+    python bench/bf16.py [--seconds 2] [--repeats 3] [--threads 2] [--quick] [--json FILE]
+
+The speed goals of issue 16, side by side in one run (B=64, T=128, V=65, Adam; see
+bench/cells.py for how each side is built and timed): min-char-rnn's model H=256, fastrnn's
+float32 step (its own kernels) against its bf16 step; a 2-layer LSTM H=512, fastrnn float32
+and bf16 against PyTorch's nn.LSTM in float32 and under torch.autocast("cpu", bfloat16). The
+header says what the CPU reports of its bfloat16 units (fastrnn._kernels.bf16_cpu) and how
+fastrnn's bf16 mode runs here (bf16_path); the GFLOP/s column counts the products' useful
+floating-point work per second.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cells import B, CELL_CODE, T, V, fastrnn_train, header, torch_train  # noqa: E402
+
+from fastrnn._layout import ModelSpec  # noqa: E402
+from fastrnn.backends.cython_backend import load_kernels  # noqa: E402
+from fastrnn.bench import timed_together  # noqa: E402
+
+
+def product_flops(cell, L, H):
+    """Useful flops of one step's matrix products: forward, BPTT's dL/dh and weight
+    gradients, over B*T tokens (layer 0's input is a gather, not a product)."""
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    per_token = 2 * G * H * H * (3 * L + 3 * (L - 1)) + 2 * V * H * 3
+    return per_token * B * T
+
+
+def vanilla_fp32(H, threads, rng):
+    """min-char-rnn's model on its own float32 kernels (train_step), Adam."""
+    K = load_kernels()
+    spec = ModelSpec("rnn", V, H, 1)
+    params = (rng.uniform(-1, 1, spec.num_params) / np.sqrt(H)).astype(np.float32)
+    grads, m1, m2 = (np.zeros(spec.num_params, np.float32) for _ in range(3))
+    work = np.empty(K.work_size(B, T, H, V, threads), np.float32)
+    x = rng.integers(0, V, (B, T)).astype(np.int32)
+    y = rng.integers(0, V, (B, T)).astype(np.int32)
+    h = np.zeros((B, H), np.float32)
+    step = [0]
+
+    def fn():
+        step[0] += 1
+        K.train_step(params, grads, m1, x, y, h, work, H, V, 3, 2e-3, 1e-8, None, m2, 0.9,
+                     0.999, step[0], None, 1.0, threads=threads)
+    return fn
+
+
+def vanilla_bf16(H, threads, rng):
+    """The same model in bf16 mode (the stack kernels, which run it there)."""
+    K = load_kernels()
+    spec = ModelSpec("rnn", V, H, 1)
+    params = (rng.uniform(-1, 1, spec.num_params) / np.sqrt(H)).astype(np.float32)
+    grads, m1, m2 = (np.zeros(spec.num_params, np.float32) for _ in range(3))
+    work = np.empty(K.stack_work_size(B, T, H, V, 1, 0, threads, True), np.float32)
+    x = rng.integers(0, V, (B, T)).astype(np.int32)
+    y = rng.integers(0, V, (B, T)).astype(np.int32)
+    h = np.zeros((1, B, H), np.float32)
+    offsets = spec.offsets()
+    step = [0]
+
+    def fn():
+        step[0] += 1
+        K.stack_train_step(params, grads, m1, offsets, 0, 0, H, V, 1, x, y, h, None, None,
+                           work, threads, 3, 2e-3, 1e-8, None, m2, 0.9, 0.999, step[0],
+                           bf16=True)
+    return fn
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=2.0, help="least time per timed run")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds (the median is kept)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="one short round (a smoke test)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    import torch
+    if args.quick:
+        args.seconds, args.repeats = 0.01, 1
+    nt = args.threads
+    K = load_kernels()
+    rng = np.random.default_rng(0)
+    head = header(nt)
+    head["bf16_cpu"] = K.bf16_cpu()
+    head["bf16_path"] = K.bf16_path()
+    print(" | ".join(f"{k} {v}" for k, v in head.items()), flush=True)
+    print(f"B={B} T={T} V={V}, Adam; median of {args.repeats} rounds, backends in turn; the "
+          f"machine may be shared with other jobs", flush=True)
+
+    def pin():
+        torch.set_num_threads(nt)
+
+    def autocast(fn):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                fn()
+        return run
+
+    plans = [
+        ("rnn", 1, 256, {"fastrnn fp32": vanilla_fp32(256, nt, rng),
+                         "fastrnn bf16": vanilla_bf16(256, nt, rng)},
+         ("fastrnn bf16", "fastrnn fp32", 2.5)),
+        ("lstm", 2, 512, {"fastrnn fp32": fastrnn_train("lstm", 2, 512, nt, rng),
+                          "fastrnn bf16": fastrnn_train("lstm", 2, 512, nt, rng, bf16=True),
+                          "torch fp32": torch_train("lstm", 2, 512, nt, rng),
+                          "torch bf16": autocast(torch_train("lstm", 2, 512, nt, rng))},
+         ("fastrnn bf16", "torch bf16", 1.5)),
+    ]
+    rows = []
+    for cell, L, H, fns, (ours, theirs, target) in plans:
+        pin()
+        t = timed_together({k: (pin, f) for k, f in fns.items()}, args.seconds, args.repeats,
+                           warmup=1)
+        flops = product_flops(cell, L, H)
+        print(f"{cell} L={L} H={H}:", flush=True)
+        for k, sec in t.items():
+            print(f"  {k:<14}{B * T / sec:>10.0f} tok/s {1e3 * sec:>9.1f} ms/step "
+                  f"{flops / sec / 1e9:>8.1f} GFLOP/s", flush=True)
+        ratio = t[theirs] / t[ours]
+        print(f"  {ours} / {theirs}: {ratio:.2f}x (target {target}x)", flush=True)
+        rows.append(dict(model=f"{cell} L={L} H={H}", seconds=t, gflops={
+            k: flops / s / 1e9 for k, s in t.items()}, ratio=ratio, target=target,
+            compared=[ours, theirs]))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": head, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
