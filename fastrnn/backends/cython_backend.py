@@ -5,6 +5,12 @@ into compiled code that releases the GIL (and splits a large enough batch over t
 fastrnn.set_num_threads). Scratch memory for a (B,T) chunk is allocated once and reused, by one
 call at a time (see the backend lock in numpy_backend); the kernels read the ids from copies of
 their own, so no other thread can change an id between its check and its use.
+
+precision="bf16" runs every model, min-char-rnn's included, through the stack kernels with
+bf16=True (bfloat16 operands, float32 sums; see numpy_backend); generation and beam search keep
+their float32 kernels. The kernels pick their bf16 path at run time (bf16_path(): "amx",
+"avx512bf16", or "fp32" where the CPU has neither, which then runs float32 products);
+$FASTRNN_BF16 forces a lower one at import.
 """
 import importlib
 import os
@@ -51,8 +57,40 @@ def load_kernels(isa=None):
     raise errors[-1]
 
 
+BF16_PATHS = ("amx", "avx512bf16", "fp32")  # the kernels' bf16 paths, fastest first
+
+
+def has_bf16(kernels):
+    """Whether a kernel module has the bf16 mode (kernels built before it lack it)."""
+    return kernels is not None and hasattr(kernels, "bf16_path")
+
+
+def apply_bf16_env(kernels):
+    """Forces the bf16 path named by $FASTRNN_BF16 (amx, avx512bf16, fp32), if set; an unknown
+    name, or one this CPU or build cannot run, is an ImportError as a bad $FASTRNN_ISA is."""
+    name = os.environ.get("FASTRNN_BF16")
+    if not name:
+        return
+    if name not in BF16_PATHS:
+        raise ImportError(f"FASTRNN_BF16={name!r}: choose one of {', '.join(BF16_PATHS)}")
+    if not has_bf16(kernels):
+        raise ImportError(f"FASTRNN_BF16={name!r}: these kernels ({kernels.__name__}) were "
+                          f"built without the bf16 mode; rebuild them, or unset FASTRNN_BF16")
+    try:
+        kernels.set_bf16_path(name)
+    except ValueError as exc:
+        raise ImportError(f"FASTRNN_BF16={name!r}: {exc}") from None
+
+
+def bf16_path():
+    """The path precision="bf16" runs on here ("amx", "avx512bf16", or "fp32": float32 products
+    on a CPU without bfloat16 instructions), or None when the kernels lack the bf16 mode."""
+    return _kernels.bf16_path() if has_bf16(_kernels) else None
+
+
 try:
     _kernels = load_kernels()
+    apply_bf16_env(_kernels)
     _IMPORT_ERROR = None
 except ImportError as exc:  # the extension was not built, or was built for another Python
     _kernels, _IMPORT_ERROR = None, exc
@@ -70,8 +108,13 @@ class CythonBackend(NumpyBackend):
                 f"C compiler and Cython>=3), or `python setup.py build_ext --inplace` for "
                 f"a development checkout. backend='numpy' works without them.")
 
-    def __init__(self, spec, dtype, device="cpu"):
-        super().__init__(spec, dtype, device)
+    def __init__(self, spec, dtype, device="cpu", precision="fp32"):
+        super().__init__(spec, dtype, device, precision)
+        if self._bf16 and not has_bf16(_kernels):
+            raise ValueError(f"precision='bf16' on backend 'cython' needs kernels with the bf16 "
+                             f"mode, and {_kernels.__name__} was built without it (rebuild it "
+                             f"from a source tree that has it); backend='numpy' or 'torch' "
+                             f"run bf16 meanwhile")
         self._offsets = spec.offsets()  # the stack kernels' layout table (stacked models)
         # the fused step's float32 or float64 version itself: choosing it from the arrays' type
         # at each call took 0.6 us (of 3.7 for a tiny model's step)
@@ -102,17 +145,18 @@ class CythonBackend(NumpyBackend):
 
     @serialised
     def forward_loss(self, inputs, targets, h):
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
+            st = self._states_of(h)
             work, threads = self._stack_chunk_args(inputs)
-            return _kernels.stack_forward_loss(self.flat, *self._stack, inputs, targets, h[0],
-                                               _c(h), work, threads=threads)
+            return _kernels.stack_forward_loss(self.flat, *self._stack, inputs, targets, st[0],
+                                               _c(st), work, threads=threads, **self._mode)
         work, threads = self._chunk_args(inputs)
         return _kernels.forward_loss(self.flat, inputs, targets, h, work, self.H, self.V,
                                      threads=threads)
 
     @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_loss_and_grads(inputs, targets, h, want_dh0, masks)
         grads = self.zeros()
         dh0 = np.empty_like(h) if want_dh0 else None
@@ -142,7 +186,7 @@ class CythonBackend(NumpyBackend):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
             return super().train_step(inputs, targets, h, opt, grad_scale, masks)
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks, code, False)
         # the lock (see serialised) taken by hand in the steps a trainer makes every iteration:
         # acquire and release cost half of a `with` block, a third of the decorator
@@ -167,7 +211,7 @@ class CythonBackend(NumpyBackend):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
             return super().train_step_guarded(inputs, targets, h, opt, grad_scale, masks)
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks, code, True)
         self.lock.acquire()
         try:
@@ -225,7 +269,18 @@ class CythonBackend(NumpyBackend):
             self._undo = aligned_empty(size, self.dtype, at=self.anchor)
         return self._undo
 
-    # -- stacked models: the stack kernels (src/fastrnn/_stack*.pxi) ---------------------------
+    # -- stacked models, and every model in bf16: the stack kernels (src/fastrnn/_stack*.pxi) ---
+    @property
+    def _mode(self):
+        """The stack kernels' precision keyword (none in fp32: kernels built before the bf16
+        mode take no such keyword)."""
+        return {"bf16": True} if self._bf16 else {}
+
+    def _states_of(self, h):
+        """The state as the stack kernels take it: a tuple of (L,B,H) views; min-char-rnn's
+        (B,H) array (in bf16 mode) is viewed as (1,B,H)."""
+        return (h.reshape(1, -1, self.H),) if isinstance(h, np.ndarray) else h
+
     @property
     def _stack(self):
         """The model arguments every stack kernel takes after the parameters."""
@@ -237,13 +292,14 @@ class CythonBackend(NumpyBackend):
         """work and threads for a chunk of a stacked model (see _chunk_args)."""
         threads = get_num_threads()
         B, T = inputs.shape
-        key = ("stack", B, T, threads)
+        key = ("stack", B, T, threads, self._bf16)
         work = self._work.get(key)
         if work is None:
             if len(self._work) > 8:
                 self._work.clear()
             work = aligned_empty(_kernels.stack_work_size(B, T, self.H, self.V, self.L,
-                                                          CELL_CODES[self.spec.cell], threads),
+                                                          CELL_CODES[self.spec.cell], threads,
+                                                          **self._mode),
                                  self.dtype)
             self._work[key] = work
         return work, threads
@@ -255,11 +311,14 @@ class CythonBackend(NumpyBackend):
     def _stack_loss_and_grads(self, inputs, targets, h, want_dh0, masks):
         masks = self._masks(masks)
         grads = self.zeros()
-        dstate = tuple(np.empty_like(a) for a in h) if want_dh0 else None
+        st = self._states_of(h)
+        dstate = tuple(np.empty_like(a) for a in st) if want_dh0 else None
         work, threads = self._stack_chunk_args(inputs)
         loss = _kernels.stack_loss_and_grads(
-            self.flat, grads, *self._stack, inputs, targets, h[0], _c(h), masks,
-            dstate[0] if dstate else None, _c(dstate), work, threads=threads)
+            self.flat, grads, *self._stack, inputs, targets, st[0], _c(st), masks,
+            dstate[0] if dstate else None, _c(dstate), work, threads=threads, **self._mode)
+        if dstate is not None and isinstance(h, np.ndarray):
+            dstate = dstate[0].reshape(h.shape)
         return loss, grads, dstate
 
     @serialised
@@ -268,11 +327,13 @@ class CythonBackend(NumpyBackend):
         if self._grads is None:
             self._grads = self.zeros()
         mem, mem2 = self._states(opt)
+        st = self._states_of(h)
         work, threads = self._stack_chunk_args(inputs)
         out = _kernels.stack_train_step(
-            self.flat, self._grads, mem, *self._stack, inputs, targets, h[0], _c(h), masks, work,
-            threads, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
-            opt.clip_norm, grad_scale, self._undo_buffer(code) if guarded else None)
+            self.flat, self._grads, mem, *self._stack, inputs, targets, st[0], _c(st), masks,
+            work, threads, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2,
+            opt.steps + 1, opt.clip_norm, grad_scale,
+            self._undo_buffer(code) if guarded else None, **self._mode)
         if not guarded or out[1]:
             opt.steps += 1
         return out
