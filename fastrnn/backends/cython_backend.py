@@ -88,6 +88,14 @@ def bf16_path():
     return _kernels.bf16_path() if has_bf16(_kernels) else None
 
 
+def bf16_description(kernels):
+    """The bf16 path of a kernel module in words, for reports beside its BUILD_ISA."""
+    if not has_bf16(kernels):
+        return "none (kernels built without the bf16 mode)"
+    path = kernels.bf16_path()
+    return path + (" (no bfloat16 instructions here: float32 products)" if path == "fp32" else "")
+
+
 try:
     _kernels = load_kernels()
     apply_bf16_env(_kernels)
