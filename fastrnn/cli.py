@@ -181,9 +181,9 @@ def cmd_inspect(args):
     return 0
 
 
-PRECISION_HELP = ("the matrix products' operands: fp32, or bf16: operands rounded to bfloat16, "
-                  "sums and everything else in float32 (needs --dtype float32; fast on CPUs "
-                  "with AMX or AVX512-BF16)")
+PRECISION_HELP = ("the matrix products' operands: fp32, or bf16: rounded to bfloat16 and summed "
+                  "in float32, all else float32 (float32 models only; the compiled kernels use "
+                  "AMX or AVX512-BF16 where the CPU has them)")
 
 
 def _add_model_location(p):
