@@ -182,8 +182,7 @@ def cmd_inspect(args):
 
 
 PRECISION_HELP = ("the matrix products' operands: fp32, or bf16: rounded to bfloat16 and summed "
-                  "in float32, all else float32 (float32 models only; the compiled kernels use "
-                  "AMX or AVX512-BF16 where the CPU has them)")
+                  "in float32, all else float32 (float32 models only)")
 
 
 def _add_model_location(p):

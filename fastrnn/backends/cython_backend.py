@@ -8,9 +8,9 @@ their own, so no other thread can change an id between its check and its use.
 
 precision="bf16" runs every model, min-char-rnn's included, through the stack kernels with
 bf16=True (bfloat16 operands, float32 sums; see numpy_backend); generation and beam search keep
-their float32 kernels. The kernels pick their bf16 path at run time (bf16_path(): "amx",
-"avx512bf16", or "fp32" where the CPU has neither, which then runs float32 products);
-$FASTRNN_BF16 forces a lower one at import.
+their float32 kernels. The kernels name the path bf16 mode runs on (bf16_path(); "fp32" is plain
+float32 products, the fallback every build has); $FASTRNN_BF16 chooses another at import, as
+set_bf16_path(name) does.
 """
 import importlib
 import os
@@ -57,22 +57,18 @@ def load_kernels(isa=None):
     raise errors[-1]
 
 
-BF16_PATHS = ("amx", "avx512bf16", "fp32")  # the kernels' bf16 paths, fastest first
-
-
 def has_bf16(kernels):
     """Whether a kernel module has the bf16 mode (kernels built before it lack it)."""
     return kernels is not None and hasattr(kernels, "bf16_path")
 
 
 def apply_bf16_env(kernels):
-    """Forces the bf16 path named by $FASTRNN_BF16 (amx, avx512bf16, fp32), if set; an unknown
-    name, or one this CPU or build cannot run, is an ImportError as a bad $FASTRNN_ISA is."""
+    """Sets the bf16 path named by $FASTRNN_BF16 (one of set_bf16_path's names, "fp32" among
+    them), if set; a name the kernels refuse (unknown, or not runnable on this CPU or build) is
+    an ImportError, as a bad $FASTRNN_ISA is."""
     name = os.environ.get("FASTRNN_BF16")
     if not name:
         return
-    if name not in BF16_PATHS:
-        raise ImportError(f"FASTRNN_BF16={name!r}: choose one of {', '.join(BF16_PATHS)}")
     if not has_bf16(kernels):
         raise ImportError(f"FASTRNN_BF16={name!r}: these kernels ({kernels.__name__}) were "
                           f"built without the bf16 mode; rebuild them, or unset FASTRNN_BF16")
@@ -83,8 +79,8 @@ def apply_bf16_env(kernels):
 
 
 def bf16_path():
-    """The path precision="bf16" runs on here ("amx", "avx512bf16", or "fp32": float32 products
-    on a CPU without bfloat16 instructions), or None when the kernels lack the bf16 mode."""
+    """The name of the path precision="bf16" runs on here ("fp32": plain float32 products), or
+    None when the kernels lack the bf16 mode."""
     return _kernels.bf16_path() if has_bf16(_kernels) else None
 
 
@@ -93,7 +89,7 @@ def bf16_description(kernels):
     if not has_bf16(kernels):
         return "none (kernels built without the bf16 mode)"
     path = kernels.bf16_path()
-    return path + (" (no bfloat16 instructions here: float32 products)" if path == "fp32" else "")
+    return path + (" (float32 products)" if path == "fp32" else "")
 
 
 try:
