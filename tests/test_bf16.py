@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn.backends import numpy_backend
 from fastrnn.backends.numpy_backend import bf16
 
 U = 2.0 ** -8      # bfloat16's unit roundoff: 8 significand bits, round to nearest
 EPS32 = 2.0 ** -24  # float32's
 MODELS = [dict(cell="rnn", nonlinearity="relu"), dict(cell="rnn", num_layers=2),
-          dict(cell="rnn", num_layers=2, nonlinearity="relu"), dict(cell="lstm"), dict(cell="lstm", num_layers=2),
-          dict(cell="gru"), dict(cell="gru", num_layers=2), dict()]  # last: min-char-rnn's
+          dict(cell="rnn", num_layers=2, nonlinearity="relu"), dict(cell="lstm"),
+          dict(cell="lstm", num_layers=2), dict(cell="gru"), dict(cell="gru", num_layers=2),
+          dict()]  # the last: min-char-rnn's (one tanh rnn layer)
 IDS = lambda m: "-".join(f"{v}" for v in m.values()) or "legacy"  # noqa: E731
 
 
@@ -469,9 +469,9 @@ def test_cython_bf16_matches_the_numpy_reference(bf16_kernels, kw):
     """Loss to 1e-4 relative. Gradients: the kernels sum in another order than numpy, so a
     float32 value feeding a later product can differ in its last bits and round to the
     neighbouring bfloat16 (a relative 2u move of that operand); allowed: 4u of the largest
-    gradient (relu: a tenth, see test_torch_bf16_close_to_numpy_bf16). The "fp32" path runs float32 products: it equals fp32 mode instead (exactly for
-    the stacked models, which run the same kernels; to 1e-5 for min-char-rnn's, whose fp32
-    mode has kernels of its own)."""
+    gradient (relu: a tenth, see test_torch_bf16_close_to_numpy_bf16). The "fp32" path runs
+    float32 products: it equals fp32 mode instead (exactly for the stacked models, which run
+    the same kernels; to 1e-5 for min-char-rnn's, whose fp32 mode has kernels of its own)."""
     K = bf16_kernels
     V, H = 23, 32
     x, y = _chunk(V)
