@@ -62,6 +62,10 @@ def has_bf16(kernels):
     return kernels is not None and hasattr(kernels, "bf16_path")
 
 
+class _Bf16EnvError(ImportError):
+    """A $FASTRNN_BF16 the kernels refuse."""
+
+
 def apply_bf16_env(kernels):
     """Sets the bf16 path named by $FASTRNN_BF16 (one of set_bf16_path's names, "fp32" among
     them), if set; a name the kernels refuse (unknown, or not runnable on this CPU or build) is
@@ -70,12 +74,13 @@ def apply_bf16_env(kernels):
     if not name:
         return
     if not has_bf16(kernels):
-        raise ImportError(f"FASTRNN_BF16={name!r}: these kernels ({kernels.__name__}) were "
-                          f"built without the bf16 mode; rebuild them, or unset FASTRNN_BF16")
+        raise _Bf16EnvError(f"FASTRNN_BF16={name!r}: these kernels ({kernels.__name__}) were "
+                            f"built without the bf16 mode; rebuild them, or unset FASTRNN_BF16")
     try:
         kernels.set_bf16_path(name)
     except ValueError as exc:
-        raise ImportError(f"FASTRNN_BF16={name!r}: {exc}") from None
+        raise _Bf16EnvError(f"FASTRNN_BF16={name!r}: {exc}; unset it, or name a path the "
+                            f"kernels take") from None
 
 
 def bf16_path():
@@ -105,6 +110,8 @@ class CythonBackend(NumpyBackend):
 
     @classmethod
     def check_available(cls):
+        if isinstance(_IMPORT_ERROR, _Bf16EnvError):  # the kernels are fine: the setting is not
+            raise ImportError(f"fastrnn's compiled kernels: {_IMPORT_ERROR}")
         if _kernels is None:
             raise ImportError(
                 f"fastrnn's compiled kernels (fastrnn._kernels) could not be imported: "
