@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fastrnn._layout import ModelSpec
-from fastrnn.backends.cython_backend import load_kernels
+from fastrnn.backends.cython_backend import bf16_description, load_kernels
 from fastrnn.bench import timed_together
 
 B, T, V = 64, 128, 65
@@ -54,7 +54,8 @@ def header(threads):
         commit = "?"
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
             "numpy": np.__version__, "commit": commit or "?",
-            "kernels": K.BUILD_ISA + (" + OpenMP" if K.BUILD_OPENMP else "")}
+            "kernels": K.BUILD_ISA + (" + OpenMP" if K.BUILD_OPENMP else ""),
+            "bf16": bf16_description(K)}
 
 
 def init_params(spec, rng, dtype=np.float32):

@@ -87,6 +87,21 @@ def check_dtype(dtype):
     return dt
 
 
+PRECISIONS = ("fp32", "bf16")  # the matrix products' operands (see CharRNN's precision)
+
+
+def check_precision(precision, dtype):
+    """The checked precision name: "fp32", or "bf16" (which needs a float32 model), or a
+    ValueError."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and np.dtype(dtype) != np.float32:
+        raise ValueError(f"precision='bf16' needs dtype='float32' (its products accumulate in "
+                         f"float32 and its master parameters are float32), got dtype="
+                         f"{np.dtype(dtype).name!r}")
+    return precision
+
+
 def check_tensors(tensors, spec, what="params"):
     """Checks a dict of the spec's named tensors: exact keys, shapes and real values."""
     names = spec.names

@@ -14,7 +14,7 @@ import os
 FIXED = ("preset", "hidden_size", "seq_length", "batch_size", "optimizer", "lr", "clip",
          "clip_norm", "reduction", "reset", "init_from", "dtype", "init", "lr_hold",
          "lr_decay_to", "lr_decay_every", "lr_decay_factor", "val_frac", "seed", "model",
-         "num_layers", "dropout", "nonlinearity", "forget_bias")
+         "num_layers", "dropout", "nonlinearity", "forget_bias", "precision")
 # Options of how a run reports, kept in the checkpoint and reused when left out on --resume.
 RUN_OPTIONS = ("log", "plot", "sample_every", "eval_every", "checkpoint_every")
 DEFAULT_VAL_FRAC = 0.05
@@ -69,7 +69,7 @@ def _saved(trainer):
              "reduction": trainer.reduction, "reset": trainer.reset, "dtype": model.dtype.name,
              "val_frac": meta.get("val_frac"), "model": model.cell,
              "num_layers": model.num_layers, "dropout": model.dropout,
-             "nonlinearity": model.nonlinearity}
+             "nonlinearity": model.nonlinearity, "precision": model.precision}
     for name in ("preset", "init", "init_from", "lr_decay_to", "seed", "forget_bias"):
         if name in meta:
             saved[name] = meta[name]

@@ -142,7 +142,7 @@ def _new_trainer(args, out):
                          "out one")
     if args.init_from:
         model = fastrnn.CharRNN.load(args.init_from, backend=args.backend, device=args.device,
-                                     dtype=args.dtype)
+                                     dtype=args.dtype, precision=args.precision)
         if model.vocab is None:
             raise ValueError(f"{args.init_from} has no vocabulary to fine-tune with")
         for key, have in (("hidden_size", model.hidden_size), ("model", model.cell),
@@ -165,7 +165,8 @@ def _new_trainer(args, out):
                                 nonlinearity=nonlinearity, backend=args.backend,
                                 device=args.device, dtype=args.dtype or "float32",
                                 seed=args.seed, init=args.init or preset["init"],
-                                forget_bias=args.forget_bias or 0.0)
+                                forget_bias=args.forget_bias or 0.0,
+                                precision=args.precision or "fp32")
     val_frac = args.val_frac if args.val_frac is not None else _resume.DEFAULT_VAL_FRAC
     train_ids, val_ids = _split(ids, val_frac)
     fitted = ""

@@ -263,7 +263,7 @@ def memory_row(B, T, H, V):
 
 def machine_header(threads):
     from threadpoolctl import threadpool_info
-    from fastrnn.backends.cython_backend import _kernels
+    from fastrnn.backends.cython_backend import _kernels, bf16_description
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -281,6 +281,7 @@ def machine_header(threads):
         "cuda": bool(torch and torch.cuda.is_available()),
         "fastrnn": fastrnn.__version__,
         "kernels": _kernels.BUILD_ISA + (" + OpenMP" if _kernels.BUILD_OPENMP else ""),
+        "bf16": bf16_description(_kernels),
         "blas": blas,
     }
 
@@ -340,6 +341,7 @@ def _ms(seconds):
 def markdown(header, results, peaks, generation, memory):
     out = [f"fastrnn {header['fastrnn']} benchmark, {header['date']}",
            f"CPU: {header['cpu']}, {header['cores']} cores; kernels: {header['kernels']}; "
+           f"bf16: {header.get('bf16', '?')}; "
            f"BLAS: {'; '.join(header['blas'])}",
            f"python {header['python']}, numpy {header['numpy']}, "
            f"torch {header['torch']}, CUDA {'yes' if header['cuda'] else 'no'}; "

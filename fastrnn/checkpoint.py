@@ -8,6 +8,8 @@ Keys of a model checkpoint (format version 2):
     vocab_codes      uint32 code points of the vocab
     backend, device  where it was saved from (informational; any backend/device loads it)
     vocab_byte_level True when the vocab's characters stand for bytes (absent: False)
+    precision        "fp32" | "bf16", the products' operands (absent: "fp32"; written for
+                     bf16 only, so fp32 files stay readable by earlier versions)
 Other components add keys under their own prefix: "trainer/…", and "optimizer/…" whose state
 buffers are saved per named tensor ("optimizer/state/mem/Why"), so a later change of the flat
 layout never breaks a resume. Version 1 files (min-char-rnn's model, its optimizer state as flat
@@ -298,7 +300,7 @@ def read_npz(path):
 # ("optimizer/hyper/lr", "optimizer/state/mem/Why"). A new model kind extends these.
 MODEL_ENTRIES = frozenset({"format", "format_version", "hidden_size", "vocab_size", "dtype",
                            "backend", "device", "vocab_codes", "vocab_byte_level", "cell",
-                           "num_layers", "nonlinearity", "dropout"})
+                           "num_layers", "nonlinearity", "dropout", "precision"})
 PARAM_PATTERNS = (re.compile(r"(weight|bias)_(ih|hh)_l[0-9]{1,3}"),)
 SECTION_PREFIXES = ("optimizer/", "trainer/", "meta/")
 _SECTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(/[A-Za-z_][A-Za-z0-9_]{0,63}){0,2}")
@@ -427,6 +429,8 @@ def model_arrays(model):
               "nonlinearity": np.array(spec.nonlinearity), "dropout": np.array(spec.dropout),
               "dtype": np.array(model.dtype.name), "backend": np.array(model.backend),
               "device": np.array(str(model.device))}
+    if model.precision != "fp32":
+        arrays["precision"] = np.array(model.precision)
     if model.vocab is not None:
         arrays["vocab_codes"] = code_points(model.vocab.chars)
         arrays["vocab_byte_level"] = np.array(model.vocab.byte_level)
@@ -470,16 +474,18 @@ def _tensors(arrays, spec, prefix):
     return {name: arrays[prefix + name] for name in spec.names}
 
 
-def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None):
-    """A CharRNN rebuilt from checkpoint entries, on any backend and device."""
+def model_from_arrays(arrays, path="checkpoint", *, backend="cython", device="cpu", dtype=None,
+                      precision=None):
+    """A CharRNN rebuilt from checkpoint entries, on any backend and device; dtype and
+    precision: the saved ones unless given."""
     try:
-        return _model_from_arrays(arrays, path, backend, device, dtype)
+        return _model_from_arrays(arrays, path, backend, device, dtype, precision)
     except (TypeError, IndexError, OverflowError, RecursionError, AttributeError) as exc:
         raise CheckpointError(f"{path} holds an invalid model: {_one_line(exc)}") from None
 
 
-def _model_from_arrays(arrays, path, backend, device, dtype):
-    from ._params import check_dtype, check_tensors
+def _model_from_arrays(arrays, path, backend, device, dtype, precision):
+    from ._params import check_dtype, check_precision, check_tensors
     from .model import CharRNN
     from .vocab import Vocab, from_code_points
     try:
@@ -504,12 +510,15 @@ def _model_from_arrays(arrays, path, backend, device, dtype):
         check_tensors(params, spec)
         if dtype is None:
             check_dtype(saved_dtype)
+        saved_precision = _str_entry(arrays, "precision", path, "fp32")
+        if precision is None:
+            check_precision(saved_precision, dtype or saved_dtype)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     model = CharRNN(vocab if vocab is not None else V, H, cell=spec.cell,
                     num_layers=spec.num_layers, nonlinearity=spec.nonlinearity,
                     dropout=spec.dropout, backend=backend, device=device,
-                    dtype=dtype or saved_dtype)
+                    dtype=dtype or saved_dtype, precision=precision or saved_precision)
     try:
         model.set_params(params)
     except (ValueError, TypeError) as exc:

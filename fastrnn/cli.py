@@ -11,6 +11,7 @@ import numpy as np
 
 import fastrnn
 import fastrnn._layout
+import fastrnn._params
 import fastrnn.checkpoint
 from fastrnn import _cli_compat
 from fastrnn.trainer import NAN_POLICIES
@@ -65,7 +66,8 @@ def check_options(args):
 
 
 def _load_model(args):
-    return fastrnn.CharRNN.load(args.checkpoint, backend=args.backend, device=args.device)
+    return fastrnn.CharRNN.load(args.checkpoint, backend=args.backend, device=args.device,
+                                precision=getattr(args, "precision", None))
 
 
 def cmd_sample(args):
@@ -179,6 +181,10 @@ def cmd_inspect(args):
     return 0
 
 
+PRECISION_HELP = ("the matrix products' operands: fp32, or bf16: rounded to bfloat16 and summed "
+                  "in float32, all else float32 (float32 models only)")
+
+
 def _add_model_location(p):
     p.add_argument("--backend", default="cython", choices=list(fastrnn.BACKENDS))
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with --backend torch")
@@ -210,6 +216,8 @@ def build_parser():
     _add_model_location(t)
     t.add_argument("--dtype", choices=["float32", "float64"],
                    help="default float32 (with --init-from: the checkpoint's)")
+    t.add_argument("--precision", choices=list(fastrnn._params.PRECISIONS),
+                   help=PRECISION_HELP + " (default fp32; with --init-from: the checkpoint's)")
     t.add_argument("--init", choices=list(fastrnn.model.INITS),
                    help="a new model's weights: gist, N(0,1)*0.01 as min-char-rnn; uniform, "
                         "U(+-1/sqrt(H)) as PyTorch's nn.RNN (default: the preset's)")
@@ -319,6 +327,8 @@ def build_parser():
                         "sees all before it)")
     e.add_argument("--oov", choices=OOV_POLICIES, default="error")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--precision", choices=list(fastrnn._params.PRECISIONS),
+                   help=PRECISION_HELP + " (default: the checkpoint's)")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("baseline", help="a Kneser-Ney character n-gram model's validation loss")

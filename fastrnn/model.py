@@ -11,7 +11,7 @@ from typing import Any, Tuple, Union
 import numpy as np
 
 from ._layout import ModelSpec
-from ._params import check_dtype, check_tensors
+from ._params import check_dtype, check_precision, check_tensors
 from .backends import get_backend
 from .vocab import Vocab
 
@@ -109,6 +109,15 @@ class CharRNN:
                     al. 2015, with nonlinearity="relu")
     forget_bias: the LSTM forget gates' bias (char-rnn sets 1).
 
+    precision: "fp32" (the default), or "bf16" (float32 models only): the matrix products of
+    training and evaluation (loss, loss_and_grads, nll, score; the recurrence, the input
+    projections of layers after the first, the head, and BPTT's weight gradients and
+    dL/dh) take bfloat16 operands, rounded to nearest even, and sum in float32. The master
+    parameters, optimizer state, cells' pointwise math, softmax and loss stay float32, and
+    layer 0's input (a column of W_ih per one-hot id) stays exact. generate, stream,
+    beam_search and fastrnn.inspect run float32 products in either precision. On backend
+    "torch" bf16 is torch.autocast(dtype=torch.bfloat16) around the forward pass.
+
     `vocab_size` may also be a Vocab, which is then kept as `model.vocab`.
 
     Threads: calls on one model are serialised. Each call into its backend holds a lock of the
@@ -124,7 +133,7 @@ class CharRNN:
                  num_layers: int = 1, dropout: float = 0.0, nonlinearity: str = "tanh",
                  backend: str = "cython", dtype: str | np.dtype = "float32", seed: int = 0,
                  device: str = "cpu", vocab: Vocab | None = None, init: str | None = None,
-                 forget_bias: float = 0.0) -> None:
+                 forget_bias: float = 0.0, precision: str = "fp32") -> None:
         if isinstance(vocab_size, Vocab):
             vocab, vocab_size = vocab_size, len(vocab_size)
         V = check_positive_int(vocab_size, "vocab_size")
@@ -143,8 +152,10 @@ class CharRNN:
             raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
         if forget_bias and cell != "lstm":
             raise ValueError("forget_bias is for cell='lstm'")
+        dtype = check_dtype(dtype)
+        precision = check_precision(precision, dtype)
         self.vocab = vocab
-        self._backend = get_backend(backend)(spec, check_dtype(dtype), device)
+        self._backend = get_backend(backend)(spec, dtype, device, precision=precision)
         self.set_params(init_params(spec, init, np.random.default_rng(seed), forget_bias))
 
     @property
@@ -181,6 +192,12 @@ class CharRNN:
         return self._backend.dtype
 
     @property
+    def precision(self) -> str:
+        """"fp32" or "bf16": the operands of the training and evaluation products (see
+        CharRNN)."""
+        return self._backend.precision
+
+    @property
     def backend(self) -> str:
         return self._backend.name
 
@@ -194,8 +211,10 @@ class CharRNN:
             extra = (f", cell={self.cell!r}, num_layers={self.num_layers}"
                      + (f", nonlinearity={self.nonlinearity!r}" if self.cell == "rnn" else "")
                      + (f", dropout={self.dropout}" if self.dropout else ""))
+        precision = "" if self.precision == "fp32" else f", precision={self.precision!r}"
         return (f"CharRNN(vocab_size={self.vocab_size}, hidden_size={self.hidden_size}{extra}, "
-                f"backend={self.backend!r}, dtype={self.dtype.name!r}, device={self.device!r})")
+                f"backend={self.backend!r}, dtype={self.dtype.name!r}, device={self.device!r}"
+                f"{precision})")
 
     # -- parameters ----------------------------------------------------------------------------
     def get_params(self) -> dict[str, np.ndarray]:
@@ -339,7 +358,7 @@ class CharRNN:
         h = self._initial_state(h0, 1, True)
         if prime_ids is not None and np.size(prime_ids) > 0:
             prime = as_ids(prime_ids, self.vocab_size, "prime_ids", ndims=(1,))
-            self._backend.forward_loss(prime[None, :], None, h)
+            self._backend.prime(prime[None, :], h)  # generation's float32 products
         return h
 
     def generate(self, n: int, *, prime_ids: ArrayLike | None = None, h0: State | None = None,
@@ -494,12 +513,13 @@ class CharRNN:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: str = "cython", device: str = "cpu",
-             dtype: str | np.dtype | None = None) -> CharRNN:
+             dtype: str | np.dtype | None = None, precision: str | None = None) -> CharRNN:
         """A model from a file written by `save`, on any backend and device whatever it was saved
-        from (a CUDA-saved file loads on the CPU); dtype: the saved one unless given."""
+        from (a CUDA-saved file loads on the CPU); dtype and precision: the saved ones unless
+        given (files from before precision existed are "fp32")."""
         from .checkpoint import model_from_arrays, read_npz
         return model_from_arrays(read_npz(path), path, backend=backend, device=device,
-                                 dtype=dtype)
+                                 dtype=dtype, precision=precision)
 
     # -- PyTorch interop (needs torch) ----------------------------------------------------------
     def to_torch(self, device: Any = None) -> Any:

@@ -264,3 +264,28 @@ def test_the_continue_hint_carries_where_the_run_ran():
         "fastrnn train --resume ck/latest.npz"
     assert hint(Namespace(backend="torch", device="cuda:1"), "ck/latest.npz") == \
         "fastrnn train --resume ck/latest.npz --backend torch --device cuda:1"
+
+
+def test_train_and_eval_precision_bf16(tmp_path):
+    (tmp_path / "data.txt").write_text(TEXT)
+    small = ("--data", "data.txt", "--backend", "numpy", "--hidden-size", "16", "--seq-length",
+             "8", "--batch-size", "2", "--iterations", "4", "--eval-every", "2",
+             "--sample-length", "10", "--threads", "1")
+    assert "bfloat16" in cli("train", "--help", cwd=tmp_path).stdout_text
+    out = cli("train", *small, "--precision", "bf16", cwd=tmp_path)
+    assert "precision='bf16'" in out.stdout_text
+    assert str(read_npz(tmp_path / "checkpoints" / "latest.npz")["precision"]) == "bf16"
+    bad = cli("train", "--resume", "checkpoints/latest.npz", "--backend", "numpy",
+              "--precision", "fp32", cwd=tmp_path, ok=False)
+    assert "--precision fp32 (the checkpoint's: bf16)" in bad.stderr_text
+    bad = cli("train", *small, "--precision", "bf16", "--dtype", "float64", cwd=tmp_path,
+              ok=False)
+    assert "precision='bf16' needs dtype='float32'" in bad.stderr_text
+    scores = {p: json.loads(cli("eval", "checkpoints/latest.npz", "data.txt", "--backend",
+                                "numpy", "--json", *p, cwd=tmp_path).stdout_text)
+              for p in ((), ("--precision", "fp32"), ("--precision", "bf16"))}
+    model = fastrnn.CharRNN.load(tmp_path / "checkpoints" / "latest.npz", backend="numpy")
+    ids = model.vocab.encode(TEXT)
+    assert scores[()]["nats_per_char"] == pytest.approx(model.nll(ids)[0] / (len(ids) - 1))
+    assert scores[()] == scores[("--precision", "bf16")]
+    assert scores[()]["nats_per_char"] != scores[("--precision", "fp32")]["nats_per_char"]

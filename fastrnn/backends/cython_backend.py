@@ -5,6 +5,12 @@ into compiled code that releases the GIL (and splits a large enough batch over t
 fastrnn.set_num_threads). Scratch memory for a (B,T) chunk is allocated once and reused, by one
 call at a time (see the backend lock in numpy_backend); the kernels read the ids from copies of
 their own, so no other thread can change an id between its check and its use.
+
+precision="bf16" runs every model, min-char-rnn's included, through the stack kernels with
+bf16=True (bfloat16 operands, float32 sums; see numpy_backend); generation and beam search keep
+their float32 kernels. The kernels name the path bf16 mode runs on (bf16_path(); "fp32" is plain
+float32 products, the fallback every build has); $FASTRNN_BF16 chooses another at import, as
+set_bf16_path(name) does.
 """
 import importlib
 import os
@@ -51,8 +57,49 @@ def load_kernels(isa=None):
     raise errors[-1]
 
 
+def has_bf16(kernels):
+    """Whether a kernel module has the bf16 mode (kernels built before it lack it)."""
+    return kernels is not None and hasattr(kernels, "bf16_path")
+
+
+class _Bf16EnvError(ImportError):
+    """A $FASTRNN_BF16 the kernels refuse."""
+
+
+def apply_bf16_env(kernels):
+    """Sets the bf16 path named by $FASTRNN_BF16 (one of set_bf16_path's names, "fp32" among
+    them), if set; a name the kernels refuse (unknown, or not runnable on this CPU or build) is
+    an ImportError, as a bad $FASTRNN_ISA is."""
+    name = os.environ.get("FASTRNN_BF16")
+    if not name:
+        return
+    if not has_bf16(kernels):
+        raise _Bf16EnvError(f"FASTRNN_BF16={name!r}: these kernels ({kernels.__name__}) were "
+                            f"built without the bf16 mode; rebuild them, or unset FASTRNN_BF16")
+    try:
+        kernels.set_bf16_path(name)
+    except ValueError as exc:
+        raise _Bf16EnvError(f"FASTRNN_BF16={name!r}: {exc}; unset it, or name a path the "
+                            f"kernels take") from None
+
+
+def bf16_path():
+    """The name of the path precision="bf16" runs on here ("fp32": plain float32 products), or
+    None when the kernels lack the bf16 mode."""
+    return _kernels.bf16_path() if has_bf16(_kernels) else None
+
+
+def bf16_description(kernels):
+    """The bf16 path of a kernel module in words, for reports beside its BUILD_ISA."""
+    if not has_bf16(kernels):
+        return "none (kernels built without the bf16 mode)"
+    path = kernels.bf16_path()
+    return path + (" (float32 products)" if path == "fp32" else "")
+
+
 try:
     _kernels = load_kernels()
+    apply_bf16_env(_kernels)
     _IMPORT_ERROR = None
 except ImportError as exc:  # the extension was not built, or was built for another Python
     _kernels, _IMPORT_ERROR = None, exc
@@ -63,6 +110,8 @@ class CythonBackend(NumpyBackend):
 
     @classmethod
     def check_available(cls):
+        if isinstance(_IMPORT_ERROR, _Bf16EnvError):  # the kernels are fine: the setting is not
+            raise ImportError(f"fastrnn's compiled kernels: {_IMPORT_ERROR}")
         if _kernels is None:
             raise ImportError(
                 f"fastrnn's compiled kernels (fastrnn._kernels) could not be imported: "
@@ -70,8 +119,13 @@ class CythonBackend(NumpyBackend):
                 f"C compiler and Cython>=3), or `python setup.py build_ext --inplace` for "
                 f"a development checkout. backend='numpy' works without them.")
 
-    def __init__(self, spec, dtype, device="cpu"):
-        super().__init__(spec, dtype, device)
+    def __init__(self, spec, dtype, device="cpu", precision="fp32"):
+        super().__init__(spec, dtype, device, precision)
+        if self._bf16 and not has_bf16(_kernels):
+            raise ValueError(f"precision='bf16' on backend 'cython' needs kernels with the bf16 "
+                             f"mode, and {_kernels.__name__} was built without it (rebuild it "
+                             f"from a source tree that has it); backend='numpy' or 'torch' "
+                             f"run bf16 meanwhile")
         self._offsets = spec.offsets()  # the stack kernels' layout table (stacked models)
         # the fused step's float32 or float64 version itself: choosing it from the arrays' type
         # at each call took 0.6 us (of 3.7 for a tiny model's step)
@@ -102,17 +156,18 @@ class CythonBackend(NumpyBackend):
 
     @serialised
     def forward_loss(self, inputs, targets, h):
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
+            st = self._states_of(h)
             work, threads = self._stack_chunk_args(inputs)
-            return _kernels.stack_forward_loss(self.flat, *self._stack, inputs, targets, h[0],
-                                               _c(h), work, threads=threads)
+            return _kernels.stack_forward_loss(self.flat, *self._stack, inputs, targets, st[0],
+                                               _c(st), work, threads=threads, **self._mode)
         work, threads = self._chunk_args(inputs)
         return _kernels.forward_loss(self.flat, inputs, targets, h, work, self.H, self.V,
                                      threads=threads)
 
     @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_loss_and_grads(inputs, targets, h, want_dh0, masks)
         grads = self.zeros()
         dh0 = np.empty_like(h) if want_dh0 else None
@@ -142,7 +197,7 @@ class CythonBackend(NumpyBackend):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
             return super().train_step(inputs, targets, h, opt, grad_scale, masks)
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks, code, False)
         # the lock (see serialised) taken by hand in the steps a trainer makes every iteration:
         # acquire and release cost half of a `with` block, a third of the decorator
@@ -167,7 +222,7 @@ class CythonBackend(NumpyBackend):
         code = _kernels.OPTIMIZERS.get(opt.name)
         if code is None:
             return super().train_step_guarded(inputs, targets, h, opt, grad_scale, masks)
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks, code, True)
         self.lock.acquire()
         try:
@@ -225,7 +280,18 @@ class CythonBackend(NumpyBackend):
             self._undo = aligned_empty(size, self.dtype, at=self.anchor)
         return self._undo
 
-    # -- stacked models: the stack kernels (src/fastrnn/_stack*.pxi) ---------------------------
+    # -- stacked models, and every model in bf16: the stack kernels (src/fastrnn/_stack*.pxi) ---
+    @property
+    def _mode(self):
+        """The stack kernels' precision keyword (none in fp32: kernels built before the bf16
+        mode take no such keyword)."""
+        return {"bf16": True} if self._bf16 else {}
+
+    def _states_of(self, h):
+        """The state as the stack kernels take it: a tuple of (L,B,H) views; min-char-rnn's
+        (B,H) array (in bf16 mode) is viewed as (1,B,H)."""
+        return (h.reshape(1, -1, self.H),) if isinstance(h, np.ndarray) else h
+
     @property
     def _stack(self):
         """The model arguments every stack kernel takes after the parameters."""
@@ -237,13 +303,14 @@ class CythonBackend(NumpyBackend):
         """work and threads for a chunk of a stacked model (see _chunk_args)."""
         threads = get_num_threads()
         B, T = inputs.shape
-        key = ("stack", B, T, threads)
+        key = ("stack", B, T, threads, self._bf16)
         work = self._work.get(key)
         if work is None:
             if len(self._work) > 8:
                 self._work.clear()
             work = aligned_empty(_kernels.stack_work_size(B, T, self.H, self.V, self.L,
-                                                          CELL_CODES[self.spec.cell], threads),
+                                                          CELL_CODES[self.spec.cell], threads,
+                                                          **self._mode),
                                  self.dtype)
             self._work[key] = work
         return work, threads
@@ -255,11 +322,14 @@ class CythonBackend(NumpyBackend):
     def _stack_loss_and_grads(self, inputs, targets, h, want_dh0, masks):
         masks = self._masks(masks)
         grads = self.zeros()
-        dstate = tuple(np.empty_like(a) for a in h) if want_dh0 else None
+        st = self._states_of(h)
+        dstate = tuple(np.empty_like(a) for a in st) if want_dh0 else None
         work, threads = self._stack_chunk_args(inputs)
         loss = _kernels.stack_loss_and_grads(
-            self.flat, grads, *self._stack, inputs, targets, h[0], _c(h), masks,
-            dstate[0] if dstate else None, _c(dstate), work, threads=threads)
+            self.flat, grads, *self._stack, inputs, targets, st[0], _c(st), masks,
+            dstate[0] if dstate else None, _c(dstate), work, threads=threads, **self._mode)
+        if dstate is not None and isinstance(h, np.ndarray):
+            dstate = dstate[0].reshape(h.shape)
         return loss, grads, dstate
 
     @serialised
@@ -268,11 +338,13 @@ class CythonBackend(NumpyBackend):
         if self._grads is None:
             self._grads = self.zeros()
         mem, mem2 = self._states(opt)
+        st = self._states_of(h)
         work, threads = self._stack_chunk_args(inputs)
         out = _kernels.stack_train_step(
-            self.flat, self._grads, mem, *self._stack, inputs, targets, h[0], _c(h), masks, work,
-            threads, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2, opt.steps + 1,
-            opt.clip_norm, grad_scale, self._undo_buffer(code) if guarded else None)
+            self.flat, self._grads, mem, *self._stack, inputs, targets, st[0], _c(st), masks,
+            work, threads, code, opt.lr, opt.eps, opt.clip, mem2, opt.beta1, opt.beta2,
+            opt.steps + 1, opt.clip_norm, grad_scale,
+            self._undo_buffer(code) if guarded else None, **self._mode)
         if not guarded or out[1]:
             opt.steps += 1
         return out

@@ -12,6 +12,13 @@ Layer k+1 reads layer k's h_t, times a dropout mask when training with dropout. 
 last layer: p_t = softmax(Why h_t + by), L = sum over all B*T tokens of -ln p_t[y_t].
 min-char-rnn's model (one tanh layer) is the rnn cell with Wxh, Whh, bh and no b_hh.
 
+precision="bf16" (float32 models only): every matrix product of training and evaluation takes
+bfloat16 operands (each rounded to nearest, ties to even, by bf16()) and sums in float32: the
+recurrent products, the input projections of layers k > 0, the head, and in BPTT the weight
+gradients and dL/dh. Layer 0's gather of W_ih columns and its scatter-add gradient stay exact,
+as do the biases, the cells' pointwise math, softmax, loss and optimizer. Generation (and
+priming a state for it), trace and beam search run float32 products in either precision.
+
 Arrays are batched: inputs/targets (B,T) int32; the state is a tuple of (L,B,H) arrays, (h,) or
 (h, c) for lstm (min-char-rnn's model also takes one (B,H) array). Other backends subclass this one
 and override what they accelerate, so every method here is also the reference.
@@ -20,13 +27,15 @@ Calls are serialised per backend (so per model): every method that reads or writ
 parameters, the optimizer state or a scratch buffer holds the backend's `lock` for the whole
 call, compiled kernels included (they release the GIL), so threads sharing a model take turns.
 """
+import contextlib
 import functools
 import math
 import threading
 
 import numpy as np
 
-from .._params import check_fits, flat_anchor, pack, unflatten, zeros_like_params
+from .._params import check_fits, check_precision, flat_anchor, pack, unflatten, \
+    zeros_like_params
 
 
 def _copy(buf):
@@ -57,6 +66,20 @@ def _all_finite(buf):
     NaN)."""
     n = buf.numel() if hasattr(buf, "numel") else buf.size
     return n == 0 or (math.isfinite(float(buf.min())) and math.isfinite(float(buf.max())))
+
+
+def bf16(a):
+    """float32 values rounded to the nearest bfloat16 (ties to even), as float32: bfloat16 is
+    float32's top 16 bits (sign, 8-bit exponent, 7 stored significand bits). Adding 0x7FFF plus
+    the lowest kept bit to the bit pattern carries into the kept bits exactly when the dropped
+    16 bits exceed half their range, or equal it with the kept part odd; a carry out of the
+    significand steps the exponent (the next binade, or infinity past bfloat16's largest). NaN
+    stays NaN (quietened: its kept significand bits could all be 0)."""
+    a = np.asarray(a, dtype=np.float32)
+    u = a.reshape(-1).view(np.uint32)  # 1-D: array arithmetic wraps silently, as meant here
+    rounded = (u + np.uint32(0x7FFF) + ((u >> 16) & 1)) & np.uint32(0xFFFF0000)
+    quiet_nan = (u | np.uint32(0x00400000)) & np.uint32(0xFFFF0000)
+    return np.where(np.isnan(a.reshape(-1)), quiet_nan, rounded).view(np.float32).reshape(a.shape)
 
 
 def _sigmoid(x):
@@ -125,13 +148,15 @@ class NumpyBackend:
     def check_available(cls):
         """Raises ImportError with an actionable message if this backend cannot run here."""
 
-    def __init__(self, spec, dtype, device="cpu"):
+    def __init__(self, spec, dtype, device="cpu", precision="fp32"):
         if device not in (None, "cpu"):
             raise ValueError(f"backend {self.name!r} runs on the CPU only; got device={device!r} "
                              f"(use backend='torch' for CUDA)")
         self.spec = spec
         self.V, self.H, self.L = spec.vocab_size, spec.hidden_size, spec.num_layers
         self.dtype = np.dtype(dtype)
+        self.precision = check_precision(precision, self.dtype)
+        self._bf16 = precision == "bf16"  # read at each call: see _float32_products
         self.device = "cpu"
         self.lock = threading.RLock()
         self.flat = self.zeros()
@@ -215,6 +240,31 @@ class NumpyBackend:
         """(W_ih, W_hh, b_ih, b_hh or None) of layer k."""
         return tuple(None if n is None else self.params[n] for n in self.spec.layer_names(k))
 
+    # -- precision ---------------------------------------------------------------------------
+    def _operand(self, a):
+        """An operand of a matrix product as the precision takes it: rounded to bfloat16 in
+        bf16 mode (the product of two bfloat16 values is exact in float32, so numpy's float32
+        product then sums exactly the terms the compiled kernels sum)."""
+        return bf16(a) if self._bf16 else a
+
+    @contextlib.contextmanager
+    def _float32_products(self):
+        """Runs the calls inside with float32 products whatever the precision (the caller holds
+        the lock, so no other call sees the switch)."""
+        with self.lock:
+            saved, self._bf16 = self._bf16, False
+            try:
+                yield
+            finally:
+                self._bf16 = saved
+
+    @serialised
+    def prime(self, inputs, h):
+        """Runs the state h over ids (B,T) before generation, in generation's float32 products
+        whatever the precision."""
+        with self._float32_products():
+            self.forward_loss(inputs, None, h)
+
     # -- math ----------------------------------------------------------------------------------
     def _forward(self, inputs, state, masks=None, keep=False):
         """Runs the stack over a chunk; the state (tuple of (L,B,H)) becomes the last one.
@@ -225,17 +275,19 @@ class NumpyBackend:
         B, T = inputs.shape
         lstm = self.spec.cell == "lstm"
         kept, x = [], None
+        q = self._operand
         for k in range(self.L):
             w_ih, w_hh, b_ih, b_hh = self._layer(k)
             if k == 0:
                 gx_all = w_ih[:, inputs].transpose(1, 2, 0) + b_ih   # column gather: (B,T,GH)
             else:
-                gx_all = x @ w_ih.T + b_ih
+                gx_all = q(x) @ q(w_ih).T + b_ih
             h, c = state[0][k].copy(), (state[1][k].copy() if lstm else None)
             out = np.empty((B, T, self.H), dtype=self.dtype)
             h_prev, caches = [], []
+            w_hh_t = q(w_hh).T
             for t in range(T):
-                gh = h @ w_hh.T
+                gh = q(h) @ w_hh_t
                 if b_hh is not None:
                     gh = gh + b_hh
                 h_prev.append(h)
@@ -251,7 +303,7 @@ class NumpyBackend:
         return out, kept
 
     def _logits(self, out):
-        return out @ self.params["Why"].T + self.params["by"]
+        return self._operand(out) @ self._operand(self.params["Why"]).T + self.params["by"]
 
     @serialised
     def forward_loss(self, inputs, targets, h):
@@ -288,13 +340,15 @@ class NumpyBackend:
         g = unflatten(flat, self.spec)
         dz = e / s
         np.put_along_axis(dz, tgt, np.take_along_axis(dz, tgt, axis=2) - 1, axis=2)  # p - onehot
-        g["Why"][...] = np.einsum("btv,bth->vh", dz, out)
+        q = self._operand
+        g["Why"][...] = np.einsum("btv,bth->vh", q(dz), q(out))
         g["by"][...] = dz.sum(axis=(0, 1))
-        d_out = dz @ self.params["Why"]                                  # dL/d(top outputs)
+        d_out = q(dz) @ q(self.params["Why"])                            # dL/d(top outputs)
         dstate = [np.zeros_like(a) for a in state]
         for k in reversed(range(self.L)):
             names = self.spec.layer_names(k)
             w_ih, w_hh = self.params[names[0]], self.params[names[1]]
+            w_hh_q = q(w_hh)
             x, h_prev, caches = kept[k]
             dgx = np.empty((B, T, w_hh.shape[0]), dtype=self.dtype)
             dgh = np.empty_like(dgx)
@@ -303,19 +357,19 @@ class NumpyBackend:
             for t in reversed(range(T)):
                 dgx[:, t], dgh[:, t], dc_next, direct = backward(d_out[:, t] + dh_next, dc_next,
                                                                  caches[t], relu)
-                dh_next = dgh[:, t] @ w_hh + direct
+                dh_next = q(dgh[:, t]) @ w_hh_q + direct
             dstate[0][k] = dh_next
             if dc_next is not None:
                 dstate[1][k] = dc_next
-            g[names[1]][...] = np.einsum("btg,bth->gh", dgh, np.stack(h_prev, axis=1))
+            g[names[1]][...] = np.einsum("btg,bth->gh", q(dgh), q(np.stack(h_prev, axis=1)))
             if names[3] is not None:
                 g[names[3]][...] = dgh.sum(axis=(0, 1))
             g[names[2]][...] = dgx.sum(axis=(0, 1))
             if k == 0:
                 np.add.at(g[names[0]].T, inputs, dgx)                   # scatter into columns
             else:
-                g[names[0]][...] = np.einsum("btg,bti->gi", dgx, x)
-                d_out = dgx @ w_ih
+                g[names[0]][...] = np.einsum("btg,bti->gi", q(dgx), q(x))
+                d_out = q(dgx) @ q(w_ih)
                 if masks is not None:
                     d_out = d_out * masks[k - 1]
         if not want_dh0:
@@ -431,7 +485,7 @@ class NumpyBackend:
                     seen[name].append(gate[0])
             layers.append({name: np.array(rows) for name, rows in seen.items()})
             x = layers[-1]["h"]
-        return layers, self._logits(x)
+        return layers, x @ self.params["Why"].T + self.params["by"]  # float32 in any precision
 
     # -- generation ----------------------------------------------------------------------------
     def step_one(self, idx, state):

@@ -22,6 +22,14 @@ flat parameter tensor, the dropout masks multiplied in between, and autograd for
 which land in one flat tensor shaped like the parameters. Layer 0 reads one-hot rows, as those
 ops take a dense input: a (B*T, V) x (V, G*H) product once per chunk, small next to the
 recurrence for a character vocabulary.
+
+precision="bf16" runs every model, min-char-rnn's included (with a zero recurrent bias), on
+that stacked formulation inside torch.autocast(dtype=torch.bfloat16): PyTorch casts the
+operands of the ops on its autocast list (matrix products, the CPU's fused RNN layers) to
+bfloat16, and the logits are cast back to float32 before the softmax and the loss. On CUDA the
+fused layers are not used in bf16 (autocast runs cuDNN's RNNs in float16, whatever the dtype
+asked for): each layer is written out, one autocast product per step for the recurrence and one
+for the input projection, the cells' pointwise math in float32.
 """
 import math
 import threading
@@ -30,7 +38,7 @@ import warnings
 import numpy as np
 
 from .._optional import cuda_available, require_torch
-from .._params import pack, unflatten
+from .._params import check_precision, pack, unflatten
 from .._threads import apply_to_torch
 from .numpy_backend import (NumpyBackend, _as_rows, beam_backtrack, beam_select,
                             nan_logits_message, serialised)
@@ -122,10 +130,12 @@ class TorchBackend(NumpyBackend):
     """
     name = "torch"
 
-    def __init__(self, spec, dtype, device="cpu"):
+    def __init__(self, spec, dtype, device="cpu", precision="fp32"):
         self.spec = spec
         self.V, self.H, self.L = spec.vocab_size, spec.hidden_size, spec.num_layers
         self.dtype = np.dtype(dtype)
+        self.precision = check_precision(precision, self.dtype)
+        self._bf16 = precision == "bf16"
         self.torch_device = resolve_device(device)
         self.device = str(self.torch_device)
         self.flat = torch.zeros(spec.num_params, dtype=TORCH_DTYPES[self.dtype],
@@ -138,6 +148,7 @@ class TorchBackend(NumpyBackend):
 
     def _new_scratch(self):
         return {"_work": {},         # a _Workspace by (B, T)
+                "_zero_bias": None,  # min-char-rnn's model's absent recurrent bias (bf16 mode)
                 "_train": None,      # [grads | loss], a scratch like the parameters, the views
                 "_norm_buf": None}   # float64 scratch for a float32 model's gradient norm
 
@@ -255,7 +266,7 @@ class TorchBackend(NumpyBackend):
 
     @serialised
     def forward_loss(self, inputs, targets, h):
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_forward_loss(inputs, targets, h)
         work = self._workspace(*inputs.shape)
         hs = work.hs
@@ -271,7 +282,7 @@ class TorchBackend(NumpyBackend):
 
     @serialised
     def loss_and_grads(self, inputs, targets, h, want_dh0=False, masks=None):
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_loss_and_grads(inputs, targets, h, want_dh0, masks)
         work = self._workspace(*inputs.shape)
         x, y = self._upload(work, h, inputs, targets)
@@ -301,11 +312,28 @@ class TorchBackend(NumpyBackend):
         return torch.from_numpy(np.ascontiguousarray(masks, dtype=self.dtype)).to(
             self.torch_device)
 
+    def _layer_weights(self, p, k):
+        """Layer k's (W_ih, W_hh, b_ih, b_hh) from the views p; min-char-rnn's model (run
+        stacked in bf16 mode) gets a zero b_hh."""
+        names = self.spec.layer_names(k)
+        if names[3] is None and self._zero_bias is None:
+            self._zero_bias = torch.zeros(self.H, dtype=self.flat.dtype, device=self.torch_device)
+        return [p[n] if n is not None else self._zero_bias for n in names]
+
+    def _autocast(self):
+        """bf16 mode's context (see the module docstring); nothing in fp32 mode."""
+        if not self._bf16:
+            return _Nothing()
+        return torch.autocast(device_type=self.torch_device.type, dtype=torch.bfloat16)
+
     def _stack_run(self, p, x, states, masks, train):
         """The stack over ids x (B,T) on device, from `states` (list of (L,B,H) tensors), with
         the named parameter views p. Returns (the top layer's outputs (B,T,H), the last states
-        as a list of (L,B,H) tensors). train: what the fused ops need for a backward (cuDNN
-        keeps its reserve space only then; dropout is always 0 inside them)."""
+        as a list of (L,B,H) tensors of the model dtype). train: what the fused ops need for a
+        backward (cuDNN keeps its reserve space only then; dropout is always 0 inside them).
+        Call it inside self._autocast()."""
+        if self._bf16 and (self.torch_device.type != "cpu" or self._stepwise_bf16):
+            return self._stack_steps(p, x, states, masks)
         run = LAYER_OPS[(self.spec.cell, self.spec.nonlinearity)][0]
         lstm = self.spec.cell == "lstm"
         inp = F.one_hot(x, self.V).to(self.flat.dtype)
@@ -314,7 +342,7 @@ class TorchBackend(NumpyBackend):
             # cuDNN copies views that are not its own packed buffer, and says so every call
             warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
             for k in range(self.L):
-                w = [p[n] for n in self.spec.layer_names(k)]
+                w = self._layer_weights(p, k)
                 if lstm:
                     hx = (states[0][k:k + 1], states[1][k:k + 1])
                     out, h, c = run(inp, hx, w, True, 1, 0.0, train, False, True)
@@ -323,7 +351,55 @@ class TorchBackend(NumpyBackend):
                     out, h = run(inp, states[0][k:k + 1], w, True, 1, 0.0, train, False, True)
                 last[0].append(h)
                 inp = out if masks is None or k == self.L - 1 else out * masks[k]
-        return out, [torch.cat(parts) for parts in last]
+        # (autocast's CPU layers return bfloat16 outputs and states)
+        return out, [torch.cat(parts).to(self.flat.dtype) for parts in last]
+
+    # bf16 on the CPU: the fused layers under autocast unless this is set (tests set it to run
+    # the CUDA formulation on the CPU)
+    _stepwise_bf16 = False
+
+    def _stack_steps(self, p, x, states, masks):
+        """_stack_run written out per layer and step, for bf16 mode on CUDA: layer 0's input a
+        gather of W_ih columns (exact), the input projections of later layers and each step's
+        recurrent product one autocast product (bfloat16 operands), cast back to float32 for
+        the biases and the cells' pointwise math (numpy_backend's equations); autograd for
+        BPTT."""
+        B, T = x.shape
+        cell, relu = self.spec.cell, self.spec.nonlinearity == "relu"
+        H = self.H
+        lstm = cell == "lstm"
+        last = [[] for _ in states]
+        inp = None
+        for k in range(self.L):
+            w_ih, w_hh, b_ih, b_hh = self._layer_weights(p, k)
+            if k == 0:
+                gx = w_ih.t().index_select(0, x.reshape(-1)).view(B, T, -1) + b_ih
+            else:
+                gx = torch.matmul(inp, w_ih.t()).float() + b_ih
+            h = states[0][k]
+            c = states[1][k] if lstm else None
+            outs = []
+            for t in range(T):
+                gh = torch.mm(h, w_hh.t()).float() + b_hh
+                a = gx[:, t]
+                if cell == "rnn":
+                    h = torch.relu(a + gh) if relu else torch.tanh(a + gh)
+                elif lstm:
+                    i, f, g, o = (a + gh).chunk(4, 1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                else:
+                    r = torch.sigmoid(a[:, :H] + gh[:, :H])
+                    z = torch.sigmoid(a[:, H:2 * H] + gh[:, H:2 * H])
+                    n = torch.tanh(a[:, 2 * H:] + r * gh[:, 2 * H:])
+                    h = (1 - z) * n + z * h
+                outs.append(h)
+            out = torch.stack(outs, 1)
+            last[0].append(h)
+            if lstm:
+                last[1].append(c)
+            inp = out if masks is None or k == self.L - 1 else out * masks[k]
+        return out, [torch.stack(parts) for parts in last]
 
     def _exact(self):
         """The context fastrnn's CUDA math runs in (see _FullPrecision)."""
@@ -331,14 +407,15 @@ class TorchBackend(NumpyBackend):
 
     def _head_loss(self, p, out, y):
         z = torch.addmm(p["by"], out.reshape(-1, self.H), p["Why"].t())
-        return F.cross_entropy(z, y.reshape(-1), reduction="sum")
+        # float32 softmax and loss (autocast's product gives bfloat16 logits in bf16 mode)
+        return F.cross_entropy(z.to(self.flat.dtype), y.reshape(-1), reduction="sum")
 
     def _put_state(self, h, values):
         for a, v in zip(self._stack(h), values):
             a[...] = v
 
     def _stack_forward_loss(self, inputs, targets, h):
-        with torch.no_grad(), self._exact():
+        with torch.no_grad(), self._exact(), self._autocast():
             out, last = self._stack_run(self.params, self._ids(inputs), self._states(h), None,
                                         False)
             if targets is None:
@@ -357,9 +434,10 @@ class TorchBackend(NumpyBackend):
         p = {name: view.detach().requires_grad_() for name, view in self.params.items()}
         states = self._states(h, grad=want_dh0)
         with torch.enable_grad(), self._exact():
-            out, last = self._stack_run(p, self._ids(inputs), states,
-                                        self._masks(masks, *inputs.shape), True)
-            loss = self._head_loss(p, out, self._ids(targets))
+            with self._autocast():  # the forward pass only, as PyTorch's AMP recipe has it
+                out, last = self._stack_run(p, self._ids(inputs), states,
+                                            self._masks(masks, *inputs.shape), True)
+                loss = self._head_loss(p, out, self._ids(targets))
             grads = torch.autograd.grad(loss, list(p.values()) + (states if want_dh0 else []))
         for name, grad in zip(p, grads):
             g[name].copy_(grad)
@@ -475,7 +553,7 @@ class TorchBackend(NumpyBackend):
     @serialised
     def train_step(self, inputs, targets, h, opt, grad_scale=1.0, masks=None):
         self._check_optimizer(opt)
-        if not self.spec.legacy:
+        if self._bf16 or not self.spec.legacy:
             return self._stack_train_step(inputs, targets, h, opt, grad_scale, masks)
         buf, scratch, g = self._train_buffers()
         work = self._workspace(*inputs.shape)
