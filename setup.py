@@ -157,16 +157,24 @@ if fresh:
         (STAMPS / f"{ext.name}.txt").write_text(KEY)
 
 
+def _say(message):
+    """One line on stderr in one write, so that the lines of modules built in parallel threads
+    do not run into each other."""
+    sys.stderr.write(f"fastrnn: {message}\n")
+    sys.stderr.flush()
+
+
 class timed_build_ext(build_ext):
     """build_ext that says which modules it compiles and how long each took: pip shows these
     lines (with the compiler's) under `pip install -v .`; without -v it shows only a spinner."""
 
-    def run(self):
+    def build_extensions(self):
+        # here, not in run(): for --inplace setuptools builds in build/ and then copies, and
+        # only from here on does get_ext_fullpath name the file in build/
         stale = [e.name for e in self.extensions if self._stale(e)]
         if stale:
-            print(f"fastrnn: compiling {', '.join(stale)} ({min(jobs, len(stale))} at once)",
-                  file=sys.stderr, flush=True)
-        super().run()
+            _say(f"compiling {', '.join(stale)} ({min(jobs, len(stale))} at once)")
+        super().build_extensions()
 
     def _stale(self, ext):
         """What build_ext itself asks before compiling a module."""
@@ -175,12 +183,11 @@ class timed_build_ext(build_ext):
 
     def build_extension(self, ext):
         if not self._stale(ext):
-            print(f"fastrnn: {ext.name} is up to date", file=sys.stderr, flush=True)
+            _say(f"{ext.name} is up to date")
             return super().build_extension(ext)
         t0 = time.perf_counter()
         super().build_extension(ext)
-        print(f"fastrnn: {ext.name} compiled in {time.perf_counter() - t0:.0f} s",
-              file=sys.stderr, flush=True)
+        _say(f"{ext.name} compiled in {time.perf_counter() - t0:.0f} s")
 
 
 setup(ext_modules=reused + fresh, cmdclass={"build_ext": timed_build_ext},
