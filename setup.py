@@ -40,9 +40,10 @@ asan = os.environ.get("FASTRNN_ASAN", "0") == "1"
 # No -ffast-math: -fno-math-errno and -fno-trapping-math only drop errno writes and the promise
 # of floating-point exception flags (IEEE results are unchanged); they let the compiler vectorise
 # loops that hold sqrt or a branch-free select. -g0 overrides the -g in Python's own CFLAGS:
-# debug information took about 30% of the compiler's time and 6 of each module's 7 MB, and
+# debug information costs a quarter of the compile time and most of each module's size, and
 # leaves the machine code unchanged (FASTRNN_DEBUG_INFO=1 keeps it, for a profiler or gdb).
-# Not -O2: it builds in half the time, but the kernels ran 3x slower (docs/development.md).
+# Not -O2: it builds in half the time, but the kernels run several times slower (measured in
+# docs/development.md, "Build time").
 debug_info = os.environ.get("FASTRNN_DEBUG_INFO", "0") == "1"
 compile_args = ["-O0", "-g"] if debug else \
     ["-O3", "-g" if debug_info else "-g0", "-fno-math-errno", "-fno-trapping-math"]
