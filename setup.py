@@ -16,6 +16,7 @@ Environment switches (read at build time):
   FASTRNN_OPENMP=0  build without OpenMP (by default it is used when the compiler accepts
                     -fopenmp); the kernels then run the parts of a split batch one after another
   FASTRNN_BUILD_JOBS=N  translate and compile at most N modules at once (default: all of them)
+  FASTRNN_DEBUG_INFO=1  keep debug information (-g) in the optimised build, for gdb or perf
 """
 import os
 import platform
@@ -23,11 +24,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 import Cython
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.modified import newer_group
 
 native = os.environ.get("FASTRNN_NATIVE", "0") == "1"
 debug = os.environ.get("FASTRNN_DEBUG", "0") == "1"
@@ -35,8 +39,14 @@ asan = os.environ.get("FASTRNN_ASAN", "0") == "1"
 
 # No -ffast-math: -fno-math-errno and -fno-trapping-math only drop errno writes and the promise
 # of floating-point exception flags (IEEE results are unchanged); they let the compiler vectorise
-# loops that hold sqrt or a branch-free select.
-compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+# loops that hold sqrt or a branch-free select. -g0 overrides the -g in Python's own CFLAGS:
+# debug information costs a quarter of the compile time and most of each module's size, and
+# leaves the machine code unchanged (FASTRNN_DEBUG_INFO=1 keeps it, for a profiler or gdb).
+# Not -O2: it builds in half the time, but the kernels run several times slower (measured in
+# docs/development.md, "Build time").
+debug_info = os.environ.get("FASTRNN_DEBUG_INFO", "0") == "1"
+compile_args = ["-O0", "-g"] if debug else \
+    ["-O3", "-g" if debug_info else "-g0", "-fno-math-errno", "-fno-trapping-math"]
 if native:
     compile_args.append("-march=native")
 link_args = []
@@ -147,4 +157,39 @@ if fresh:
     for ext in fresh:
         (STAMPS / f"{ext.name}.txt").write_text(KEY)
 
-setup(ext_modules=reused + fresh, options={"build_ext": {"parallel": jobs}})
+
+def _say(message):
+    """One line on stderr in one write, so that the lines of modules built in parallel threads
+    do not run into each other."""
+    sys.stderr.write(f"fastrnn: {message}\n")
+    sys.stderr.flush()
+
+
+class timed_build_ext(build_ext):
+    """build_ext that says which modules it compiles and how long each took: pip shows these
+    lines (with the compiler's) under `pip install -v .`; without -v it shows only a spinner."""
+
+    def build_extensions(self):
+        # here, not in run(): for --inplace setuptools builds in build/ and then copies, and
+        # only from here on does get_ext_fullpath name the file in build/
+        stale = [e.name for e in self.extensions if self._stale(e)]
+        if stale:
+            _say(f"compiling {', '.join(stale)} ({min(jobs, len(stale))} at once)")
+        super().build_extensions()
+
+    def _stale(self, ext):
+        """What build_ext itself asks before compiling a module."""
+        return self.force or newer_group(list(ext.sources) + list(ext.depends),
+                                         self.get_ext_fullpath(ext.name), "newer")
+
+    def build_extension(self, ext):
+        if not self._stale(ext):
+            _say(f"{ext.name} is up to date")
+            return super().build_extension(ext)
+        t0 = time.perf_counter()
+        super().build_extension(ext)
+        _say(f"{ext.name} compiled in {time.perf_counter() - t0:.0f} s")
+
+
+setup(ext_modules=reused + fresh, cmdclass={"build_ext": timed_build_ext},
+      options={"build_ext": {"parallel": jobs}})
