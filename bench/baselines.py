@@ -53,7 +53,7 @@ QUICK = dict(budgets=(20_000,), layers=(1, 2), iterations=300, batch_size=16, se
 def hidden_for(cell, layers, vocab_size, budget):
     """The hidden size (a multiple of 8) whose parameter count is closest to budget."""
     return min(range(8, 4097, 8),
-               key=lambda h: abs(ModelSpec(cell, vocab_size, h, layers).num_params - budget))
+               key=lambda h: abs(ModelSpec(cell, vocab_size, h, layers).num_weights - budget))
 
 
 def commit():
@@ -84,7 +84,7 @@ def train_row(cell, layers, hidden, vocab, train_ids, val_ids, args):
     train_s = time.perf_counter() - t0
     val = trainer.evaluate()
     eval_s = time.perf_counter() - t0 - train_s
-    return {"cell": cell, "layers": layers, "hidden": hidden, "params": model.spec.num_params,
+    return {"cell": cell, "layers": layers, "hidden": hidden, "params": model.spec.num_weights,
             "val_nats_per_char": round(val["nats_per_char"], 4),
             "bits_per_char": round(val["bits_per_char"], 4), "iterations": trainer.iteration,
             "seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
