@@ -135,9 +135,16 @@ def plot(rows, ngrams, path):
         for r in rows:
             ax.scatter(r[key], r["val_nats_per_char"], marker=markers[r["cell"]],
                        color=colours.get(r["layers"], "C3"), s=60)
-        for i, r in enumerate(n for n in ngrams if n["order"] > 1):
+        labels = []  # [loss, orders]: orders whose lines nearly coincide share one label
+        for r in sorted((n for n in ngrams if n["order"] > 1),
+                        key=lambda n: n["val_nats_per_char"]):
             ax.axhline(r["val_nats_per_char"], color="grey", ls="--", lw=0.8)
-            ax.annotate(f"KN {r['order']}", (0.01, r["val_nats_per_char"]),
+            if labels and r["val_nats_per_char"] - labels[-1][0] < 0.04:
+                labels[-1][1].append(str(r["order"]))
+            else:
+                labels.append([r["val_nats_per_char"], [str(r["order"])]])
+        for loss, orders in labels:
+            ax.annotate(f"Kneser-Ney {'/'.join(sorted(orders, key=int))}-gram", (0.01, loss),
                         xycoords=("axes fraction", "data"), fontsize=8, va="bottom")
         ax.set_xscale("log")
         ax.set_xlabel(label)
@@ -147,7 +154,7 @@ def plot(rows, ngrams, path):
                for c, m in markers.items()]
     handles += [plt.Line2D([], [], marker="o", ls="", color=c, label=f"{n} layer(s)")
                 for n, c in colours.items()]
-    axes[1].legend(handles=handles, loc="upper right")
+    axes[1].legend(handles=handles, loc="lower right", fontsize=8, ncol=2)
     fig.suptitle("1 MB Shakespeare, last 10% held out: RNNs at a fixed iteration budget "
                  "against Kneser-Ney n-grams")
     fig.tight_layout()
