@@ -28,6 +28,34 @@ import fastrnn
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "shakespeare_1mb.txt"
 
 
+def corpus(val_frac):
+    """(vocab, train ids, validation ids): the 1 MB Shakespeare (the shared copy when it exists,
+    else the built-in one, the same text), its last val_frac held out."""
+    text = SHARED.read_text(encoding="utf-8") if SHARED.exists() else fastrnn.load_shakespeare()
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    cut = int(len(ids) * (1 - val_frac))
+    return vocab, ids[:cut], ids[cut:]
+
+
+def optimizer(name, model, lr=None, clip_norm=5.0, beta2=0.99):
+    """The optimizer of these benchmarks: clip-norm on the whole gradient, no per-element clip;
+    Adam with betas (0.9, beta2) and lr 6e-3 unless given, the others at their own lr."""
+    kwargs = {"clip_norm": clip_norm, "clip": None}
+    if name == "adam":
+        kwargs["betas"] = (0.9, beta2)
+    if lr is not None or name == "adam":
+        kwargs["lr"] = lr if lr is not None else 6e-3
+    return fastrnn.make_optimizer(name, model, **kwargs)
+
+
+def scheduled_lr(base_lr, done, decay_start=0.5, decay_to=0.0):
+    """The learning rate after the fraction `done` of the budget: base_lr until decay_start,
+    then lowered linearly to decay_to * base_lr at the end."""
+    progress = (done - decay_start) / (1 - decay_start)
+    return base_lr * (1 - (1 - decay_to) * min(max(progress, 0.0), 1.0))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,22 +91,14 @@ def main(argv=None):
         p.error(f"--decay-start must lie in [0, 1), got {args.decay_start}")
 
     fastrnn.set_num_threads(args.threads)
-    text = SHARED.read_text(encoding="utf-8") if SHARED.exists() else fastrnn.load_shakespeare()
-    vocab = fastrnn.Vocab.from_text(text)
-    ids = vocab.encode(text)
-    cut = int(len(ids) * (1 - args.val_frac))
+    vocab, train_ids, val_ids = corpus(args.val_frac)
     model = fastrnn.CharRNN(vocab, args.hidden_size, cell=args.model, num_layers=args.num_layers,
                             dropout=args.dropout, backend=args.backend, seed=args.seed,
                             init=args.init)
-    kwargs = {"clip_norm": args.clip_norm, "clip": None}
-    if args.optimizer == "adam":
-        kwargs["betas"] = (0.9, args.beta2)
-    if args.lr is not None or args.optimizer == "adam":
-        kwargs["lr"] = args.lr if args.lr is not None else 6e-3
-    opt = fastrnn.make_optimizer(args.optimizer, model, **kwargs)
-    trainer = fastrnn.Trainer(model, ids[:cut], seq_length=args.seq_length,
+    opt = optimizer(args.optimizer, model, args.lr, args.clip_norm, args.beta2)
+    trainer = fastrnn.Trainer(model, train_ids, seq_length=args.seq_length,
                               batch_size=args.batch_size, optimizer=opt,
-                              reduction=args.reduction, val_ids=ids[cut:], seed=args.seed)
+                              reduction=args.reduction, val_ids=val_ids, seed=args.seed)
     print(f"fastrnn {fastrnn.__version__} quality run: {model}, {opt}, B={args.batch_size} "
           f"T={args.seq_length}, {args.threads} threads, budget {args.seconds:.0f} s, "
           f"{os.cpu_count()} cores", flush=True)
@@ -89,8 +109,7 @@ def main(argv=None):
     while True:
         trainer.step()
         elapsed = time.perf_counter() - start
-        progress = (elapsed / args.seconds - args.decay_start) / (1 - args.decay_start)
-        opt.lr = base_lr * (1 - (1 - args.decay_to) * min(max(progress, 0.0), 1.0))
+        opt.lr = scheduled_lr(base_lr, elapsed / args.seconds, args.decay_start, args.decay_to)
         if elapsed >= next_eval or elapsed >= args.seconds:
             val = trainer.evaluate()["nats_per_char"]
             elapsed = time.perf_counter() - start
