@@ -1,6 +1,7 @@
 """bf16 mode against float32: fastrnn's own step, and PyTorch with and without autocast.
 
     python bench/bf16.py [--seconds 2] [--repeats 3] [--threads 2] [--quick] [--json FILE]
+    python bench/bf16.py --quality [--iterations 2000]    # validation, bf16 against fp32
 
 The speed goals of issue 16, side by side in one run (B=64, T=128, V=65, Adam; see
 bench/cells.py for how each side is built and timed): min-char-rnn's model H=256, fastrnn's
@@ -9,10 +10,19 @@ and bf16 against PyTorch's nn.LSTM in float32 and under torch.autocast("cpu", bf
 header says what the CPU reports of its bfloat16 units (fastrnn._kernels.bf16_cpu) and how
 fastrnn's bf16 mode runs here (bf16_path); the GFLOP/s column counts the products' useful
 floating-point work per second.
+
+--quality trains `fastrnn train --preset lab` and `--preset char-rnn` (a 2-layer LSTM) for
+--iterations in float32 and in bf16 mode, on the 1 MB Shakespeare with its last 10% held out,
+and prints each run's last validation loss and the bf16 - fp32 difference (issue 16: within
+0.02 nats/char).
 """
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +83,39 @@ def vanilla_bf16(H, threads, rng):
     return fn
 
 
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "shakespeare_1mb.txt"
+
+
+def quality(iterations, threads):
+    """Last validation loss of each preset in fp32 and bf16 (fastrnn train in a subprocess)."""
+    rows = []
+    for preset in ("lab", "char-rnn"):
+        got = {}
+        for precision in ("fp32", "bf16"):
+            with tempfile.TemporaryDirectory() as tmp:
+                log = Path(tmp) / "log.jsonl"
+                cmd = [sys.executable, "-m", "fastrnn", "train", "--preset", preset,
+                       "--iterations", str(iterations), "--precision", precision,
+                       "--val-frac", "0.1", "--eval-every", str(iterations),
+                       "--sample-every", "0", "--threads", str(threads), "--log", str(log),
+                       "--checkpoint-dir", tmp]
+                if SHARED.exists():
+                    cmd += ["--data", str(SHARED)]
+                start = time.perf_counter()
+                subprocess.run(cmd, check=True, cwd=tmp, stdout=subprocess.DEVNULL,
+                               env=dict(os.environ))
+                seconds = time.perf_counter() - start
+                vals = [json.loads(line) for line in log.read_text().splitlines()]
+                val = [v for v in vals if v["kind"] == "val"][-1]["nats_per_char"]
+            got[precision] = val
+            print(f"{preset:<9}{precision:<6}{iterations:>6} iterations  val {val:.4f} nats/char"
+                  f"  ({seconds:.0f} s)", flush=True)
+        diff = got["bf16"] - got["fp32"]
+        print(f"{preset:<9}bf16 - fp32: {diff:+.4f} nats/char (goal: within 0.02)", flush=True)
+        rows.append(dict(preset=preset, iterations=iterations, **got, diff=diff))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,7 +124,17 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="one short round (a smoke test)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--quality", action="store_true",
+                    help="train two presets in fp32 and bf16 instead of timing steps")
+    ap.add_argument("--iterations", type=int, default=2000, help="with --quality")
     args = ap.parse_args(argv)
+    if args.quality:
+        head = header(args.threads)
+        print(" | ".join(f"{k} {v}" for k, v in head.items()), flush=True)
+        rows = quality(args.iterations, args.threads)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"header": head, "quality": rows}, indent=1))
+        return 0
     import torch
     if args.quick:
         args.seconds, args.repeats = 0.01, 1

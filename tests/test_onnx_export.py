@@ -3,6 +3,7 @@ greedy generation, gives fastrnn's own logits and states, for every cell and lay
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,7 +96,10 @@ def test_export_needs_onnx_says_so(tmp_path, monkeypatch):
     m = trained_like(dict())
     m.save(tmp_path / "m.npz")
     (tmp_path / "onnx.py").write_text("raise ImportError('hidden')\n")
-    env = dict(__import__("os").environ, PYTHONPATH=f"{tmp_path}:{sys.path[0]}")
+    # the shadowing onnx first, then wherever this fastrnn was imported from (an installed
+    # package, or a checkout on PYTHONPATH)
+    root = Path(fastrnn.__file__).resolve().parents[1]
+    env = dict(__import__("os").environ, PYTHONPATH=f"{tmp_path}:{root}")
     out = subprocess.run([sys.executable, "-m", "fastrnn", "export", str(tmp_path / "m.npz"),
                           "--format", "onnx", "-o", str(tmp_path / "s.onnx")],
                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
