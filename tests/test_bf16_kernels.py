@@ -160,3 +160,27 @@ def test_errors():
     with pytest.raises(ValueError, match="cannot multiply"):
         K.bf16_matmul(np.ones((2, 3), np.float32), np.ones((2, 2), np.float32))
     assert set(K.bf16_cpu()) == {"avx512_bf16", "amx_bf16", "amx_os"}
+
+
+@pytest.mark.parametrize("cell,layers,hidden", [("rnn", 1, 64), ("lstm", 2, 48)])
+def test_2000_iterations_in_bf16_validate_within_002_of_float32(cell, layers, hidden):
+    """Issue 16's quality check at test size: the lab preset's optimizer and schedule-free
+    settings on smaller shapes (bench/bf16.py --quality runs the full presets)."""
+    import fastrnn
+    text = fastrnn.load_shakespeare()[:200_000]
+    vocab = fastrnn.Vocab.from_text(text)
+    ids = vocab.encode(text)
+    cut = int(len(ids) * 0.9)
+    got = {}
+    for precision in ("fp32", "bf16"):
+        model = fastrnn.CharRNN(vocab, hidden, cell=cell, num_layers=layers, seed=0,
+                                init="uniform", precision=precision)
+        opt = fastrnn.make_optimizer("adam", model, lr=6e-3, betas=(0.9, 0.99), clip_norm=5.0,
+                                     clip=None)
+        tr = fastrnn.Trainer(model, ids[:cut], seq_length=32, batch_size=16, optimizer=opt,
+                             reduction="mean", val_ids=ids[cut:], seed=0)
+        for _ in range(2000):
+            tr.step()
+        got[precision] = tr.evaluate()["nats_per_char"]
+    assert got["fp32"] < 2.0  # a model that learned (unigram: about 3.3)
+    assert abs(got["bf16"] - got["fp32"]) <= 0.02, got
