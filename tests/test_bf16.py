@@ -363,26 +363,27 @@ def test_cython_refuses_bf16_without_the_kernels_mode(monkeypatch):
         fastrnn.CharRNN(5, 4, precision="bf16")
 
 
-def _env_import(value):
+def _env_import(value, cwd):
+    # cwd outside the checkout: from its root, `import fastrnn` would find the uncompiled sources
     env = dict(os.environ, FASTRNN_BF16=value)
     code = ("import fastrnn\nfrom fastrnn.backends import cython_backend as c\n"
             "try:\n    fastrnn.CharRNN(5, 4)\nexcept ImportError as e:\n    print('ERR', e)\n"
             "else:\n    print('PATH', c.bf16_path())\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
-def test_fastrnn_bf16_env_names_a_path():
+def test_fastrnn_bf16_env_names_a_path(tmp_path):
     cb = _kernels()
-    refused = _env_import("tile")
+    refused = _env_import("tile", tmp_path)
     assert refused.startswith("ERR fastrnn's compiled kernels: FASTRNN_BF16='tile': ")
     assert "Rebuild" not in refused  # the kernels are fine; the setting is what to change
     if not cb.has_bf16(cb._kernels):
-        assert "built without the bf16 mode" in _env_import("fp32")
+        assert "built without the bf16 mode" in _env_import("fp32", tmp_path)
         return
-    assert _env_import("fp32") == "PATH fp32"
+    assert _env_import("fp32", tmp_path) == "PATH fp32"
 
 
 needs_bf16 = pytest.mark.skipif(
