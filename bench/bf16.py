@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cells import B, CELL_CODE, T, V, fastrnn_train, header, torch_train  # noqa: E402
+from cells import B, T, V, fastrnn_train, header, torch_train  # noqa: E402
 
 from fastrnn._layout import ModelSpec  # noqa: E402
 from fastrnn.backends.cython_backend import load_kernels  # noqa: E402
@@ -59,27 +59,6 @@ def vanilla_fp32(H, threads, rng):
         step[0] += 1
         K.train_step(params, grads, m1, x, y, h, work, H, V, 3, 2e-3, 1e-8, None, m2, 0.9,
                      0.999, step[0], None, 1.0, threads=threads)
-    return fn
-
-
-def vanilla_bf16(H, threads, rng):
-    """The same model in bf16 mode (the stack kernels, which run it there)."""
-    K = load_kernels()
-    spec = ModelSpec("rnn", V, H, 1)
-    params = (rng.uniform(-1, 1, spec.num_params) / np.sqrt(H)).astype(np.float32)
-    grads, m1, m2 = (np.zeros(spec.num_params, np.float32) for _ in range(3))
-    work = np.empty(K.stack_work_size(B, T, H, V, 1, 0, threads, True), np.float32)
-    x = rng.integers(0, V, (B, T)).astype(np.int32)
-    y = rng.integers(0, V, (B, T)).astype(np.int32)
-    h = np.zeros((1, B, H), np.float32)
-    offsets = spec.offsets()
-    step = [0]
-
-    def fn():
-        step[0] += 1
-        K.stack_train_step(params, grads, m1, offsets, 0, 0, H, V, 1, x, y, h, None, None,
-                           work, threads, 3, 2e-3, 1e-8, None, m2, 0.9, 0.999, step[0],
-                           bf16=True)
     return fn
 
 
@@ -159,7 +138,7 @@ def main(argv=None):
 
     plans = [
         ("rnn", 1, 256, {"fastrnn fp32": vanilla_fp32(256, nt, rng),
-                         "fastrnn bf16": vanilla_bf16(256, nt, rng)},
+                         "fastrnn bf16": fastrnn_train("rnn", 1, 256, nt, rng, bf16=True)},
          ("fastrnn bf16", "fastrnn fp32", 2.5)),
         ("lstm", 2, 512, {"fastrnn fp32": fastrnn_train("lstm", 2, 512, nt, rng),
                           "fastrnn bf16": fastrnn_train("lstm", 2, 512, nt, rng, bf16=True),
