@@ -21,6 +21,14 @@ cdef extern from "_tiles.h" nogil:
     void fr_gemm_f64_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
                          Py_ssize_t a_rs, Py_ssize_t a_ks, const double* W, Py_ssize_t ldw,
                          int w_padded, double* C, Py_ssize_t ldc)
+    void fr_gemm_f32_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A,
+                        Py_ssize_t a_rs, Py_ssize_t a_ks, const float* W, Py_ssize_t ldw,
+                        int w_padded, float* C, Py_ssize_t ldc, int zero_c, const void* pf,
+                        Py_ssize_t pf_bytes)
+    void fr_gemm_f64_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
+                        Py_ssize_t a_rs, Py_ssize_t a_ks, const double* W, Py_ssize_t ldw,
+                        int w_padded, double* C, Py_ssize_t ldc, int zero_c, const void* pf,
+                        Py_ssize_t pf_bytes)
     void fr_gemm_f32v(Py_ssize_t N, Py_ssize_t K, const float* W, Py_ssize_t ldw, int w_padded,
                       const float* x, float* y)
     void fr_gemm_f64v(Py_ssize_t N, Py_ssize_t K, const double* W, Py_ssize_t ldw, int w_padded,
@@ -54,6 +62,18 @@ cdef inline void _mm_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floatin
         fr_gemm_f32_set(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
     else:
         fr_gemm_f64_set(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc)
+
+cdef inline void _mm_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                        Py_ssize_t a_rs, Py_ssize_t a_ks, const floating* W, Py_ssize_t ldw,
+                        bint w_padded, floating* C, Py_ssize_t ldc, bint zero_c,
+                        const floating* pf, Py_ssize_t pf_len) noexcept nogil:
+    # _mm (zero_c: _mm_set) while the pf_len values from pf on are fetched into L2 (_tiles.h)
+    if floating is float:
+        fr_gemm_f32_pf(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, zero_c, pf,
+                       pf_len * sizeof(float))
+    else:
+        fr_gemm_f64_pf(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, zero_c, pf,
+                       pf_len * sizeof(double))
 
 cdef inline void _rowsum(Py_ssize_t N, Py_ssize_t K, const floating* W, Py_ssize_t ldw,
                          const floating* x, floating* y) noexcept nogil:

@@ -102,15 +102,16 @@ cdef void _pack_t(Py_ssize_t R, Py_ssize_t C, const floating* W, floating* out) 
 cdef inline void _mm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
                             Py_ssize_t a_rs, Py_ssize_t a_ks, const floating* Wp, floating* C,
                             Py_ssize_t ldc, bint zero_c) noexcept nogil:
-    # C (M, N) += A (M, K) @ W (K, N) (zero_c: =), W in panels (_pack): one product per panel
-    cdef Py_ssize_t pb, p0, w
-    for pb in range((N + PANEL - 1) // PANEL):
+    # C (M, N) += A (M, K) @ W (K, N) (zero_c: =), W in panels (_pack): one product per panel,
+    # during which the next panel is fetched into L2 (after the last, the first: a step of the
+    # recurrence reads the same matrix again), for a W larger than L2 (_tiles.h)
+    cdef Py_ssize_t pb, p0, w, nb = (N + PANEL - 1) // PANEL, q0
+    for pb in range(nb):
         p0 = pb * <Py_ssize_t>PANEL
         w = min(<Py_ssize_t>PANEL, N - p0)
-        if zero_c:
-            _mm_set(M, w, K, A, a_rs, a_ks, Wp + K * p0, _padded(w), True, C + p0, ldc)
-        else:
-            _mm(M, w, K, A, a_rs, a_ks, Wp + K * p0, _padded(w), True, C + p0, ldc)
+        q0 = p0 + PANEL if pb + 1 < nb else 0
+        _mm_pf(M, w, K, A, a_rs, a_ks, Wp + K * p0, _padded(w), True, C + p0, ldc, zero_c,
+               Wp + K * q0, K * _padded(min(<Py_ssize_t>PANEL, N - q0)))
 
 
 cdef inline const floating* _operand(const StackModel* m, const floating* src, Py_ssize_t n,

@@ -24,6 +24,7 @@
 #define FASTRNN_TILES_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -35,7 +36,15 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
-#define FR_KC_BYTES (256 * 1024) /* W rows per block of K: at most this many bytes of them */
+#define FR_KC_BYTES (256 * 1024)
+/* one software prefetch into L2 of the next line of a range, while it lasts */
+#define FR_PREFETCH_STEP(pc, end)                                                              \
+    do {                                                                                       \
+        if ((pc) < (end)) {                                                                    \
+            __builtin_prefetch((const void *)(pc), 0, 2);                                      \
+            (pc) += 64;                                                                        \
+        }                                                                                      \
+    } while (0) /* W rows per block of K: at most this many bytes of them */
 #define FR_ONE_ROW_MAX 256       /* a one-row product up to this wide goes through ROWSUM */
 
 typedef float fr_vf __attribute__((vector_size(64)));
@@ -219,11 +228,13 @@ static inline __attribute__((always_inline)) V NAME##_get(const T *p, int last, 
  * first `part` columns of the last vector are read and written */                             \
 static inline __attribute__((always_inline)) void NAME##_tile(                                 \
     const int R, const int NV, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,        \
-    const T *W, ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c, const int part)          \
+    const T *W, ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c, const int part,          \
+    uintptr_t *pf, uintptr_t pf_end)                                                           \
 {                                                                                              \
     V acc[6][4], odd[2][4];                                                                    \
     const int L = NAME##_LANES;                                                                \
     ptrdiff_t k = 0;                                                                           \
+    uintptr_t pc = *pf;                                                                        \
     for (int r = 0; r < R; r++)                                                                \
         for (int v = 0; v < NV; v++)                                                           \
             acc[r][v] = zero_c ? (V){0} : NAME##_get(C + r * ldc + v * L, v == NV - 1, part);  \
@@ -234,6 +245,7 @@ static inline __attribute__((always_inline)) void NAME##_tile(                  
         for (; k + 2 <= K; k += 2) {                                                           \
             const T *w0 = W + k * ldw, *w1 = w0 + ldw;                                         \
             V b0[4], b1[4];                                                                    \
+            FR_PREFETCH_STEP(pc, pf_end);                                                      \
             for (int v = 0; v < NV; v++) {                                                     \
                 b0[v] = NAME##_get(w0 + v * L, v == NV - 1, part);                             \
                 b1[v] = NAME##_get(w1 + v * L, v == NV - 1, part);                             \
@@ -250,6 +262,7 @@ static inline __attribute__((always_inline)) void NAME##_tile(                  
     for (; k < K; k++) {                                                                       \
         const T *w = W + k * ldw;                                                              \
         V b[4];                                                                                \
+        FR_PREFETCH_STEP(pc, pf_end);                                                          \
         for (int v = 0; v < NV; v++)                                                           \
             b[v] = NAME##_get(w + v * L, v == NV - 1, part);                                   \
         for (int r = 0; r < R; r++) {                                                          \
@@ -268,18 +281,19 @@ static inline __attribute__((always_inline)) void NAME##_tile(                  
             else                                                                               \
                 memcpy(C + r * ldc + v * L, &out, sizeof(V));                                  \
         }                                                                                      \
+    *pf = pc;                                                                                  \
 }                                                                                              \
                                                                                                \
 /* C[:R, :nv] += A[:R, :K] @ W[:K, :nv] for nv < one vector, by a one-vector tile on a copy */ \
 static inline __attribute__((always_inline)) void NAME##_edge(                                 \
     const int R, int nv, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks, const T *W,  \
-    ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c)                                      \
+    ptrdiff_t ldw, T *C, ptrdiff_t ldc, const int zero_c, uintptr_t *pf, uintptr_t pf_end)     \
 {                                                                                              \
     T buf[6][NAME##_LANES];                                                                    \
     memset(buf, 0, sizeof(buf));                                                               \
     for (int r = 0; r < R && !zero_c; r++)                                                     \
         memcpy(buf[r], C + r * ldc, nv * sizeof(T));                                           \
-    NAME##_tile(R, 1, K, A, a_rs, a_ks, W, ldw, &buf[0][0], NAME##_LANES, 0, 0);               \
+    NAME##_tile(R, 1, K, A, a_rs, a_ks, W, ldw, &buf[0][0], NAME##_LANES, 0, 0, pf, pf_end);   \
     for (int r = 0; r < R; r++)                                                                \
         memcpy(C + r * ldc, buf[r], nv * sizeof(T));                                           \
 }                                                                                              \
@@ -290,40 +304,49 @@ static inline __attribute__((always_inline)) void NAME##_edge(                  
  * column */                                                                                   \
 static inline __attribute__((always_inline)) void NAME##_rows(                                 \
     const int R, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs, ptrdiff_t a_ks,         \
-    const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc, const int zero_c)            \
+    const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc, const int zero_c,            \
+    uintptr_t *pf, uintptr_t pf_end)                                                           \
 {                                                                                              \
     const int L = NAME##_LANES;                                                                \
     ptrdiff_t j = 0;                                                                           \
     for (; j + 4 * L <= N; j += 4 * L)                                                         \
-        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0);                \
+        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0,                 \
+                    pf, pf_end);                                                               \
     if (FR_MASKED_TAIL && j < N) {                                                             \
         const int part = (int)((N - j) % L);                                                   \
         switch ((int)((N - j + L - 1) / L)) {                                                  \
         case 1:                                                                                \
-            NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part,          \
+                        pf, pf_end);                                                           \
             break;                                                                             \
         case 2:                                                                                \
-            NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part,          \
+                        pf, pf_end);                                                           \
             break;                                                                             \
         case 3:                                                                                \
-            NAME##_tile(R, 3, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            NAME##_tile(R, 3, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part,          \
+                        pf, pf_end);                                                           \
             break;                                                                             \
         default:                                                                               \
-            NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part);         \
+            NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, part,          \
+                        pf, pf_end);                                                           \
             break;                                                                             \
         }                                                                                      \
         j = N;                                                                                 \
     }                                                                                          \
     if (j + 2 * L <= N) {                                                                      \
-        NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0);                \
+        NAME##_tile(R, 2, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0,                 \
+                    pf, pf_end);                                                               \
         j += 2 * L;                                                                            \
     }                                                                                          \
     if (j + L <= N) {                                                                          \
-        NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0);                \
+        NAME##_tile(R, 1, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0,                 \
+                    pf, pf_end);                                                               \
         j += L;                                                                                \
     }                                                                                          \
     if (j < N && w_padded) {                                                                   \
-        NAME##_edge(R, (int)(N - j), K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c);        \
+        NAME##_edge(R, (int)(N - j), K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, pf,     \
+                    pf_end);                                                                   \
         j = N;                                                                                 \
     }                                                                                          \
     for (; j < N; j++)                                                                         \
@@ -337,9 +360,10 @@ static inline __attribute__((always_inline)) void NAME##_rows(                  
                                                                                                \
 static void NAME##_run(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,      \
                        ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C,          \
-                       ptrdiff_t ldc, const int zero_c)                                        \
+                       ptrdiff_t ldc, const int zero_c, const void *pf, ptrdiff_t pf_bytes)    \
 {                                                                                              \
     enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
+    uintptr_t pc = (uintptr_t)pf, pf_end = pf ? pc + (uintptr_t)pf_bytes : 0;                  \
     if (zero_c && K <= 0)                                                                      \
         for (ptrdiff_t i = 0; i < M; i++)                                                      \
             memset(C + i * ldc, 0, N * sizeof(T));                                             \
@@ -368,27 +392,27 @@ static void NAME##_run(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdif
         ptrdiff_t i = 0;                                                                       \
         for (; i + 6 <= M; i += 6)                                                             \
             NAME##_rows(6, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc, z);                                                               \
+                        ldc, z, &pc, pf_end);                                                  \
         if (i + 4 <= M) {                                                                      \
             NAME##_rows(4, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc, z);                                                               \
+                        ldc, z, &pc, pf_end);                                                  \
             i += 4;                                                                            \
         }                                                                                      \
         if (i + 2 <= M) {                                                                      \
             NAME##_rows(2, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc, z);                                                               \
+                        ldc, z, &pc, pf_end);                                                  \
             i += 2;                                                                            \
         }                                                                                      \
         if (i < M)                                                                             \
             NAME##_rows(1, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
-                        ldc, z);                                                               \
+                        ldc, z, &pc, pf_end);                                                  \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
 static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,           \
                  ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C, ptrdiff_t ldc) \
 {                                                                                              \
-    NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, 0);                           \
+    NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, 0, NULL, 0);                  \
 }                                                                                              \
                                                                                                \
 /* C = A @ W: the same sums, started from zero instead of from C (no pass to clear C first) */ \
@@ -396,7 +420,19 @@ static void NAME##_set(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdif
                        ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C,          \
                        ptrdiff_t ldc)                                                          \
 {                                                                                              \
-    NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, 1);                           \
+    NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, 1, NULL, 0);                  \
+}                                                                                              \
+                                                                                               \
+/* C (+)= A @ W while pf_bytes from pf on are fetched into the L2 cache, a cache line per step  \
+ * of a tile's pass over K: the next panel of a product that goes panel by panel over a weight \
+ * matrix larger than L2 (a recurrent step of an LSTM with H=512 reads 4 MB). Without it the   \
+ * first tile of each panel waited on L3 for its rows of W (one core, 32x512 @ 512x2048 in    \
+ * panels: 124 against 142 GFLOP/s). */                                                        \
+static void NAME##_pf(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t a_rs,      \
+                      ptrdiff_t a_ks, const T *W, ptrdiff_t ldw, int w_padded, T *C,           \
+                      ptrdiff_t ldc, int zero_c, const void *pf, ptrdiff_t pf_bytes)          \
+{                                                                                              \
+    NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, zero_c != 0, pf, pf_bytes);   \
 }                                                                                              \
                                                                                                \
 /* y (N) += W (N,K) @ x (K), W row-major: one row of A against W untransposed (the forward     \
