@@ -1,18 +1,22 @@
 """Declares the compiled kernels; all metadata lives in pyproject.toml.
 
-The kernels are one Cython module, src/fastrnn/_kernels.pyx and the .pxi files it includes. On
-x86-64 it is built three times: `_kernels` for the baseline instruction set (runs anywhere) and
-`_kernels_avx2` / `_kernels_avx512` with those instruction sets; fastrnn imports the best one the
-CPU supports at run time (see fastrnn/backends/cython_backend.py). That keeps the wheel portable
-without -march=native, yet vectorises the elementwise loops 8 or 16 floats wide where the CPU can.
+The kernels are two kinds of Cython module. The hot modules (src/fastrnn/_hot.pyx and the .pxi
+files it includes: the nogil kernels only) are built per instruction set on x86-64: `_hot` for
+the baseline (runs anywhere) and `_hot_avx2` / `_hot_avx512` with those instruction sets. The
+wrapper module `_kernels` (src/fastrnn/_kernels.pyx: the Python-visible functions and their
+checks, with Cython's memoryview code, most of the C) is built once, and calls the kernels of
+the hot module it binds to at import, the best one the CPU supports (see fastrnn/_isa.py). That
+keeps the wheel portable without -march=native, yet vectorises the kernels 8 or 16 floats wide
+where the CPU can, and compiles the wrappers once instead of once per instruction set.
 
 Environment switches (read at build time):
-  FASTRNN_NATIVE=1  compile one module with -march=native instead (fastest on the build machine,
-                    not portable)
-  FASTRNN_DEBUG=1   compile one module with Cython bounds checking on and -O0 -g
+  FASTRNN_NATIVE=1  compile one hot module with -march=native instead (fastest on the build
+                    machine, not portable)
+  FASTRNN_DEBUG=1   compile one hot module and the wrappers with Cython bounds checking on and
+                    -O0 -g
   FASTRNN_ASAN=1    compile and link the kernels with AddressSanitizer (-fsanitize=address), as
-                    one module; it then only imports into a Python started with the ASan runtime
-                    preloaded (see "Checked builds" in docs/development.md)
+                    one hot module and the wrappers; they then only import into a Python started
+                    with the ASan runtime preloaded (see "Checked builds" in docs/development.md)
   FASTRNN_OPENMP=0  build without OpenMP (by default it is used when the compiler accepts
                     -fopenmp); the kernels then run the parts of a split batch one after another
   FASTRNN_BUILD_JOBS=N  translate and compile at most N modules at once (default: all of them)
@@ -90,31 +94,50 @@ directives = {
     "initializedcheck": debug,
     "cdivision": True,
 }
-extensions = [Extension("fastrnn._kernels", sources=["src/fastrnn/_kernels.pyx"],
-                        include_dirs=["src", "src/fastrnn"], extra_compile_args=compile_args,
-                        extra_link_args=link_args, define_macros=macros)]
+# The wrapper module at -O2: its functions check arguments and call into a hot module, and ran
+# as fast as at -O3 (docs/development.md, "Build time"). -Wno-unused-function: it holds the
+# kernels' code unused (see _kernels.pyx), which the compiler drops.
+wrapper_args = [("-O2" if a == "-O3" else a) for a in compile_args] + ["-Wno-unused-function"]
 
-# Instruction-set variants (x86-64 with gcc/clang only): the same .pyx/.pxd, copied under the
-# variant's module name into build/ (Cython bakes a module's name into its C), then compiled
-# with those instruction sets enabled.
+# The kernels are two kinds of module. A hot module (_hot.pyx: the nogil kernels, about a third
+# of the C) is built per instruction set; the wrapper module fastrnn._kernels (_kernels.pyx: the
+# Python-visible functions that check their arguments, with Cython's memoryview code, the rest)
+# is built once and calls the kernels of the hot module it binds to (see _table.pxi).
+def _extension(name, source, args, extra_macros=()):
+    return Extension(name, sources=[source], include_dirs=["src", "src/fastrnn"],
+                     extra_compile_args=args, extra_link_args=link_args,
+                     define_macros=macros + list(extra_macros))
+
+
+extensions = [_extension("fastrnn._kernels", "src/fastrnn/_kernels.pyx", wrapper_args)]
+
+# Instruction-set variants of the hot module (x86-64 with gcc/clang only): the same .pyx/.pxd,
+# copied under the variant's module name into build/ (Cython bakes a module's name into its C),
+# then compiled with those instruction sets enabled. The baseline one (SSE2) is compiled without
+# gcc's RTL GCSE passes (-fgcse, -fgcse-after-reload, on at -O2 and -O3): there, where the tile
+# products' 64-byte vector types take four 16-byte registers each, they took over half of its
+# compile time (28 s of CPU, 12 s without them), and the kernels ran as fast without them
+# (docs/development.md, "Build time").
 VARIANTS = {
     "avx2": ["-mavx2", "-mfma"],
     "avx512": ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma"],
 }
-if not (native or debug) and platform.machine().lower() in ("x86_64", "amd64") \
-        and os.name == "posix":
+x86_variants = not (native or debug or asan) and os.name == "posix" and \
+    platform.machine().lower() in ("x86_64", "amd64")
+extensions.append(_extension("fastrnn._hot", "src/fastrnn/_hot.pyx", compile_args + (
+    ["-fno-gcse", "-fno-gcse-after-reload"] if x86_variants else [])))
+if x86_variants:
     generated = Path("build", "fastrnn_variants")
     (generated / "fastrnn").mkdir(parents=True, exist_ok=True)
     for isa, flags in VARIANTS.items():
         for ext in ("pyx", "pxd"):
-            src = Path("src", "fastrnn", f"_kernels.{ext}").read_text()
-            dst = generated / "fastrnn" / f"_kernels_{isa}.{ext}"
+            src = Path("src", "fastrnn", f"_hot.{ext}").read_text()
+            dst = generated / "fastrnn" / f"_hot_{isa}.{ext}"
             if not dst.exists() or dst.read_text() != src:  # keep timestamps when unchanged
                 dst.write_text(src)
-        extensions.append(Extension(
-            f"fastrnn._kernels_{isa}", sources=[str(generated / "fastrnn" / f"_kernels_{isa}.pyx")],
-            include_dirs=["src", "src/fastrnn"], extra_compile_args=compile_args + flags,
-            extra_link_args=link_args, define_macros=macros + [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
+        extensions.append(_extension(
+            f"fastrnn._hot_{isa}", str(generated / "fastrnn" / f"_hot_{isa}.pyx"),
+            compile_args + flags, [("FASTRNN_BUILD_ISA", f'"{isa}"')]))
 
 # The builds are independent: Cython translates them in processes of its own and the C
 # compiler runs for all of them at once (build_ext's `parallel` option, a thread per extension),

@@ -38,7 +38,10 @@ def test_sdist_contains_cython_sources(tmp_path):
     names = tarfile.open(sdist).getnames()
     assert any(n.endswith("src/fastrnn/_kernels.pyx") for n in names)
     assert any(n.endswith("src/fastrnn/_kernels.pxd") for n in names)
-    for pxi in ("_stack.pxi", "_stack_api.pxi", "_stack_sample.pxi", "_cells.pxi"):
+    assert any(n.endswith("src/fastrnn/_hot.pyx") for n in names)  # the per-ISA kernels
+    assert any(n.endswith("src/fastrnn/_hot.pxd") for n in names)
+    for pxi in ("_stack.pxi", "_stack_api.pxi", "_stack_sample.pxi", "_cells.pxi", "_table.pxi",
+                "_shims.pxi", "_bf16_api.pxi", "_beam_api.pxi"):
         assert any(n.endswith(f"src/fastrnn/{pxi}") for n in names), pxi  # the .pyx includes
     assert any(n.endswith("fastrnn/data/shakespeare_1mb.txt.gz") for n in names)
     assert any(n.endswith("fastrnn/_inspect.html") for n in names)  # the inspect page

@@ -17,44 +17,20 @@ import os
 
 import numpy as np
 
+from .._isa import ISA_VARIANTS, hot_module  # noqa: F401 (ISA_VARIANTS: re-exported)
 from .._params import aligned_empty
 from .._threads import get_num_threads
 from .numpy_backend import NumpyBackend, serialised
 
-# Instruction-set variants of the kernels (see setup.py), best first, with the CPU features each
-# needs as numpy names them.
 CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # the stack kernels' cell codes
-
-ISA_VARIANTS = {"avx512": ("AVX512_SKX",), "avx2": ("AVX2", "FMA3"), "baseline": ()}
-
-
-def _cpu_features():
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__
-    return __cpu_features__
 
 
 def load_kernels(isa=None):
-    """The fastest kernel module this CPU runs, or the one named by isa / $FASTRNN_ISA
-    ("avx512", "avx2", "baseline"). Raises ImportError if none (or not that one) loads."""
-    isa = isa or os.environ.get("FASTRNN_ISA") or "auto"
-    if isa != "auto" and isa not in ISA_VARIANTS:
-        raise ImportError(f"FASTRNN_ISA={isa!r}: choose one of auto, {', '.join(ISA_VARIANTS)}")
-    features = _cpu_features()
-    errors = []
-    for name, needs in ISA_VARIANTS.items():
-        if isa not in ("auto", name) or not all(features.get(f) for f in needs):
-            continue
-        module = "fastrnn._kernels" if name == "baseline" else f"fastrnn._kernels_{name}"
-        try:
-            return importlib.import_module(module)
-        except ImportError as exc:  # not built here (other CPU family, native or debug build)
-            errors.append(exc)
-    if not errors:
-        raise ImportError(f"this CPU lacks the instructions of the {isa} kernels")
-    raise errors[-1]
+    """The kernels (fastrnn._kernels) on the fastest hot module this CPU runs, or on the one
+    named by isa / $FASTRNN_ISA ("avx512", "avx2", "baseline"; see fastrnn._isa). Raises
+    ImportError if none (or not that one) loads."""
+    hot = hot_module(isa)
+    return importlib.import_module("fastrnn._kernels").bound(hot)
 
 
 def has_bf16(kernels):

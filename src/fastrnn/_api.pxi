@@ -1,4 +1,5 @@
-# Part of _kernels.pyx (included there; one compiled module per instruction set).
+# Part of _kernels.pyx, the wrapper module (compiled once; the kernels it calls are in the hot
+# modules, through _shims.pxi).
 # ---------------------------------------------------------------------------------------------
 # Python-visible wrappers: validate, then one nogil block.
 
@@ -256,10 +257,10 @@ def loss_and_grads(const floating[::1] params not None, floating[::1] grads not 
     _check_disjoint(start, nbytes, 7, 4,
                     ("grads", "h", "work", "dh0", "params", "inputs", "targets"))
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
-                      &work[0], &grads[0], p_dh0, parts, NULL, <floating*>NULL, <floating*>NULL,
-                      False, <floating*>NULL, NULL)
-        _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
+        loss = k_chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
+                       &work[0], &grads[0], p_dh0, parts, NULL, <floating*>NULL, <floating*>NULL,
+                       False, <floating*>NULL, NULL)
+        k_last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
 
@@ -289,11 +290,11 @@ def forward_loss(const floating[::1] params not None, const int[:, ::1] inputs n
     _span(start, nbytes, 4, p_targets, B * T * sizeof(int))
     _check_disjoint(start, nbytes, 5, 2, ("h", "work", "params", "inputs", "targets"))
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, ids,
-                      ids + <Py_ssize_t>B * T if p_targets != NULL else NULL, &h[0, 0],
-                      &work[0], NULL, NULL, parts, NULL, <floating*>NULL, <floating*>NULL, False,
-                      <floating*>NULL, NULL)
-        _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
+        loss = k_chunk(&params[0], H, V, B, T, ids,
+                       ids + <Py_ssize_t>B * T if p_targets != NULL else NULL, &h[0, 0],
+                       &work[0], NULL, NULL, parts, NULL, <floating*>NULL, <floating*>NULL, False,
+                       <floating*>NULL, NULL)
+        k_last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     return loss
 
 
@@ -373,7 +374,7 @@ def optimizer_update(floating[::1] params not None, const floating[::1] grads no
                      floating[::1] state1, floating[::1] state2, optimizer, double lr,
                      double eps=1e-8, clip=None, double beta1=0.9, double beta2=0.999,
                      double step=1, clip_norm=None, double grad_scale=1.0):
-    """One optimizer step in place (see `update` in _kernels.pxd); `optimizer` is a code from
+    """One optimizer step in place (see `update` in _hot.pxd); `optimizer` is a code from
     OPTIMIZERS. state1 is Adagrad's/RMSprop's memory or Adam's first moment, state2 Adam's second
     (None where unused). Returns the gradient norm when clip_norm is given, else -1."""
     cdef UpdateConfig cfg
@@ -394,7 +395,7 @@ def optimizer_update(floating[::1] params not None, const floating[::1] grads no
     _span(start, nbytes, 3, &grads[0], grads.shape[0] * sizeof(floating))
     _check_disjoint(start, nbytes, 4, 3, ("params", "state1", "state2", "grads"))
     with nogil:
-        norm = update(&params[0], &grads[0], p_state1, p_state2, params.shape[0], &cfg)
+        norm = k_update(&params[0], &grads[0], p_state1, p_state2, params.shape[0], &cfg)
     return norm
 
 
@@ -466,36 +467,36 @@ def train_step(floating[::1] params not None, floating[::1] grads not None, floa
     for q in range(MAX_PARTS):
         bad[q] = 0
     with nogil:
-        loss = _chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
-                      &work[0], &grads[0], NULL, parts, &cfg if in_team else NULL, p_mem, p_mem2,
-                      guarded, p_undo, bad)
+        loss = k_chunk(&params[0], H, V, B, T, ids, ids + <Py_ssize_t>B * T, &h[0, 0],
+                       &work[0], &grads[0], NULL, parts, &cfg if in_team else NULL, p_mem, p_mem2,
+                       guarded, p_undo, bad)
         if in_team:
             if not guarded:
-                _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
+                k_last_state(&work[0], H, V, B, T, parts, &h[0, 0])
             else:  # (a non-finite loss: no step taken)
                 taken = loss - loss == 0
                 for q in range(parts):
                     taken = taken and not bad[q]
         elif not guarded:
-            _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
+            k_last_state(&work[0], H, V, B, T, parts, &h[0, 0])
             if parts > 1:  # on as many threads as ran the chunk
-                _update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H, V, B,
-                              parts, &cfg, False, NULL)
+                k_update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H, V, B,
+                               parts, &cfg, False, NULL)
             else:
-                update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
+                k_update(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], &cfg)
         elif loss - loss == 0:
             # a non-finite loss (x - x is NaN for NaN and +-inf) takes no step; nor does an
             # update that leaves a non-finite value
             if parts > 1:
-                taken = _update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H,
-                                      V, B, parts, &cfg, True, p_undo)
+                taken = k_update_split(&params[0], &grads[0], p_mem, p_mem2, params.shape[0], H,
+                                       V, B, parts, &cfg, True, p_undo)
             else:
-                taken = update_guarded(&params[0], &grads[0], p_mem, p_mem2, params.shape[0],
-                                       &cfg, p_undo)
+                taken = k_update_guarded(&params[0], &grads[0], p_mem, p_mem2, params.shape[0],
+                                         &cfg, p_undo)
         else:
             taken = False
         if guarded and taken:
-            _last_state(&work[0], H, V, B, T, parts, &h[0, 0])
+            k_last_state(&work[0], H, V, B, T, parts, &h[0, 0])
     if guarded:
         return loss, taken
     return loss
@@ -518,7 +519,7 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
            const double[::1] uniforms not None, double temperature, bint greedy,
            int[::1] out not None, floating[::1] work not None, hidden_size, vocab_size,
            top_k=0, double top_p=1.0):
-    """Generate len(out) ids from state h (updated in place); see `generate` in _kernels.pxd.
+    """Generate len(out) ids from state h (updated in place); see `generate` in _hot.pxd.
     Raises FloatingPointError where the logits hold a NaN (out and h then hold what was drawn
     and reached before that id)."""
     cdef int H = _as_int(hidden_size, "hidden_size"), V = _as_int(vocab_size, "vocab_size")
@@ -554,8 +555,8 @@ def sample(const floating[::1] params not None, floating[::1] h not None,
     cdef int[::1] order = np.empty(V, dtype=np.intc)
     cdef Py_ssize_t stopped
     with nogil:
-        stopped = generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
-                           <floating>temperature, greedy, k, top_p, &out[0], &work[0],
-                           &order[0])
+        stopped = k_generate(&params[0], H, V, &h[0], n, &uniforms[0] if not greedy else NULL,
+                             <floating>temperature, greedy, k, top_p, &out[0], &work[0],
+                             &order[0])
     if stopped >= 0:
         raise _nan_logits_error(stopped, "float32" if floating is float else "float64")

@@ -1,10 +1,17 @@
-"""Compiled kernels of fastrnn: step, forward, BPTT, optimizers and sampling (see _kernels.pxd).
+"""Compiled kernels of fastrnn, the Python-visible side: every wrapper and check (see
+_kernels.pxd for the buffers' layouts and _hot.pxd for the kernel contract).
 
-The `def` functions at the bottom are the only Python-visible entry points. Each one checks every
-shape, size and id range first (the ids in a copy of its own, which the kernel then reads), that
-no buffer it writes overlaps another one, and that the hyperparameters survive rounding to the
-buffers' float type, raising ValueError (TypeError for a wrong type or None) with a plain
-message, and only then releases the GIL for the whole chunk.
+The `def` functions are the only Python-visible entry points. Each one checks every shape, size
+and id range first (the ids in a copy of its own, which the kernel then reads), that no buffer it
+writes overlaps another one, and that the hyperparameters survive rounding to the buffers' float
+type, raising ValueError (TypeError for a wrong type or None) with a plain message, and only
+then releases the GIL for the whole chunk.
+
+This module is compiled once; the kernels it calls (step, forward, BPTT, optimizers, sampling)
+are compiled per instruction set in the hot modules (_hot.pyx: fastrnn._hot, _hot_avx2,
+_hot_avx512), and it binds at import to the one $FASTRNN_ISA names, else the best one this CPU
+runs (fastrnn._isa); bound(hot) gives these functions on another one. BUILD_ISA, BUILD_OPENMP,
+BUILD_NATIVE, BUILD_DEBUG and BUILD_ASAN say how the bound hot module was built, HOT which it is.
 Matrix products are register-tiled loops (_tiles.h); elementwise work is plain loops the
 compiler vectorises. A batch large enough is split over threads with OpenMP (see _chunk).
 """
@@ -18,43 +25,30 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 
 import numpy as np
 
-cdef extern from *:
-    """
-    #ifndef FASTRNN_BUILD_ISA
-    #define FASTRNN_BUILD_ISA "baseline"
-    #endif
-    #ifdef _OPENMP
-    #define FASTRNN_BUILD_OPENMP 1
-    #else
-    #define FASTRNN_BUILD_OPENMP 0
-    #endif
-    """
-    int FASTRNN_BUILD_OPENMP
-    int FASTRNN_BUILD_NATIVE
-    int FASTRNN_BUILD_DEBUG
-    const char* FASTRNN_BUILD_ISA
-    int FASTRNN_BUILD_ASAN
-
-BUILD_NATIVE = bool(FASTRNN_BUILD_NATIVE)
-BUILD_DEBUG = bool(FASTRNN_BUILD_DEBUG)
-BUILD_ASAN = bool(FASTRNN_BUILD_ASAN)
-BUILD_OPENMP = bool(FASTRNN_BUILD_OPENMP)  # False: threads > 1 runs the parts one after another
-BUILD_ISA = "native" if BUILD_NATIVE else FASTRNN_BUILD_ISA.decode()
 OPTIMIZERS = {"adagrad": OPT_ADAGRAD, "sgd": OPT_SGD, "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
 
 
-# The kernels, split along their seams, each file included here in this order (Cython needs one
-# module per instruction set, so they are one compilation unit):
-include "_math.pxi"          # elementwise math: exp, tanh, sums
-include "_products.pxi"      # register-tiled matrix products (_tiles.h), transposes
-include "_vanilla.pxi"       # min-char-rnn's model: step, forward, BPTT
-include "_split.pxi"         # a chunk split over threads: batch parts, one sequence's team
-include "_optim.pxi"         # optimizers: clipping, Adagrad/SGD/RMSprop/Adam, guarded steps
-include "_sample.pxi"        # sampling: top-k ranking, generate
-include "_api.pxi"           # Python-visible wrappers: checks, then one nogil block
-include "_cells.pxi"         # stacked models: each cell's pointwise forward/backward
-include "_bf16.pxi"          # stacked models: the bf16 mode's rounding
-include "_stack.pxi"         # stacked models: the chunk driver
-include "_stack_sample.pxi"  # stacked models: sampling
-include "_stack_api.pxi"     # stacked models: Python-visible wrappers
-include "_beam.pxi"          # beam search, every model
+# The kernels' files, included for the sizes and layouts the checks compute (inline functions)
+# and the types; the kernels themselves run in a hot module (_hot.pyx, built per instruction
+# set), reached through _shims.pxi, so the compiler drops the copies here (nothing calls them).
+include "_math.pxi"
+include "_products.pxi"
+include "_vanilla.pxi"
+include "_split.pxi"
+include "_optim.pxi"
+include "_sample.pxi"
+include "_cells.pxi"
+include "_bf16.pxi"
+include "_stack.pxi"
+include "_stack_sample.pxi"
+include "_beam.pxi"
+include "_table.pxi"         # the hot modules' KernelTable
+include "_shims.pxi"         # k_<kernel>: the calls through it; binding to a hot module
+# The Python-visible wrappers: checks, then one nogil block
+include "_api.pxi"           # min-char-rnn's model
+include "_stack_api.pxi"     # stacked models
+include "_bf16_api.pxi"      # the bf16 mode's path
+include "_beam_api.pxi"      # beam search, every model
+
+from fastrnn._isa import hot_module as _hot_module
+_bind_default(_hot_module())  # $FASTRNN_ISA, else the best one this CPU runs

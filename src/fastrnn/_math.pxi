@@ -1,4 +1,5 @@
-# Part of _kernels.pyx (included there; one compiled module per instruction set).
+# Part of the kernels (included by _hot.pyx, built per instruction set; _kernels.pyx includes it
+# too, for its inline sizes and layouts).
 # ---------------------------------------------------------------------------------------------
 # Elementwise math. float64 uses libm (it is the precision path); float32 uses branch-free
 # approximations the compiler vectorises (libm's tanhf/expf are scalar calls and were half the

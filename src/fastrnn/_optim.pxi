@@ -1,4 +1,5 @@
-# Part of _kernels.pyx (included there; one compiled module per instruction set).
+# Part of the kernels (included by _hot.pyx, built per instruction set; _kernels.pyx includes it
+# too, for its inline sizes and layouts).
 cdef inline floating _clipped(floating g, bint do_clip, floating clip) noexcept nogil:
     if do_clip:
         if g > clip:
@@ -265,3 +266,32 @@ cdef bint _update_split(floating* P, floating* G, floating* M, floating* S, Py_s
     for q in range(parts):
         kept = kept and not bad[q]
     return kept
+
+
+cdef bint _stack_update(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n,
+                        const UpdateConfig* cfg, bint guarded, floating* U,
+                        int parts) noexcept nogil:
+    # `update` (guarded: `update_guarded`) on `parts` threads: the norm for clip_norm is summed
+    # in order on one, then every element's step is the same elementwise operation wherever a
+    # block starts, so the result is update's whatever the number of threads. Returns whether
+    # the update was kept.
+    cdef double norm = sqrt(_sumsq(G, n, cfg.grad_scale)) if cfg.clip_norm > 0 else -1.0
+    cdef double scale = _norm_scale(cfg, norm)
+    cdef Py_ssize_t blk, n_blk = (n + 65535) // 65536, i0, c
+    cdef int bad = 0
+    cdef floating* US = _at(U, n)
+    for blk in prange(n_blk, num_threads=parts, schedule="static"):
+        i0 = blk * 65536
+        c = min(i0 + 65536, n) - i0
+        if not guarded:
+            _apply(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, scale)
+        elif _apply_guarded(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, scale, _at(U, i0),
+                            _at(US, i0)):
+            bad |= 1
+    if not bad:
+        return True
+    for blk in prange(n_blk, num_threads=parts, schedule="static"):
+        i0 = blk * 65536
+        c = min(i0 + 65536, n) - i0
+        _restore(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, _at(U, i0), _at(US, i0))
+    return False

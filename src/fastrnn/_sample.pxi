@@ -1,4 +1,5 @@
-# Part of _kernels.pyx (included there; one compiled module per instruction set).
+# Part of the kernels (included by _hot.pyx, built per instruction set; _kernels.pyx includes it
+# too, for its inline sizes and layouts).
 cdef inline bint _ranks_before(const floating* z, int a, int b) noexcept nogil:
     # the order of top-k/top-p: higher logit first, the lower id first among equal logits
     return z[a] > z[b] or (z[a] == z[b] and a < b)

@@ -1,4 +1,5 @@
-# Part of _kernels.pyx (included there; one compiled module per instruction set).
+# Part of the kernels (included by _hot.pyx, built per instruction set; _kernels.pyx includes it
+# too, for its inline sizes and layouts).
 # ---------------------------------------------------------------------------------------------
 # A chunk split over threads. The B rows of a chunk are independent sequences until their
 # gradients are summed, so `parts` groups of consecutive rows run forward and BPTT on their own

@@ -158,7 +158,7 @@ cdef tuple _stack_prologue(StackModel* m, object offsets, object cell, object re
     if got[5] and not bf16:
         raise ValueError("the one-layer tanh rnn is min-char-rnn's model: its kernels are "
                          "loss_and_grads, train_step and sample (or these in bf16 mode)")
-    m.bf16 = bool(bf16) and not _bf16_as_fp32
+    m.bf16 = bool(bf16) and not _table().bf16_as_fp32
     _check_offsets(offsets, got)
     if n_params != m.n:
         raise ValueError(f"params has {n_params} elements; this model needs {m.n}")
@@ -215,9 +215,9 @@ def stack_forward_loss(const floating[::1] params not None, offsets, cell, relu,
     _check_disjoint(start, nbytes, 4, 3, ("h", "c", "work", "params"))
     cdef const int* py = &yv[0, 0] if Y is not None else NULL
     with nogil:
-        loss = _stack_chunk(&m, &params[0], B, T, &xv[0, 0], py, &h[0, 0, 0], pc, NULL,
-                            &work[0], NULL, NULL, NULL, np_)
-        _stack_last_state(&m, &work[0], B, T, np_, &h[0, 0, 0], pc)
+        loss = k_stack_chunk(&m, &params[0], B, T, &xv[0, 0], py, &h[0, 0, 0], pc, NULL,
+                             &work[0], NULL, NULL, NULL, np_)
+        k_stack_last_state(&m, &work[0], B, T, np_, &h[0, 0, 0], pc)
     return loss
 
 
@@ -270,39 +270,10 @@ def stack_loss_and_grads(const floating[::1] params not None, floating[::1] grad
     _check_disjoint(start, nbytes, 8, 6, ("grads", "h", "c", "work", "dh0", "dc0", "params",
                                           "masks"))
     with nogil:
-        loss = _stack_chunk(&m, &params[0], B, T, &xv[0, 0], &yv[0, 0], &h[0, 0, 0], pc, pm,
-                            &work[0], &grads[0], pdh, pdc, np_)
-        _stack_last_state(&m, &work[0], B, T, np_, &h[0, 0, 0], pc)
+        loss = k_stack_chunk(&m, &params[0], B, T, &xv[0, 0], &yv[0, 0], &h[0, 0, 0], pc, pm,
+                             &work[0], &grads[0], pdh, pdc, np_)
+        k_stack_last_state(&m, &work[0], B, T, np_, &h[0, 0, 0], pc)
     return loss
-
-
-cdef bint _stack_update(floating* P, floating* G, floating* M, floating* S, Py_ssize_t n,
-                        const UpdateConfig* cfg, bint guarded, floating* U,
-                        int parts) noexcept nogil:
-    # `update` (guarded: `update_guarded`) on `parts` threads: the norm for clip_norm is summed
-    # in order on one, then every element's step is the same elementwise operation wherever a
-    # block starts, so the result is update's whatever the number of threads. Returns whether
-    # the update was kept.
-    cdef double norm = sqrt(_sumsq(G, n, cfg.grad_scale)) if cfg.clip_norm > 0 else -1.0
-    cdef double scale = _norm_scale(cfg, norm)
-    cdef Py_ssize_t blk, n_blk = (n + 65535) // 65536, i0, c
-    cdef int bad = 0
-    cdef floating* US = _at(U, n)
-    for blk in prange(n_blk, num_threads=parts, schedule="static"):
-        i0 = blk * 65536
-        c = min(i0 + 65536, n) - i0
-        if not guarded:
-            _apply(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, scale)
-        elif _apply_guarded(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, scale, _at(U, i0),
-                            _at(US, i0)):
-            bad |= 1
-    if not bad:
-        return True
-    for blk in prange(n_blk, num_threads=parts, schedule="static"):
-        i0 = blk * 65536
-        c = min(i0 + 65536, n) - i0
-        _restore(P + i0, G + i0, _at(M, i0), _at(S, i0), c, cfg, _at(U, i0), _at(US, i0))
-    return False
 
 
 def stack_train_step(floating[::1] params not None, floating[::1] grads not None,
@@ -358,17 +329,17 @@ def stack_train_step(floating[::1] params not None, floating[::1] grads not None
     _check_disjoint(start, nbytes, 9, 8, ("params", "grads", "mem", "mem2", "h", "c", "work",
                                           "undo", "masks"))
     with nogil:
-        loss = _stack_chunk(&m, &params[0], B, T, &xv[0, 0], &yv[0, 0], &h[0, 0, 0], pc, pm,
-                            &work[0], &grads[0], NULL, NULL, np_)
+        loss = k_stack_chunk(&m, &params[0], B, T, &xv[0, 0], &yv[0, 0], &h[0, 0, 0], pc, pm,
+                             &work[0], &grads[0], NULL, NULL, np_)
         if not guarded:
-            _stack_update(&params[0], &grads[0], p_mem, p_mem2, n, &cfg, False, NULL, np_)
+            k_stack_update(&params[0], &grads[0], p_mem, p_mem2, n, &cfg, False, NULL, np_)
         elif loss - loss == 0:  # (NaN and +-inf give NaN: no step on a non-finite loss)
-            taken = _stack_update(&params[0], &grads[0], p_mem, p_mem2, n, &cfg, True, p_undo,
-                                  np_)
+            taken = k_stack_update(&params[0], &grads[0], p_mem, p_mem2, n, &cfg, True, p_undo,
+                                   np_)
         else:
             taken = False
         if taken:
-            _stack_last_state(&m, &work[0], B, T, np_, &h[0, 0, 0], pc)
+            k_stack_last_state(&m, &work[0], B, T, np_, &h[0, 0, 0], pc)
     if guarded:
         return loss, taken
     return loss
@@ -388,7 +359,7 @@ def stack_sample(const floating[::1] params not None, offsets, cell, relu, H, V,
                  double temperature, bint greedy, int[::1] out not None,
                  floating[::1] work not None, top_k=0, double top_p=1.0, threads=1):
     """Generate len(out) ids from state h (and c, lstm) (L, H), updated in place: the id rule
-    of `sample` (see generate in _kernels.pxd) on the stacked model's step. `threads`: each
+    of `sample` (see generate in _hot.pxd) on the stacked model's step. `threads`: each
     step's products split over that many threads (the same ids for any number)."""
     cdef StackModel m
     got = _stack_spec(cell, relu, H, V, L)
@@ -441,8 +412,8 @@ def stack_sample(const floating[::1] params not None, offsets, cell, relu, H, V,
     cdef int[::1] order = np.empty(m.V, dtype=np.intc)
     cdef Py_ssize_t stopped
     with nogil:
-        stopped = _stack_generate(&m, &params[0], &h[0, 0], pc, n,
-                                  &uniforms[0] if not greedy else NULL, <floating>temperature,
-                                  greedy, k, top_p, &out[0], &work[0], &order[0], nt)
+        stopped = k_stack_generate(&m, &params[0], &h[0, 0], pc, n,
+                                   &uniforms[0] if not greedy else NULL, <floating>temperature,
+                                   greedy, k, top_p, &out[0], &work[0], &order[0], nt)
     if stopped >= 0:
         raise _nan_logits_error(stopped, "float32" if floating is float else "float64")

@@ -1,5 +1,5 @@
-# Sampling from a stacked model (included by _kernels.pyx): one sequence, one character at a
-# time, by the id rule of the vanilla `generate` (see _kernels.pxd) on the stack's step.
+# Sampling from a stacked model (included by _hot.pyx): one sequence, one character at a
+# time, by the id rule of the vanilla `generate` (see _hot.pxd) on the stack's step.
 #
 # A character is a handful of matrix-vector products (dot products on the weights in place,
 # _mv): per layer the recurrent one (and, above layer 0, the input one), then the head; with

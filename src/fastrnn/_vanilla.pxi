@@ -1,6 +1,7 @@
-# Part of _kernels.pyx (included there; one compiled module per instruction set).
+# Part of the kernels (included by _hot.pyx, built per instruction set; _kernels.pyx includes it
+# too, for its inline sizes and layouts).
 # ---------------------------------------------------------------------------------------------
-# Kernels (contract in _kernels.pxd)
+# Kernels (contract in _hot.pxd)
 
 cdef enum:
     WORK_SLACK = 16  # values after hs that the products may read past its last row (see _mm)
