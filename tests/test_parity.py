@@ -333,6 +333,41 @@ def test_every_instruction_set_variant_matches_numpy(isa, dtype):
         np.testing.assert_array_equal(out1[:n], out2[:n])
 
 
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_instruction_set_variant_runs_stacked_models_as_numpy(isa, dtype):
+    """The stacked models' products on each variant's own tile shape (6 x 4 vectors with
+    AVX-512, 6 x 2 narrower ones otherwise) and row split (13 rows: 6 + 4 + 3; a part of 32:
+    6 x 4 + 4 + 4; 8: 4 + 4), with columns that end mid-vector, against the numpy reference."""
+    from fastrnn._layout import ModelSpec
+    from fastrnn.backends.cython_backend import CELL_CODES, load_kernels
+    try:
+        K = load_kernels(isa)
+    except ImportError as exc:
+        pytest.skip(f"{isa} kernels not usable here: {exc}")
+    assert K.BUILD_ISA in (isa, "native")
+    rng = np.random.default_rng(8)
+    for cell, L, B, T, H, V, threads in [("lstm", 2, 13, 6, 37, 11, 1),
+                                         ("gru", 2, 64, 3, 40, 19, 2), ("rnn", 2, 8, 5, 70, 9, 1)]:
+        ref = fastrnn.CharRNN(V, H, cell=cell, num_layers=L, backend="numpy", dtype=dtype,
+                              seed=int(rng.integers(100)))
+        x = rng.integers(0, V, (B, T)).astype(np.int32)
+        y = rng.integers(0, V, (B, T)).astype(np.int32)
+        h0 = rng.normal(0, 0.5, (L, B, H)).astype(dtype)
+        c0 = rng.normal(0, 0.5, (L, B, H)).astype(dtype) if cell == "lstm" else None
+        loss, grads, _ = ref.loss_and_grads(x, y, (h0, c0) if cell == "lstm" else h0)
+        spec = ModelSpec(cell, V, H, L)
+        g = np.full(spec.num_params, np.nan, dtype=dtype)
+        work = np.empty(K.stack_work_size(B, T, H, V, L, CELL_CODES[cell], threads), dtype=dtype)
+        loss2 = K.stack_loss_and_grads(ref._backend.flat, g, spec.offsets(), CELL_CODES[cell], 0,
+                                       H, V, L, x, y, h0.copy(),
+                                       None if c0 is None else c0.copy(), None, None, None,
+                                       work, threads)
+        tol = TOL[dtype]
+        assert abs(loss - loss2) <= tol * abs(loss), (cell, isa)
+        assert rel_err(ref._backend.to_flat(grads), g) <= tol, (cell, isa)
+
+
 @pytest.mark.parametrize("B,T,H,V,threads", [(1, 1500, 512, 5, 2), (1, 1500, 512, 5, 1),
                                              (8, 400, 128, 7, 2), (1, 25, 100, 77, 1)])
 def test_gradients_do_not_depend_on_what_the_buffer_held(B, T, H, V, threads):

@@ -36,7 +36,23 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
-#define FR_KC_BYTES (256 * 1024)
+#define FR_KC_BYTES (256 * 1024) /* W rows per block of K: at most this many bytes of them */
+/* The products' tiles (FR_DEFINE_GEMM, FR_DEFINE_ROWSUM) work on vectors one register wide,
+ * fr_tf and fr_td, and their largest tile is 6 rows by FR_TILE_NV of them: with AVX-512's 32
+ * registers 6 x 4 sums, 4 of W and a broadcast; with the 16 of AVX or SSE 6 x 2. A vector
+ * wider than the registers (the 64-byte fr_vf without AVX-512) is not split into registers
+ * but kept on the stack, and a tile too large spills its sums on every step over K: with
+ * both, the AVX2 build ran a 1-layer GRU 20 times slower than the AVX-512 one. */
+#if defined(__AVX512F__)
+#define FR_TBYTES 64
+#define FR_TILE_NV 4
+#elif defined(__AVX__)
+#define FR_TBYTES 32
+#define FR_TILE_NV 2
+#else
+#define FR_TBYTES 16
+#define FR_TILE_NV 2
+#endif
 /* one software prefetch into L2 of the next line of a range, while it lasts */
 #define FR_PREFETCH_STEP(pc, end)                                                              \
     do {                                                                                       \
@@ -44,13 +60,15 @@
             __builtin_prefetch((const void *)(pc), 0, 2);                                      \
             (pc) += 64;                                                                        \
         }                                                                                      \
-    } while (0) /* W rows per block of K: at most this many bytes of them */
+    } while (0)
 #define FR_ONE_ROW_MAX 256       /* a one-row product up to this wide goes through ROWSUM */
 
 typedef float fr_vf __attribute__((vector_size(64)));
 typedef double fr_vd __attribute__((vector_size(64)));
 typedef int fr_vi __attribute__((vector_size(64)));
 typedef long long fr_vl __attribute__((vector_size(64)));
+typedef float fr_tf __attribute__((vector_size(FR_TBYTES)));
+typedef double fr_td __attribute__((vector_size(FR_TBYTES)));
 
 #if defined(__clang__)
 #define FR_SHUF_F(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
@@ -100,13 +118,13 @@ static const int fr_bitrev8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
 /* FR_DEFINE_ROWSUM(T, V, NAME): void NAME(N, K, W, ldw, x, y): y (N) += x (K) @ W (K,N), for
  * one vector x (sampling, and the one-row products of FR_DEFINE_GEMM: the recurrence of one
  * sequence). N must be a whole number of vectors and each row of W readable that far (a
- * zero-padded copy, or rows followed by other values), rows ldw >= N apart. Up to FR_ROWSUM_NV vectors of y
- * stay in registers, twice (even and odd k, added at the end), while K rows of W go by: with
- * AVX-512's 32 registers 12 (a whole 192-value row of W read at once), else 4. */
+ * zero-padded copy, or rows followed by other values), rows ldw >= N apart. Up to FR_ROWSUM_NV
+ * vectors of y stay in registers, twice (even and odd k, added at the end), while K rows of W
+ * go by: with AVX-512's 32 registers 12 (a whole 192-value row of W read at once), else 6. */
 #if defined(__AVX512F__)
 #define FR_ROWSUM_NV 12
 #else
-#define FR_ROWSUM_NV 4
+#define FR_ROWSUM_NV 6
 #endif
 #define FR_DEFINE_ROWSUM(T, V, NAME)                                                           \
 static inline __attribute__((always_inline)) void NAME##_block(                                \
@@ -201,13 +219,21 @@ static inline __attribute__((always_inline)) void fr_part_store_##SUFFIX(T *p, V
 }
 FR_DEFINE_PART(float, fr_vf, f32)
 FR_DEFINE_PART(double, fr_vd, f64)
+FR_DEFINE_PART(float, fr_tf, tf32)
+FR_DEFINE_PART(double, fr_td, td64)
+#endif
+#if FR_TBYTES == 64
+#define fr_part_load_tf32 fr_part_load_f32
+#define fr_part_store_tf32 fr_part_store_f32
+#define fr_part_load_td64 fr_part_load_f64
+#define fr_part_store_td64 fr_part_store_f64
 #endif
 
-/* FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM, PART_LOAD, PART_STORE): void NAME(M, N,
- * K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc), NAME##_set (the same arguments, C = instead of
- * +=) and void NAME##v(N, K, W, ldw, w_padded, x, y) for element type T, vector type V and the
- * integer vector type IV of the same lanes (PART_LOAD, PART_STORE: fr_part_load_f32, ...). */
-#define FR_DEFINE_GEMM(T, V, IV, NAME, BITREV, HSUMS, ROWSUM, PART_LOAD, PART_STORE)          \
+/* FR_DEFINE_GEMM(T, V, NAME, ROWSUM, PART_LOAD, PART_STORE): void NAME(M, N, K, A, a_rs, a_ks,
+ * W, ldw, w_padded, C, ldc), NAME##_set (the same arguments, C = instead of +=) and NAME##_pf
+ * for element type T and vector type V (fr_tf, fr_td; PART_LOAD, PART_STORE: their partial
+ * loads and stores; ROWSUM: FR_DEFINE_ROWSUM's on V). */
+#define FR_DEFINE_GEMM(T, V, NAME, ROWSUM, PART_LOAD, PART_STORE)                               \
 enum { NAME##_LANES = (int)(sizeof(V) / sizeof(T)) };                                          \
                                                                                                \
 static inline __attribute__((always_inline)) V NAME##_load(const T *p)                         \
@@ -298,7 +324,7 @@ static inline __attribute__((always_inline)) void NAME##_edge(                  
         memcpy(C + r * ldc, buf[r], nv * sizeof(T));                                           \
 }                                                                                              \
                                                                                                \
-/* all N columns of R rows: tiles of 4 vectors; then, with masks (FR_MASKED_TAIL), one tile of   \
+/* all N columns of R rows: tiles of FR_TILE_NV vectors; then, with masks (FR_MASKED_TAIL), one \
  * the rest, its last vector masked (N=100: 4 and 3 vectors, two passes over K); without,      \
  * tiles of 2 and 1 vectors, then a one-vector tile on a copy if W is padded, else column by    \
  * column */                                                                                   \
@@ -309,8 +335,8 @@ static inline __attribute__((always_inline)) void NAME##_rows(                  
 {                                                                                              \
     const int L = NAME##_LANES;                                                                \
     ptrdiff_t j = 0;                                                                           \
-    for (; j + 4 * L <= N; j += 4 * L)                                                         \
-        NAME##_tile(R, 4, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0,                 \
+    for (; j + FR_TILE_NV * L <= N; j += FR_TILE_NV * L)                                       \
+        NAME##_tile(R, FR_TILE_NV, K, A, a_rs, a_ks, W + j, ldw, C + j, ldc, zero_c, 0,        \
                     pf, pf_end);                                                               \
     if (FR_MASKED_TAIL && j < N) {                                                             \
         const int part = (int)((N - j) % L);                                                   \
@@ -448,6 +474,17 @@ static void NAME##_pf(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff
 {                                                                                              \
     NAME##_run(M, N, K, A, a_rs, a_ks, W, ldw, w_padded, C, ldc, zero_c != 0, pf, pf_bytes);   \
 }                                                                                              \
+
+
+/* FR_DEFINE_GEMV(T, V, IV, NAME, BITREV, HSUMS): void NAME##v(N, K, W, ldw, w_padded, x, y) on
+ * 64-byte vectors (fr_vf, fr_vd), whose lanes HSUMS adds. */
+#define FR_DEFINE_GEMV(T, V, IV, NAME, BITREV, HSUMS)                                           \
+static inline __attribute__((always_inline)) V NAME##v_load(const T *p)                        \
+{                                                                                              \
+    V v;                                                                                       \
+    memcpy(&v, p, sizeof(V));                                                                  \
+    return v;                                                                                  \
+}                                                                                              \
                                                                                                \
 /* y (N) += W (N,K) @ x (K), W row-major: one row of A against W untransposed (the forward     \
  * step of one sequence, where transposing Whh each chunk would cost as much as it saves).     \
@@ -459,7 +496,7 @@ static void NAME##_pf(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff
 static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_padded,        \
                     const T *x, T *y)                                                          \
 {                                                                                              \
-    enum { L = NAME##_LANES };                                                                 \
+    enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
     const ptrdiff_t Kv = K - K % L;                                                            \
     T xt[L], wt[L], out[L];                                                                    \
     V xtail;                                                                                   \
@@ -478,9 +515,9 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
             acc[j] = (V){0};                                                                   \
         }                                                                                      \
         for (ptrdiff_t k = 0; k < Kv; k += L) {                                                \
-            const V xv = NAME##_load(x + k);                                                   \
+            const V xv = NAME##v_load(x + k);                                                   \
             for (int j = 0; j < L; j++)                                                        \
-                acc[j] += NAME##_load(rows[j] + k) * xv;                                       \
+                acc[j] += NAME##v_load(rows[j] + k) * xv;                                       \
         }                                                                                      \
         if (Kv < K && w_padded)                                                                \
             for (int j = 0; j < L; j++) {                                                      \
@@ -493,7 +530,7 @@ static void NAME##v(ptrdiff_t N, ptrdiff_t K, const T *W, ptrdiff_t ldw, int w_p
             for (int j = 0; j < L; j++) {                                                      \
                 memset(wt, 0, sizeof(wt));                                                     \
                 memcpy(wt, rows[j] + Kv, (K - Kv) * sizeof(T));                                \
-                acc[j] += NAME##_load(wt) * xtail;                                             \
+                acc[j] += NAME##v_load(wt) * xtail;                                             \
             }                                                                                  \
         const V s = HSUMS(acc);                                                                \
         memcpy(out, &s, sizeof(V));                                                            \
@@ -619,12 +656,12 @@ static void fr_transpose_f32(ptrdiff_t M, ptrdiff_t N, const float *src, ptrdiff
 #endif
 }
 
-FR_DEFINE_ROWSUM(float, fr_vf, fr_rowsum_f32)
-FR_DEFINE_ROWSUM(double, fr_vd, fr_rowsum_f64)
-FR_DEFINE_GEMM(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32, fr_rowsum_f32,
-               fr_part_load_f32, fr_part_store_f32)
-FR_DEFINE_GEMM(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64, fr_rowsum_f64,
-               fr_part_load_f64, fr_part_store_f64)
+FR_DEFINE_ROWSUM(float, fr_tf, fr_rowsum_f32)
+FR_DEFINE_ROWSUM(double, fr_td, fr_rowsum_f64)
+FR_DEFINE_GEMM(float, fr_tf, fr_gemm_f32, fr_rowsum_f32, fr_part_load_tf32, fr_part_store_tf32)
+FR_DEFINE_GEMM(double, fr_td, fr_gemm_f64, fr_rowsum_f64, fr_part_load_td64, fr_part_store_td64)
+FR_DEFINE_GEMV(float, fr_vf, fr_vi, fr_gemm_f32, fr_bitrev16, fr_hsums_f32)
+FR_DEFINE_GEMV(double, fr_vd, fr_vl, fr_gemm_f64, fr_bitrev8, fr_hsums_f64)
 FR_DEFINE_DOTS(float, fr_vf, fr_dots_f32, fr_bitrev16, fr_hsums_f32, fr_part_load_f32)
 FR_DEFINE_DOTS(double, fr_vd, fr_dots_f64, fr_bitrev8, fr_hsums_f64, fr_part_load_f64)
 
