@@ -148,11 +148,14 @@ cdef void _lstm_backward(const floating* a, const floating* c_prev, const floati
 
 # -- gru ----------------------------------------------------------------------------------------
 
-cdef void _gru_forward(floating* a, const floating* gh, const floating* h_prev, floating* ghn,
-                       floating* h, int B, int H) noexcept nogil:
+cdef void _gru_forward(floating* a, const floating* gh, const floating* b_hh,
+                       const floating* h_prev, floating* ghn, floating* h, int B,
+                       int H) noexcept nogil:
     # a (B, 3H): gx (input projection and b_ih) in, activations r, z, n out; gh (B, 3H): the
-    # recurrent projection and b_hh; ghn (B, H) keeps its n block (BPTT needs it: r multiplies
-    # it); h (B, H) the new state (may be h_prev: each block is read before it is written)
+    # recurrent projection, to which b_hh (3H) is added here unless it is NULL (gh has it then;
+    # adding it here spares a batch step a pass that copies it into every row of gh first);
+    # ghn (B, H) keeps gh's n block with its bias (BPTT needs it: r multiplies it); h (B, H)
+    # the new state (may be h_prev: each block is read before it is written)
     cdef Py_ssize_t b, jb, j0, q, n, x
     cdef floating* rr
     cdef floating* rz
@@ -164,6 +167,12 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* h_prev, 
     cdef floating tz[CELL_BLOCK]
     cdef floating tn[CELL_BLOCK]
     cdef floating th[CELL_BLOCK]
+    cdef floating tq[CELL_BLOCK]
+    cdef floating zero[3 * CELL_BLOCK]
+    cdef const floating* br
+    cdef const floating* bz
+    cdef const floating* bn
+    memset(zero, 0, 3 * CELL_BLOCK * sizeof(floating))
     for b in range(B):
         rr = a + b * 3 * <Py_ssize_t>H
         rz = rr + H
@@ -175,15 +184,20 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* h_prev, 
             j0 = jb * <Py_ssize_t>CELL_BLOCK
             n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
             x = b * <Py_ssize_t>H + j0
+            if b_hh != NULL:
+                br, bz, bn = b_hh + j0, b_hh + H + j0, b_hh + 2 * H + j0
+            else:
+                br, bz, bn = zero, zero + CELL_BLOCK, zero + 2 * CELL_BLOCK
             for q in range(n):
-                tr[q] = _sigmoid(rr[j0 + q] + qr[j0 + q])
-                tz[q] = _sigmoid(rz[j0 + q] + qz[j0 + q])
-                tn[q] = _tanh(rn[j0 + q] + tr[q] * qn[j0 + q])
+                tr[q] = _sigmoid(rr[j0 + q] + (qr[j0 + q] + br[q]))
+                tz[q] = _sigmoid(rz[j0 + q] + (qz[j0 + q] + bz[q]))
+                tq[q] = qn[j0 + q] + bn[q]
+                tn[q] = _tanh(rn[j0 + q] + tr[q] * tq[q])
                 th[q] = (1 - tz[q]) * tn[q] + tz[q] * h_prev[x + q]
             memcpy(rr + j0, tr, n * sizeof(floating))
             memcpy(rz + j0, tz, n * sizeof(floating))
             memcpy(rn + j0, tn, n * sizeof(floating))
-            memcpy(ghn + x, qn + j0, n * sizeof(floating))
+            memcpy(ghn + x, tq, n * sizeof(floating))
             memcpy(h + x, th, n * sizeof(floating))
 
 

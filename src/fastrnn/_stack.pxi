@@ -335,10 +335,8 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
                 _lstm_forward(at, cs + t * BH, cs + (t + 1) * BH, hn, bp, H)
             else:
                 at = acts + t * bp * GH
-                for b in range(bp):
-                    memcpy(gh + b * GH, P + m.off[4 * k + 3], GH * sizeof(floating))
-                _mm_panels(bp, GH, H, ha, H, 1, WhhT, gh, GH, False)
-                _gru_forward(at, gh, hp, ghn + t * BH, hn, bp, H)
+                _mm_panels(bp, GH, H, ha, H, 1, WhhT, gh, GH, True)
+                _gru_forward(at, gh, P + m.off[4 * k + 3], hp, ghn + t * BH, hn, bp, H)
         # the next layer's input: this one's outputs, dropped out by the masks
         xin = hs + BH
         if k < m.L - 1 and masks != NULL:

@@ -75,7 +75,7 @@ cdef void _stack_generate_team(const StackModel* m, const floating* P, floating*
             fr_barrier()  # the gates are complete, and no thread reads the old state any more
             if rank == 0:
                 if m.cell == CELL_GRU:
-                    _gru_forward(gx, gh, hk, ghn, hk, 1, <int>H)
+                    _gru_forward(gx, gh, NULL, hk, ghn, hk, 1, <int>H)
                 elif m.cell == CELL_RNN:
                     memcpy(hk, gx, H * sizeof(floating))
                     _rnn_forward(hk, H, m.relu)
