@@ -113,19 +113,14 @@ extensions = [_extension("fastrnn._kernels", "src/fastrnn/_kernels.pyx", wrapper
 
 # Instruction-set variants of the hot module (x86-64 with gcc/clang only): the same .pyx/.pxd,
 # copied under the variant's module name into build/ (Cython bakes a module's name into its C),
-# then compiled with those instruction sets enabled. The baseline one (SSE2) is compiled without
-# gcc's RTL GCSE passes (-fgcse, -fgcse-after-reload, on at -O2 and -O3): there, where the tile
-# products' 64-byte vector types take four 16-byte registers each, they took over half of its
-# compile time (28 s of CPU, 12 s without them), and the kernels ran as fast without them
-# (docs/development.md, "Build time").
+# then compiled with those instruction sets enabled.
 VARIANTS = {
     "avx2": ["-mavx2", "-mfma"],
     "avx512": ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma"],
 }
 x86_variants = not (native or debug or asan) and os.name == "posix" and \
     platform.machine().lower() in ("x86_64", "amd64")
-extensions.append(_extension("fastrnn._hot", "src/fastrnn/_hot.pyx", compile_args + (
-    ["-fno-gcse", "-fno-gcse-after-reload"] if x86_variants else [])))
+extensions.append(_extension("fastrnn._hot", "src/fastrnn/_hot.pyx", compile_args))
 if x86_variants:
     generated = Path("build", "fastrnn_variants")
     (generated / "fastrnn").mkdir(parents=True, exist_ok=True)
