@@ -230,6 +230,21 @@ def _pair(kw, backend, device="cpu", V=17, H=24, seed=8):
     return ref, other
 
 
+def _torch_close_to_numpy(kw, ref, tb, seed):
+    """One chunk's loss and gradients on torch in bf16 against the numpy reference (see
+    test_torch_bf16_close_to_numpy_bf16 for the tolerances); returns the chunk, the reference
+    loss, torch's gradients and both final states."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, 17, (3, 10)), rng.integers(0, 17, (3, 10))
+    la, ga, sa = ref.loss_and_grads(x, y)
+    lb, gb, sb = tb.loss_and_grads(x, y)
+    assert abs(la - lb) <= 2e-3 * abs(la), (la, lb)
+    scale = max(np.abs(g).max() for g in ga.values())
+    tol = 0.1 if kw.get("nonlinearity") == "relu" else 8 * U
+    assert max(np.abs(gb[k] - ga[k]).max() for k in ga) <= tol * scale
+    return x, y, la, gb, sa, sb
+
+
 @pytest.mark.parametrize("stepwise", [False, True], ids=["fused", "stepwise"])
 @pytest.mark.parametrize("kw", MODELS, ids=IDS)
 def test_torch_bf16_close_to_numpy_bf16(kw, stepwise, monkeypatch):
@@ -243,14 +258,7 @@ def test_torch_bf16_close_to_numpy_bf16(kw, stepwise, monkeypatch):
     from fastrnn.backends.torch_backend import TorchBackend
     monkeypatch.setattr(TorchBackend, "_stepwise_bf16", stepwise)
     ref, tb = _pair(kw, "torch")
-    rng = np.random.default_rng(9)
-    x, y = rng.integers(0, 17, (3, 10)), rng.integers(0, 17, (3, 10))
-    la, ga, sa = ref.loss_and_grads(x, y)
-    lb, gb, sb = tb.loss_and_grads(x, y)
-    assert abs(la - lb) <= 2e-3 * abs(la), (la, lb)
-    scale = max(np.abs(g).max() for g in ga.values())
-    tol = 0.1 if kw.get("nonlinearity") == "relu" else 8 * U
-    assert max(np.abs(gb[k] - ga[k]).max() for k in ga) <= tol * scale
+    x, y, la, gb, sa, sb = _torch_close_to_numpy(kw, ref, tb, seed=9)
     assert all(g.dtype == np.float32 for g in gb.values())
     assert tb.loss(x, y)[0] == pytest.approx(la, rel=2e-3)
     for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (sa, sb))):
@@ -262,14 +270,7 @@ def test_torch_bf16_close_to_numpy_bf16(kw, stepwise, monkeypatch):
 @pytest.mark.parametrize("kw", MODELS, ids=IDS)
 def test_torch_bf16_on_cuda_close_to_numpy_bf16(kw):
     ref, tb = _pair(kw, "torch", device="cuda")
-    rng = np.random.default_rng(10)
-    x, y = rng.integers(0, 17, (3, 10)), rng.integers(0, 17, (3, 10))
-    la, ga, _ = ref.loss_and_grads(x, y)
-    lb, gb, _ = tb.loss_and_grads(x, y)
-    assert abs(la - lb) <= 2e-3 * abs(la), (la, lb)
-    scale = max(np.abs(g).max() for g in ga.values())
-    tol = 0.1 if kw.get("nonlinearity") == "relu" else 8 * U  # see the CPU test
-    assert max(np.abs(gb[k] - ga[k]).max() for k in ga) <= tol * scale
+    _torch_close_to_numpy(kw, ref, tb, seed=10)
 
 
 def test_torch_bf16_trains_and_keeps_float32_masters():

@@ -299,16 +299,23 @@ def test_batched_trajectory_matches_numpy(shakespeare):
         assert rel_err(p1[k], p2[k]) <= 1e-8, k
 
 
-@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_every_instruction_set_variant_matches_numpy(isa, dtype):
-    """Each compiled variant (see setup.py) this CPU can run gives the reference's numbers."""
+def _variant(isa):
+    """The kernels on one instruction-set variant (see setup.py), or a skip where this CPU or
+    build lacks it."""
     from fastrnn.backends.cython_backend import load_kernels
     try:
         K = load_kernels(isa)
     except ImportError as exc:
         pytest.skip(f"{isa} kernels not usable here: {exc}")
     assert K.BUILD_ISA in (isa, "native")
+    return K
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_instruction_set_variant_matches_numpy(isa, dtype):
+    """Each compiled variant (see setup.py) this CPU can run gives the reference's numbers."""
+    K = _variant(isa)
     rng = np.random.default_rng(5)
     for B, T, H, V in [(1, 25, 100, 77), (5, 9, 37, 20)]:
         ref = fastrnn.CharRNN(V, H, backend="numpy", dtype=dtype)
@@ -340,12 +347,8 @@ def test_every_instruction_set_variant_runs_stacked_models_as_numpy(isa, dtype):
     AVX-512, 6 x 2 narrower ones otherwise) and row split (13 rows: 6 + 4 + 3; a part of 32:
     6 x 4 + 4 + 4; 8: 4 + 4), with columns that end mid-vector, against the numpy reference."""
     from fastrnn._layout import ModelSpec
-    from fastrnn.backends.cython_backend import CELL_CODES, load_kernels
-    try:
-        K = load_kernels(isa)
-    except ImportError as exc:
-        pytest.skip(f"{isa} kernels not usable here: {exc}")
-    assert K.BUILD_ISA in (isa, "native")
+    from fastrnn.backends.cython_backend import CELL_CODES
+    K = _variant(isa)
     rng = np.random.default_rng(8)
     for cell, L, B, T, H, V, threads in [("lstm", 2, 13, 6, 37, 11, 1),
                                          ("gru", 2, 64, 3, 40, 19, 2), ("rnn", 2, 8, 5, 70, 9, 1)]:
