@@ -211,7 +211,7 @@ cdef void _one_sequence(const floating* P, int H, int V, int T, const int* X, co
                 if t + 1 < T:
                     _add_partials(dh, pulls + ((t + 1) & 1) * parts * Hp, Hp, parts, i0, i1)
                 for i in range(i0, i1):
-                    dh[i] = dh[i] * (1 - h[i] * h[i])
+                    dh[i] = dh[i] * (<floating>1 - h[i] * h[i])
                 # its pull through the slice's rows of Whh, into every unit: dh[slice] @
                 # Whh[slice, :] (rows followed by Why: readable to Hp)
                 if t > 0 or dh0 != NULL:

@@ -238,7 +238,7 @@ cdef void backward(const floating* P, int H, int V, int B, int T, const int* X,
             dh = dH + (t - t0) * BH
             h = hs + (t + 1) * BH
             for i in range(BH):
-                dh[i] = dh[i] * (1 - h[i] * h[i])
+                dh[i] = dh[i] * (<floating>1 - h[i] * h[i])
             if t > t0:
                 dst = dh - BH
             elif t > 0:
