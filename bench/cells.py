@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fastrnn._layout import ModelSpec
+from fastrnn._params import aligned_empty, zeros_like_params
 from fastrnn.backends.cython_backend import bf16_description, load_kernels
 from fastrnn.bench import timed_together
 
@@ -60,7 +61,7 @@ def header(threads):
 
 def init_params(spec, rng, dtype=np.float32):
     """PyTorch's default init: U(+-1/sqrt(H)) for every recurrent tensor and the head."""
-    p = np.zeros(spec.num_params, dtype=dtype)
+    p = zeros_like_params(spec, dtype)
     k = 1 / np.sqrt(spec.hidden_size)
     for s in spec.layout():
         p[s.offset:s.offset + s.size] = rng.uniform(-k, k, s.size)
@@ -71,10 +72,11 @@ def fastrnn_train(cell, L, H, threads, rng, bf16=False):
     K = load_kernels()
     spec = ModelSpec(cell, V, H, L)
     params = init_params(spec, rng)
-    n = params.size
-    grads, m1, m2 = (np.zeros(n, np.float32) for _ in range(3))
-    work = np.empty(K.stack_work_size(B, T, H, V, L, CELL_CODE[cell], threads, bf16),
-                    np.float32)
+    # every buffer placed as the cython backend places them: on 64-byte lines (numpy's own
+    # placement, 16 bytes past one, split every vector load of the products in two)
+    grads, m1, m2 = (zeros_like_params(spec, np.float32) for _ in range(3))
+    work = aligned_empty(K.stack_work_size(B, T, H, V, L, CELL_CODE[cell], threads, bf16),
+                         np.float32)
     x = rng.integers(0, V, (B, T)).astype(np.int32)
     y = rng.integers(0, V, (B, T)).astype(np.int32)
     h = np.zeros((L, B, H), np.float32)
@@ -119,7 +121,7 @@ def fastrnn_gen(n, threads, rng):
     params = init_params(spec, rng)
     h, c = np.zeros((L, H), np.float32), np.zeros((L, H), np.float32)
     out = np.empty(n, np.int32)
-    work = np.empty(K.stack_sample_work_size(H, V, L, 1), np.float32)
+    work = aligned_empty(K.stack_sample_work_size(H, V, L, 1), np.float32)
     offsets = spec.offsets()
 
     def fn():
