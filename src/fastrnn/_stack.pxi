@@ -58,6 +58,7 @@ cdef struct PartLayout:      # offsets of a part's buffers in its slice of work,
 cdef enum:
     PANEL = 64  # columns of a panel: one register tile's width in float32 (_tiles.h)
     ROW_BLOCK_BYTES = 512 * 1024  # rows of A per block of _mm_panels: at most this many bytes
+    L2_RESIDENT_BYTES = 1024 * 1024  # a weight matrix this small stays in L2 between steps
 
 
 cdef inline Py_ssize_t _panels_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil:
@@ -103,24 +104,39 @@ cdef void _pack_t(Py_ssize_t R, Py_ssize_t C, const floating* W, floating* out) 
 cdef inline void _mm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
                             Py_ssize_t a_rs, Py_ssize_t a_ks, const floating* Wp, floating* C,
                             Py_ssize_t ldc, bint zero_c) noexcept nogil:
+    _mm_panels_pf(M, N, K, A, a_rs, a_ks, Wp, C, ldc, zero_c, NULL, 0)
+
+
+cdef inline void _mm_panels_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                               Py_ssize_t a_rs, Py_ssize_t a_ks, const floating* Wp, floating* C,
+                               Py_ssize_t ldc, bint zero_c, const floating* pf,
+                               Py_ssize_t pf_len) noexcept nogil:
     # C (M, N) += A (M, K) @ W (K, N) (zero_c: =), W in panels (_pack): one product per panel,
     # during which the next panel is fetched into L2 (after the last, the first: a step of the
     # recurrence reads the same matrix again), for a W larger than L2 (_tiles.h). Many rows of
     # A (the input projection or dX of a whole chunk) go in blocks of ROW_BLOCK_BYTES, every
     # panel over one block before the next: panel by panel over all rows read A from L3 once
     # per panel (one core, operands cold, GRU H=256's input projection: 127 against 146
-    # GFLOP/s; LSTM H=512's 144 against 158)
-    cdef Py_ssize_t pb, p0, w, nb = (N + PANEL - 1) // PANEL, q0, i0 = 0, mb
+    # GFLOP/s; LSTM H=512's 144 against 158). pf (pf_len values), if given, is fetched instead
+    # of W's panels, a share of it during each panel's product.
+    cdef Py_ssize_t pb, p0, w, nb = (N + PANEL - 1) // PANEL, q0, i0 = 0, mb, n_pf
+    cdef Py_ssize_t share = (pf_len + nb - 1) // nb
+    cdef const floating* at
     cdef Py_ssize_t mc = max(<Py_ssize_t>24, ROW_BLOCK_BYTES // (K * sizeof(floating)) // 6 * 6)
     while i0 < M:
         mb = min(mc, M - i0)
         for pb in range(nb):
             p0 = pb * <Py_ssize_t>PANEL
             w = min(<Py_ssize_t>PANEL, N - p0)
-            q0 = p0 + PANEL if pb + 1 < nb else 0
+            if pf != NULL:  # a share of the caller's next values
+                at = pf + min(pb * share, pf_len)
+                n_pf = min(share, pf_len - min(pb * share, pf_len))
+            else:
+                q0 = p0 + PANEL if pb + 1 < nb else 0
+                at = Wp + K * q0
+                n_pf = K * _padded(min(<Py_ssize_t>PANEL, N - q0))
             _mm_pf(mb, w, K, A + i0 * a_rs, a_rs, a_ks, Wp + K * p0, _padded(w), True,
-                   C + i0 * ldc + p0, ldc, zero_c, Wp + K * q0,
-                   K * _padded(min(<Py_ssize_t>PANEL, N - q0)))
+                   C + i0 * ldc + p0, ldc, zero_c, at, n_pf)
         i0 += mb
 
 
@@ -337,7 +353,14 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
             hn = hp + BH
             ha = _operand(m, hp, BH, pw + lay.rs)  # the recurrent product's operand
             if m.cell == CELL_RNN:
-                _mm_panels(bp, H, H, ha, H, 1, WhhT, hn, H, False)
+                if t + 1 < T and H * H * sizeof(floating) <= L2_RESIDENT_BYTES:
+                    # W_hh stays in L2 from step to step; what the first tile of each row group
+                    # waits for is its rows of C, the input projection, written long before:
+                    # the next step's are fetched during this product instead of W's panels
+                    # (rnn L=3 H=256, one thread: 2% off the whole step)
+                    _mm_panels_pf(bp, H, H, ha, H, 1, WhhT, hn, H, False, hn + BH, BH)
+                else:
+                    _mm_panels(bp, H, H, ha, H, 1, WhhT, hn, H, False)
                 _rnn_forward(hn, BH, m.relu)
             elif m.cell == CELL_LSTM:
                 at = acts + t * bp * GH
