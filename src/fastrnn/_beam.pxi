@@ -83,14 +83,14 @@ cdef void _beam_step(const StackModel* m, const floating* P, int idx, floating* 
         if m.cell == CELL_GRU:
             memcpy(gh, b_hh, GH * sizeof(floating))
             _mv(GH, H, P + off[4 * layer + 1], H, m.rd_hh[layer], hk, gh)
-            _gru_forward(gx, gh, NULL, hk, ghn, hk, 1, <int>H)
+            _gru_forward(gx, gh, NULL, NULL, hk, ghn, hk, 1, <int>H)
         else:
             _mv(GH, H, P + off[4 * layer + 1], H, m.rd_hh[layer], hk, gx)
             if m.cell == CELL_RNN:
                 memcpy(hk, gx, H * sizeof(floating))
-                _rnn_forward(hk, H, m.relu)
+                _rnn_forward(hk, 1, <int>H, NULL, m.relu)
             else:
-                _lstm_forward(gx, c + layer * H, c + layer * H, hk, 1, <int>H)
+                _lstm_forward(gx, NULL, c + layer * H, c + layer * H, hk, 1, <int>H)
         x = hk
 
 

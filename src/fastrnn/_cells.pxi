@@ -33,15 +33,24 @@ cdef inline int _cell_gates(int cell) noexcept nogil:
 
 # -- rnn ----------------------------------------------------------------------------------------
 
-cdef void _rnn_forward(floating* h, Py_ssize_t n, bint relu) noexcept nogil:
-    # h[:n] = act(h[:n]): the pre-activations become the states in place
-    cdef Py_ssize_t i
-    if relu:
-        for i in range(n):
-            h[i] = h[i] if h[i] > 0 else 0
-    else:
-        for i in range(n):
-            h[i] = _tanh(h[i])
+cdef void _rnn_forward(floating* h, int B, int H, const floating* bias, bint relu) noexcept nogil:
+    # h (B, H) = act(h + bias): the pre-activations become the states in place; bias (H) may be
+    # NULL (h has it then)
+    cdef Py_ssize_t b, j
+    cdef floating x
+    cdef floating* row
+    for b in range(B):
+        row = h + b * <Py_ssize_t>H
+        if bias != NULL:
+            for j in range(H):
+                row[j] += bias[j]
+        if relu:
+            for j in range(H):
+                x = row[j]
+                row[j] = x if x > 0 else 0
+        else:
+            for j in range(H):
+                row[j] = _tanh(row[j])
 
 
 cdef void _rnn_backward(const floating* dh, const floating* h, floating* da, Py_ssize_t n,
@@ -67,10 +76,11 @@ cdef enum:
 
 # -- lstm ---------------------------------------------------------------------------------------
 
-cdef void _lstm_forward(floating* a, const floating* c_prev, floating* c, floating* h, int B,
-                        int H) noexcept nogil:
-    # a (B, 4H): pre-activations in, gate activations i, f, g, o out; c, h (B, H) the new state.
-    # c may be c_prev (each block is read before it is written)
+cdef void _lstm_forward(floating* a, const floating* bias, const floating* c_prev, floating* c,
+                        floating* h, int B, int H) noexcept nogil:
+    # a (B, 4H): pre-activations in (bias (4H) added here unless it is NULL), gate activations
+    # i, f, g, o out; c, h (B, H) the new state. c may be c_prev (each block is read before it
+    # is written)
     cdef Py_ssize_t b, jb, j0, q, n
     cdef floating* ri
     cdef floating* rf
@@ -83,6 +93,12 @@ cdef void _lstm_forward(floating* a, const floating* c_prev, floating* c, floati
     cdef floating to[CELL_BLOCK]
     cdef floating tc[CELL_BLOCK]
     cdef floating th[CELL_BLOCK]
+    cdef floating zero[4 * CELL_BLOCK]
+    cdef const floating* bi
+    cdef const floating* bf
+    cdef const floating* bg
+    cdef const floating* bo
+    memset(zero, 0, 4 * CELL_BLOCK * sizeof(floating))
     for b in range(B):
         ri = a + b * 4 * <Py_ssize_t>H
         rf = ri + H
@@ -92,11 +108,16 @@ cdef void _lstm_forward(floating* a, const floating* c_prev, floating* c, floati
             j0 = jb * <Py_ssize_t>CELL_BLOCK
             n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
             cp = c_prev + b * <Py_ssize_t>H + j0
+            if bias != NULL:
+                bi, bf, bg, bo = bias + j0, bias + H + j0, bias + 2 * H + j0, bias + 3 * H + j0
+            else:
+                bi, bf = zero, zero + CELL_BLOCK
+                bg, bo = zero + 2 * CELL_BLOCK, zero + 3 * CELL_BLOCK
             for q in range(n):
-                ti[q] = _sigmoid(ri[j0 + q])
-                tf[q] = _sigmoid(rf[j0 + q])
-                tg[q] = _tanh(rg[j0 + q])
-                to[q] = _sigmoid(ro[j0 + q])
+                ti[q] = _sigmoid(ri[j0 + q] + bi[q])
+                tf[q] = _sigmoid(rf[j0 + q] + bf[q])
+                tg[q] = _tanh(rg[j0 + q] + bg[q])
+                to[q] = _sigmoid(ro[j0 + q] + bo[q])
                 tc[q] = tf[q] * cp[q] + ti[q] * tg[q]
                 th[q] = to[q] * _tanh(tc[q])
             memcpy(ri + j0, ti, n * sizeof(floating))
@@ -152,12 +173,13 @@ cdef void _lstm_backward(const floating* a, const floating* c_prev, const floati
 
 # -- gru ----------------------------------------------------------------------------------------
 
-cdef void _gru_forward(floating* a, const floating* gh, const floating* b_hh,
-                       const floating* h_prev, floating* ghn, floating* h, int B,
-                       int H) noexcept nogil:
-    # a (B, 3H): gx (input projection and b_ih) in, activations r, z, n out; gh (B, 3H): the
-    # recurrent projection, to which b_hh (3H) is added here unless it is NULL (gh has it then;
-    # adding it here spares a batch step a pass that copies it into every row of gh first);
+cdef void _gru_forward(floating* a, const floating* gh, const floating* b_ih,
+                       const floating* b_hh, const floating* h_prev, floating* ghn, floating* h,
+                       int B, int H) noexcept nogil:
+    # a (B, 3H): gx (the input projection) in, activations r, z, n out; gh (B, 3H): the
+    # recurrent projection. b_ih and b_hh (3H each) are added to gx and gh here unless NULL (gx,
+    # gh have them then; adding them here spares a batch step passes that copy them into every
+    # row first);
     # ghn (B, H) keeps gh's n block with its bias (BPTT needs it: r multiplies it); h (B, H)
     # the new state (may be h_prev: each block is read before it is written)
     cdef Py_ssize_t b, jb, j0, q, n, x
@@ -176,6 +198,9 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* b_hh,
     cdef const floating* br
     cdef const floating* bz
     cdef const floating* bn
+    cdef const floating* xr
+    cdef const floating* xz
+    cdef const floating* xn
     memset(zero, 0, 3 * CELL_BLOCK * sizeof(floating))
     for b in range(B):
         rr = a + b * 3 * <Py_ssize_t>H
@@ -192,11 +217,15 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* b_hh,
                 br, bz, bn = b_hh + j0, b_hh + H + j0, b_hh + 2 * H + j0
             else:
                 br, bz, bn = zero, zero + CELL_BLOCK, zero + 2 * CELL_BLOCK
+            if b_ih != NULL:
+                xr, xz, xn = b_ih + j0, b_ih + H + j0, b_ih + 2 * H + j0
+            else:
+                xr, xz, xn = zero, zero + CELL_BLOCK, zero + 2 * CELL_BLOCK
             for q in range(n):
-                tr[q] = _sigmoid(rr[j0 + q] + (qr[j0 + q] + br[q]))
-                tz[q] = _sigmoid(rz[j0 + q] + (qz[j0 + q] + bz[q]))
+                tr[q] = _sigmoid((rr[j0 + q] + xr[q]) + (qr[j0 + q] + br[q]))
+                tz[q] = _sigmoid((rz[j0 + q] + xz[q]) + (qz[j0 + q] + bz[q]))
                 tq[q] = qn[j0 + q] + bn[q]
-                tn[q] = _tanh(rn[j0 + q] + tr[q] * tq[q])
+                tn[q] = _tanh((rn[j0 + q] + xn[q]) + tr[q] * tq[q])
                 th[q] = (<floating>1 - tz[q]) * tn[q] + tz[q] * h_prev[x + q]
             memcpy(rr + j0, tr, n * sizeof(floating))
             memcpy(rz + j0, tz, n * sizeof(floating))

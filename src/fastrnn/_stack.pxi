@@ -4,21 +4,22 @@
 # (_tiles.h), the head is _softmax_xent's, the optimizer `update`'s.
 #
 # The haste / llm.c pattern: a layer's input projection for all T*B rows of the chunk is one
-# product before its steps (layer 0's a gather of rows of weight_ih_l0 transposed: the input is
-# one-hot), each step adds its recurrent product and runs the cell; BPTT collects the gate
-# gradients dG of all steps, then takes each weight gradient as one product over all T*B rows
-# (dW_hh = dG^T H_prev, dW_ih = dG^T X_in, dX_in = dG W_ih) and layer 0's dW_ih as a scatter-add
-# of rows of dG. Rows of a chunk are independent sequences, so a chunk is split into `parts`
-# groups of rows, each running forward and BPTT on its own thread with its own gradient buffer
-# (summed after in a fixed order), as the vanilla kernels' _chunk does.
+# product before its steps (layer 0's rows of weight_ih_l0 transposed, gathered step by step:
+# the input is one-hot), each step adds its recurrent product and runs the cell, which adds the
+# biases; BPTT collects the gate gradients dG of all steps, then takes each weight gradient as
+# one product over all T*B rows (dW_hh = dG^T H_prev, dW_ih = dG^T X_in, dX_in = dG W_ih) and
+# layer 0's dW_ih as a scatter-add of rows of dG. Rows of a chunk are independent sequences, so
+# a chunk is split into `parts` groups of rows, each running forward and BPTT on its own thread
+# with its own gradient buffer (summed after in a fixed order), as the vanilla kernels' _chunk
+# does.
 #
 # The work buffer (all counts in values of the model's dtype, each region a multiple of 16):
 #   prepared   per layer k: W_ih^T | W_hh^T | bias row (ldg) | W_hh | W_ih (k > 0), then
 #              Why^T (H, ldv). Layer 0's W_ih^T is (V, ldg), rows padded with zeros (ldg =
 #              _transposed_ld(G*H)), for its gather; the other matrices are in panels (_pack):
 #              the transposes for the forward products, W_hh and W_ih for BPTT's (those two
-#              only with gradients). The bias row is b_ih + b_hh (b_ih alone for gru, whose
-#              b_hh goes inside r's product)
+#              only with gradients). The bias row, which the cells add, is b_ih + b_hh (b_ih
+#              alone for gru, whose b_hh goes inside r's product)
 #   per part   (rows bp, TB = T*bp, BH = bp*H; see _part_layout)
 #     hs   L x (T+1, bp, H)   states, hs[0] = h0; slack after each (products read past rows)
 #     cs   L x (T+1, bp, H)   lstm cell states
@@ -298,7 +299,7 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
     # forward over rows [b0, b0 + bp) of the chunk (ids X, targets Y (B, T); h0, c0 (L, B, H);
     # masks (L-1, B, T, H) or NULL) into the part's buffers pw; returns the part's summed loss
     cdef Py_ssize_t H = m.H, GH = m.G * H, BH = bp * H, TB = <Py_ssize_t>T * bp
-    cdef Py_ssize_t ldg = _transposed_ld(GH), I, t, b, j
+    cdef Py_ssize_t ldg = _transposed_ld(GH), t, b, j
     cdef int k
     cdef floating* hs
     cdef floating* cs = NULL
@@ -319,7 +320,6 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
     cdef floating* xd
     cdef floating* Z = pw + lay.Z
     for k in range(m.L):
-        I = m.V if k == 0 else H
         WihT = Wt + _stack_prep_at(m, k)
         WhhT = _prep_whh_t(m, <floating*>Wt, k)
         bias = WhhT + _panels_size(H, GH)
@@ -333,27 +333,27 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
             acts = pw + lay.acts + k * lay.acts_k
         if m.cell == CELL_GRU:
             ghn = pw + lay.ghn + k * lay.ghn_k
-        # the input projection of every step: rnn's straight into hs[1:] (the steps add to it
-        # and activate it in place), the gated cells' into acts
+        # the input projection of every step, without the bias (the cell adds it): rnn's
+        # straight into hs[1:] (the steps add to it and activate it in place), the gated
+        # cells' into acts. Layer 0's rows of W_ih^T, one per character, are gathered step by
+        # step just before the step reads them; the other layers' projection is one product
+        # over all T*B rows. (A pass that wrote the bias into every row first, or the gathered
+        # rows for the whole chunk, cost 3% of a GRU step: each wrote T*B*G*H cold values.)
         target = hs + BH if m.cell == CELL_RNN else acts
-        for t in range(T):
-            for b in range(bp):
-                row = target + (t * bp + b) * GH
-                if k == 0:  # one-hot input: a row of W_ih^T
-                    src = WihT + X[(b0 + b) * <Py_ssize_t>T + t] * ldg
-                    for j in range(GH):
-                        row[j] = src[j] + bias[j]
-                else:
-                    memcpy(row, bias, GH * sizeof(floating))
         if k > 0:
             _mm_panels(TB, GH, H, _operand(m, xin, TB * H, pw + lay.rh), H, 1, WihT, target,
-                       GH, False)
+                       GH, True)
         for t in range(T):
             hp = hs + t * BH
             hn = hp + BH
+            at = target + t * bp * GH  # (hn for rnn)
+            if k == 0:  # one-hot input: a row of W_ih^T
+                for b in range(bp):
+                    memcpy(at + b * GH, WihT + X[(b0 + b) * <Py_ssize_t>T + t] * ldg,
+                           GH * sizeof(floating))
             ha = _operand(m, hp, BH, pw + lay.rs)  # the recurrent product's operand
             if m.cell == CELL_RNN:
-                if t + 1 < T and H * H * sizeof(floating) <= L2_RESIDENT_BYTES:
+                if k > 0 and t + 1 < T and H * H * sizeof(floating) <= L2_RESIDENT_BYTES:
                     # W_hh stays in L2 from step to step; what the first tile of each row group
                     # waits for is its rows of C, the input projection, written long before:
                     # the next step's are fetched during this product instead of W's panels
@@ -361,15 +361,13 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
                     _mm_panels_pf(bp, H, H, ha, H, 1, WhhT, hn, H, False, hn + BH, BH)
                 else:
                     _mm_panels(bp, H, H, ha, H, 1, WhhT, hn, H, False)
-                _rnn_forward(hn, BH, m.relu)
+                _rnn_forward(hn, bp, <int>H, bias, m.relu)
             elif m.cell == CELL_LSTM:
-                at = acts + t * bp * GH
                 _mm_panels(bp, GH, H, ha, H, 1, WhhT, at, GH, False)
-                _lstm_forward(at, cs + t * BH, cs + (t + 1) * BH, hn, bp, H)
+                _lstm_forward(at, bias, cs + t * BH, cs + (t + 1) * BH, hn, bp, H)
             else:
-                at = acts + t * bp * GH
                 _mm_panels(bp, GH, H, ha, H, 1, WhhT, gh, GH, True)
-                _gru_forward(at, gh, P + m.off[4 * k + 3], hp, ghn + t * BH, hn, bp, H)
+                _gru_forward(at, gh, bias, P + m.off[4 * k + 3], hp, ghn + t * BH, hn, bp, H)
         # the next layer's input: this one's outputs, dropped out by the masks
         xin = hs + BH
         if k < m.L - 1 and masks != NULL:

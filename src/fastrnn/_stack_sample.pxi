@@ -75,12 +75,12 @@ cdef void _stack_generate_team(const StackModel* m, const floating* P, floating*
             fr_barrier()  # the gates are complete, and no thread reads the old state any more
             if rank == 0:
                 if m.cell == CELL_GRU:
-                    _gru_forward(gx, gh, NULL, hk, ghn, hk, 1, <int>H)
+                    _gru_forward(gx, gh, NULL, NULL, hk, ghn, hk, 1, <int>H)
                 elif m.cell == CELL_RNN:
                     memcpy(hk, gx, H * sizeof(floating))
-                    _rnn_forward(hk, H, m.relu)
+                    _rnn_forward(hk, 1, <int>H, NULL, m.relu)
                 else:
-                    _lstm_forward(gx, c + layer * H, c + layer * H, hk, 1, <int>H)
+                    _lstm_forward(gx, NULL, c + layer * H, c + layer * H, hk, 1, <int>H)
             fr_barrier()
             x = hk
 
