@@ -74,6 +74,13 @@ cdef enum:
     CELL_BLOCK = 64
 
 
+cdef inline const floating* _gate_bias(const floating* bias, int g, int H, Py_ssize_t j0,
+                                       const floating* zero) noexcept nogil:
+    # gate g's values of a bias row from unit j0 on, or a block of zeros when there is no bias
+    # (the caller's rows have it already)
+    return bias + g * <Py_ssize_t>H + j0 if bias != NULL else zero
+
+
 # -- lstm ---------------------------------------------------------------------------------------
 
 cdef void _lstm_forward(floating* a, const floating* bias, const floating* c_prev, floating* c,
@@ -93,12 +100,12 @@ cdef void _lstm_forward(floating* a, const floating* bias, const floating* c_pre
     cdef floating to[CELL_BLOCK]
     cdef floating tc[CELL_BLOCK]
     cdef floating th[CELL_BLOCK]
-    cdef floating zero[4 * CELL_BLOCK]
+    cdef floating zero[CELL_BLOCK]
     cdef const floating* bi
     cdef const floating* bf
     cdef const floating* bg
     cdef const floating* bo
-    memset(zero, 0, 4 * CELL_BLOCK * sizeof(floating))
+    memset(zero, 0, CELL_BLOCK * sizeof(floating))
     for b in range(B):
         ri = a + b * 4 * <Py_ssize_t>H
         rf = ri + H
@@ -108,11 +115,10 @@ cdef void _lstm_forward(floating* a, const floating* bias, const floating* c_pre
             j0 = jb * <Py_ssize_t>CELL_BLOCK
             n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
             cp = c_prev + b * <Py_ssize_t>H + j0
-            if bias != NULL:
-                bi, bf, bg, bo = bias + j0, bias + H + j0, bias + 2 * H + j0, bias + 3 * H + j0
-            else:
-                bi, bf = zero, zero + CELL_BLOCK
-                bg, bo = zero + 2 * CELL_BLOCK, zero + 3 * CELL_BLOCK
+            bi = _gate_bias(bias, 0, H, j0, zero)
+            bf = _gate_bias(bias, 1, H, j0, zero)
+            bg = _gate_bias(bias, 2, H, j0, zero)
+            bo = _gate_bias(bias, 3, H, j0, zero)
             for q in range(n):
                 ti[q] = _sigmoid(ri[j0 + q] + bi[q])
                 tf[q] = _sigmoid(rf[j0 + q] + bf[q])
@@ -179,9 +185,8 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* b_ih,
     # a (B, 3H): gx (the input projection) in, activations r, z, n out; gh (B, 3H): the
     # recurrent projection. b_ih and b_hh (3H each) are added to gx and gh here unless NULL (gx,
     # gh have them then; adding them here spares a batch step passes that copy them into every
-    # row first);
-    # ghn (B, H) keeps gh's n block with its bias (BPTT needs it: r multiplies it); h (B, H)
-    # the new state (may be h_prev: each block is read before it is written)
+    # row first). ghn (B, H) keeps gh's n block with its bias (BPTT needs it: r multiplies it);
+    # h (B, H) the new state (may be h_prev: each block is read before it is written)
     cdef Py_ssize_t b, jb, j0, q, n, x
     cdef floating* rr
     cdef floating* rz
@@ -194,14 +199,14 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* b_ih,
     cdef floating tn[CELL_BLOCK]
     cdef floating th[CELL_BLOCK]
     cdef floating tq[CELL_BLOCK]
-    cdef floating zero[3 * CELL_BLOCK]
+    cdef floating zero[CELL_BLOCK]
     cdef const floating* br
     cdef const floating* bz
     cdef const floating* bn
     cdef const floating* xr
     cdef const floating* xz
     cdef const floating* xn
-    memset(zero, 0, 3 * CELL_BLOCK * sizeof(floating))
+    memset(zero, 0, CELL_BLOCK * sizeof(floating))
     for b in range(B):
         rr = a + b * 3 * <Py_ssize_t>H
         rz = rr + H
@@ -213,14 +218,12 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* b_ih,
             j0 = jb * <Py_ssize_t>CELL_BLOCK
             n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
             x = b * <Py_ssize_t>H + j0
-            if b_hh != NULL:
-                br, bz, bn = b_hh + j0, b_hh + H + j0, b_hh + 2 * H + j0
-            else:
-                br, bz, bn = zero, zero + CELL_BLOCK, zero + 2 * CELL_BLOCK
-            if b_ih != NULL:
-                xr, xz, xn = b_ih + j0, b_ih + H + j0, b_ih + 2 * H + j0
-            else:
-                xr, xz, xn = zero, zero + CELL_BLOCK, zero + 2 * CELL_BLOCK
+            br = _gate_bias(b_hh, 0, H, j0, zero)
+            bz = _gate_bias(b_hh, 1, H, j0, zero)
+            bn = _gate_bias(b_hh, 2, H, j0, zero)
+            xr = _gate_bias(b_ih, 0, H, j0, zero)
+            xz = _gate_bias(b_ih, 1, H, j0, zero)
+            xn = _gate_bias(b_ih, 2, H, j0, zero)
             for q in range(n):
                 tr[q] = _sigmoid((rr[j0 + q] + xr[q]) + (qr[j0 + q] + br[q]))
                 tz[q] = _sigmoid((rz[j0 + q] + xz[q]) + (qz[j0 + q] + bz[q]))

@@ -310,6 +310,7 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
     cdef floating* hp
     cdef floating* hn
     cdef floating* at
+    cdef floating* nxt
     cdef floating* gh = pw + lay.gh
     cdef const floating* xin = NULL
     cdef const floating* WihT
@@ -353,14 +354,13 @@ cdef double _stack_forward(const StackModel* m, const floating* P, const floatin
                            GH * sizeof(floating))
             ha = _operand(m, hp, BH, pw + lay.rs)  # the recurrent product's operand
             if m.cell == CELL_RNN:
-                if k > 0 and t + 1 < T and H * H * sizeof(floating) <= L2_RESIDENT_BYTES:
-                    # W_hh stays in L2 from step to step; what the first tile of each row group
-                    # waits for is its rows of C, the input projection, written long before:
-                    # the next step's are fetched during this product instead of W's panels
-                    # (rnn L=3 H=256, one thread: 2% off the whole step)
-                    _mm_panels_pf(bp, H, H, ha, H, 1, WhhT, hn, H, False, hn + BH, BH)
-                else:
-                    _mm_panels(bp, H, H, ha, H, 1, WhhT, hn, H, False)
+                # W_hh stays in L2 from step to step when it is small; then what the first tile
+                # of each row group waits for is its rows of C, the input projection, written
+                # long before: the next step's are fetched during this product instead of W's
+                # panels (rnn L=3 H=256, one thread: 2% off the whole step)
+                nxt = hn + BH if k > 0 and t + 1 < T and \
+                    H * H * sizeof(floating) <= L2_RESIDENT_BYTES else NULL
+                _mm_panels_pf(bp, H, H, ha, H, 1, WhhT, hn, H, False, nxt, BH)
                 _rnn_forward(hn, bp, <int>H, bias, m.relu)
             elif m.cell == CELL_LSTM:
                 _mm_panels(bp, GH, H, ha, H, 1, WhhT, at, GH, False)
