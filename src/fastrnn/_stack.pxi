@@ -472,8 +472,12 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
             else:
                 _gru_backward(acts + t * bp * GH, pw + lay.ghn + k * lay.ghn_k + t * BH,
                               hs + t * BH, dh, dg, dGh + t * bp * GH, carry, bp, <int>H)
+                _colsum(dGh + t * bp * GH, bp, GH, G + off[4 * k + 3])
                 _mm_panels(bp, H, GH, _operand(m, dGh + t * bp * GH, bp * GH, pw + lay.rs), GH,
                            1, WhhP, carry, H, False)
+            # the bias gradients while the step's rows are in L1 (a pass over all of dG after
+            # the steps read it back from L3)
+            _colsum(dg, bp, GH, G + off[4 * k + 2])
         if dh0 != NULL:
             memcpy(dh0 + (k * B + b0) * H, carry, BH * sizeof(floating))
         if dc0 != NULL and m.cell == CELL_LSTM:
@@ -481,9 +485,8 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
         # the layer's weight gradients, each one product over all T*B rows
         _mm_set(GH, H, TB, _operand(m, dGh, TB * GH, pw + lay.ra), 1, GH,
                 _operand(m, hs, TB * H, pw + lay.rh), H, True, G + off[4 * k + 1], H)
-        _colsum(dG, TB, GH, G + off[4 * k + 2])
-        if off[4 * k + 3] >= 0:  # (min-char-rnn's model has no b_hh)
-            _colsum(dGh, TB, GH, G + off[4 * k + 3])
+        if off[4 * k + 3] >= 0 and m.cell != CELL_GRU:  # (min-char-rnn's model has no b_hh)
+            memcpy(G + off[4 * k + 3], G + off[4 * k + 2], GH * sizeof(floating))
         if k > 0:
             xin = pw + lay.hs + (k - 1) * lay.hs_k + BH
             if masks != NULL:
