@@ -108,6 +108,15 @@ cdef inline void _mm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floa
     _mm_panels_pf(M, N, K, A, a_rs, a_ks, Wp, C, ldc, zero_c, NULL, 0)
 
 
+cdef inline const floating* _pf_share(const floating* p, Py_ssize_t n, Py_ssize_t i,
+                                      Py_ssize_t parts, Py_ssize_t* n_pf) noexcept nogil:
+    # share i of `parts` of the n values from p: where it starts, and its length in n_pf
+    cdef Py_ssize_t share = (n + parts - 1) // parts
+    cdef Py_ssize_t at = min(i * share, n)
+    n_pf[0] = min(share, n - at)
+    return p + at
+
+
 cdef inline void _mm_panels_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
                                Py_ssize_t a_rs, Py_ssize_t a_ks, const floating* Wp, floating* C,
                                Py_ssize_t ldc, bint zero_c, const floating* pf,
@@ -118,24 +127,36 @@ cdef inline void _mm_panels_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const f
     # A (the input projection or dX of a whole chunk) go in blocks of ROW_BLOCK_BYTES, every
     # panel over one block before the next: panel by panel over all rows read A from L3 once
     # per panel (one core, operands cold, GRU H=256's input projection: 127 against 146
-    # GFLOP/s; LSTM H=512's 144 against 158). pf (pf_len values), if given, is fetched instead
-    # of W's panels, a share of it during each panel's product.
-    cdef Py_ssize_t pb, p0, w, nb = (N + PANEL - 1) // PANEL, q0, i0 = 0, mb, n_pf
-    cdef Py_ssize_t share = (pf_len + nb - 1) // nb
+    # GFLOP/s; LSTM H=512's 144 against 158); during a block, the next block's rows of A and
+    # of C are fetched (C's rows are written cold: rnn L=3 H=256's input projections 15.3-16.3
+    # against 14.7-14.9 ms per step): A's during the first half of the panels, C's during the
+    # rest. pf (pf_len values), if given, is fetched instead, a share during each panel.
+    cdef Py_ssize_t pb, p0, w, nb = (N + PANEL - 1) // PANEL, q0, i0 = 0, mb, mn, n_pf, half
+    cdef Py_ssize_t n1 = pf_len, n2 = 0
+    cdef const floating* p1 = pf
+    cdef const floating* p2 = NULL
     cdef const floating* at
     cdef Py_ssize_t mc = max(<Py_ssize_t>24, ROW_BLOCK_BYTES // (K * sizeof(floating)) // 6 * 6)
     while i0 < M:
         mb = min(mc, M - i0)
+        if pf == NULL:
+            p1 = p2 = NULL
+            if i0 + mb < M and a_ks == 1:
+                mn = min(mc, M - i0 - mb)
+                p1, n1 = A + (i0 + mb) * a_rs, mn * a_rs
+                p2, n2 = C + (i0 + mb) * ldc, mn * ldc
+        half = (nb + 1) // 2 if p2 != NULL else nb
         for pb in range(nb):
             p0 = pb * <Py_ssize_t>PANEL
             w = min(<Py_ssize_t>PANEL, N - p0)
-            if pf != NULL:  # a share of the caller's next values
-                at = pf + min(pb * share, pf_len)
-                n_pf = min(share, pf_len - min(pb * share, pf_len))
-            else:
+            if p1 == NULL:
                 q0 = p0 + PANEL if pb + 1 < nb else 0
                 at = Wp + K * q0
                 n_pf = K * _padded(min(<Py_ssize_t>PANEL, N - q0))
+            elif pb < half:
+                at = _pf_share(p1, n1, pb, half, &n_pf)
+            else:
+                at = _pf_share(p2, n2, pb - half, nb - half, &n_pf)
             _mm_pf(mb, w, K, A + i0 * a_rs, a_rs, a_ks, Wp + K * p0, _padded(w), True,
                    C + i0 * ldc + p0, ldc, zero_c, at, n_pf)
         i0 += mb
