@@ -39,6 +39,8 @@
 #endif
 
 #define FR_KC_BYTES (256 * 1024) /* W rows per block of K: at most this many bytes of them */
+/* a product over K blocks fetches the next block's rows while C and two blocks fit in this */
+#define FR_KNEXT_BYTES (1536 * 1024)
 /* The products' tiles (FR_DEFINE_GEMM, FR_DEFINE_ROWSUM) work on vectors one register wide,
  * fr_tf and fr_td, and their largest tile is 6 rows by FR_TILE_NV of them: with AVX-512's 32
  * registers 6 x 4 sums, 4 of W and a broadcast; with the 16 of AVX or SSE 6 x 2. A vector
@@ -355,6 +357,7 @@ static void NAME##_run(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdif
 {                                                                                              \
     enum { L = (int)(sizeof(V) / sizeof(T)) };                                                 \
     uintptr_t pc = (uintptr_t)pf, pf_end = pf ? pc + (uintptr_t)pf_bytes : 0;                  \
+    uintptr_t pa = 0, pa_end = 0; /* a second range, fetched after the first */                \
     if (zero_c && K <= 0)                                                                      \
         for (ptrdiff_t i = 0; i < M; i++)                                                      \
             memset(C + i * ldc, 0, N * sizeof(T));                                             \
@@ -380,14 +383,30 @@ static void NAME##_run(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdif
         const ptrdiff_t kk = K - k0 < kc ? K - k0 : kc;                                        \
         const T *a = A + k0 * a_ks, *w = W + k0 * ldw;                                         \
         const int z = zero_c && k0 == 0;                                                       \
+        if (!pf && k0 + kk < K && ldw <= N + L && a_rs == 1 && a_ks <= M + L &&               \
+            (M * N + 2 * kc * (N + M)) * (ptrdiff_t)sizeof(T) <= FR_KNEXT_BYTES) {             \
+            /* a weight gradient (K the chunk's rows, A transposed): the next block of K's     \
+             * rows of W and of A, fetched into L2 while this block's tiles run */              \
+            const ptrdiff_t kn = K - k0 - kk < kc ? K - k0 - kk : kc;                          \
+            pc = (uintptr_t)(w + kk * ldw);                                                    \
+            pf_end = pc + (uintptr_t)(kn * ldw) * sizeof(T);                                   \
+            pa = (uintptr_t)(a + kk * a_ks);                                                   \
+            pa_end = pa + (uintptr_t)(kn * a_ks) * sizeof(T);                                  \
+        }                                                                                      \
         /* six-row tiles, but a rest of one or two rows (tiles that pass over W for few sums,  \
          * a batch part of 32 rows: 5 x 6 + 2) joins the last six into 4 + 3 or 4 + 4 rows      \
          * (one core, 32x256 @ 256x256 in panels: 147 against 157 GFLOP/s, best of five) */     \
         const ptrdiff_t m6 = M >= 6 && M % 6 != 0 && M % 6 <= 2 ? M - 6 - M % 6 : M;           \
         ptrdiff_t i = 0;                                                                       \
-        for (; i + 6 <= m6; i += 6)                                                            \
+        for (; i + 6 <= m6; i += 6) {                                                          \
             NAME##_rows(6, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
                         ldc, z, &pc, pf_end);                                                  \
+            if (pc >= pf_end && pa < pa_end) {                                                 \
+                pc = pa;                                                                       \
+                pf_end = pa_end;                                                               \
+                pa = pa_end = 0;                                                               \
+            }                                                                                  \
+        }                                                                                      \
         if (M - i >= 7) {                                                                      \
             NAME##_rows(4, N, kk, a + i * a_rs, a_rs, a_ks, w, ldw, w_padded, C + i * ldc,     \
                         ldc, z, &pc, pf_end);                                                  \
