@@ -28,7 +28,9 @@
 #     xd   (L-1) x (T, bp, H) dropped outputs, the next layer's input when masks are given
 #     Z    (T, bp, V)         logits, then dZ
 #     dH   (T, bp, H)         dL/d(layer output) from above, one layer at a time
-#     dG   (T, bp, G*H)       dL/d(pre-activations); gru: of gx, and dGh of gh
+#     dG   (T, bp, G*H)       dL/d(pre-activations); gru: of gx
+#     dGh  (T, bp, H)         gru: the n block of dL/d(gh), which r scales (its r and z blocks
+#                             are dG's)
 #     dXT  (V, ldg)           layer 0's dW_ih transposed (rows are scatter-added)
 #     gh, carry, dc           one step's gru recurrent projection, dL/dh and dL/dc carried back
 #     ra, rh, rs              bf16 mode (_bf16.pxi): rounded copies of a product's operands:
@@ -229,7 +231,7 @@ cdef inline void _part_layout(const StackModel* m, int bp, int T, PartLayout* p)
     o += _padded(TB * GH)
     p.dGh = o
     if m.cell == CELL_GRU:
-        o += _padded(TB * GH)
+        o += _padded(TB * H)
     p.dXT = o
     o += m.V * _transposed_ld(GH)
     p.gh = o
@@ -442,7 +444,8 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
     cdef const floating* src
     cdef floating* dH = pw + lay.dH
     cdef floating* dG = pw + lay.dG
-    cdef floating* dGh = pw + lay.dGh if m.cell == CELL_GRU else dG
+    cdef floating* dGh = pw + lay.dGh
+    cdef floating* gstep = pw + lay.gh
     cdef floating* carry = pw + lay.carry
     cdef floating* dc = pw + lay.dc
     cdef floating* dXT = pw + lay.dXT
@@ -491,11 +494,16 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
                     _mm_panels(bp, H, GH, _operand(m, dg, bp * GH, pw + lay.rs), GH, 1, WhhP,
                                carry, H, True)
             else:
+                # the step's dL/d(gh) in the scratch the forward's gh used, its n block kept
+                # for dW_hh (a whole (T, bp, 3H) copy of it wrote twice the values cold)
                 _gru_backward(acts + t * bp * GH, pw + lay.ghn + k * lay.ghn_k + t * BH,
-                              hs + t * BH, dh, dg, dGh + t * bp * GH, carry, bp, <int>H)
-                _colsum(dGh + t * bp * GH, bp, GH, G + off[4 * k + 3])
-                _mm_panels(bp, H, GH, _operand(m, dGh + t * bp * GH, bp * GH, pw + lay.rs), GH,
-                           1, WhhP, carry, H, False)
+                              hs + t * BH, dh, dg, gstep, carry, bp, <int>H)
+                _colsum(gstep, bp, GH, G + off[4 * k + 3])
+                for b in range(bp):
+                    memcpy(dGh + (t * bp + b) * H, gstep + b * GH + 2 * H,
+                           H * sizeof(floating))
+                _mm_panels(bp, H, GH, _operand(m, gstep, bp * GH, pw + lay.rs), GH, 1, WhhP,
+                           carry, H, False)
             # the bias gradients while the step's rows are in L1 (a pass over all of dG after
             # the steps read it back from L3)
             _colsum(dg, bp, GH, G + off[4 * k + 2])
@@ -504,8 +512,15 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
         if dc0 != NULL and m.cell == CELL_LSTM:
             memcpy(dc0 + (k * B + b0) * H, dc, BH * sizeof(floating))
         # the layer's weight gradients, each one product over all T*B rows
-        _mm_set(GH, H, TB, _operand(m, dGh, TB * GH, pw + lay.ra), 1, GH,
-                _operand(m, hs, TB * H, pw + lay.rh), H, True, G + off[4 * k + 1], H)
+        xin = _operand(m, hs, TB * H, pw + lay.rh)
+        if m.cell == CELL_GRU:  # r's and z's rows from dG, n's from dGh
+            _mm_set(2 * H, H, TB, _operand(m, dG, TB * GH, pw + lay.ra), 1, GH, xin, H, True,
+                    G + off[4 * k + 1], H)
+            _mm_set(H, H, TB, _operand(m, dGh, TB * H, pw + lay.ra), 1, H, xin, H, True,
+                    G + off[4 * k + 1] + 2 * H * H, H)
+        else:
+            _mm_set(GH, H, TB, _operand(m, dG, TB * GH, pw + lay.ra), 1, GH, xin, H, True,
+                    G + off[4 * k + 1], H)
         if off[4 * k + 3] >= 0 and m.cell != CELL_GRU:  # (min-char-rnn's model has no b_hh)
             memcpy(G + off[4 * k + 3], G + off[4 * k + 2], GH * sizeof(floating))
         if k > 0:
