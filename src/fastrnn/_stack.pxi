@@ -478,16 +478,18 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
         memset(dc, 0, BH * sizeof(floating))
         for t in range(T - 1, -1, -1):
             dh = dH + t * BH
-            for i in range(BH):
-                dh[i] += carry[i]
             dg = dG + t * bp * GH
             pull = t > 0 or dh0 != NULL  # dL/dh of the step before is needed
-            if m.cell == CELL_RNN:
-                _rnn_backward(dh, hs + (t + 1) * BH, dg, BH, m.relu)
+            if m.cell == CELL_RNN:  # (adds carry and sums the bias gradient itself)
+                _rnn_backward(dh, carry, hs + (t + 1) * BH, dg, G + off[4 * k + 2], bp, <int>H,
+                              m.relu)
                 if pull:
                     _mm_panels(bp, H, H, _operand(m, dg, BH, pw + lay.rs), H, 1, WhhP, carry,
                                H, True)
-            elif m.cell == CELL_LSTM:
+                continue
+            for i in range(BH):
+                dh[i] += carry[i]
+            if m.cell == CELL_LSTM:
                 _lstm_backward(acts + t * bp * GH, cs + t * BH, cs + (t + 1) * BH, dh, dc, dg,
                                bp, <int>H)
                 if pull:
