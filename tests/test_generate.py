@@ -308,3 +308,24 @@ def test_the_sampler_keeps_its_scratch():
     work = m._backend._sample_work
     list(m.stream(100, seed=0))
     assert m._backend._sample_work is work
+
+
+def test_a_large_stacked_model_generates_on_the_thread_team_with_the_same_ids():
+    """Generation splits a character's products over fastrnn's threads once a character reads
+    SAMPLE_TEAM_BYTES of weights (a 2-layer LSTM of 160 reads 1.2 MB), with the ids of one
+    thread; a small model stays on one thread."""
+    from fastrnn.backends import cython_backend as cb
+    before = fastrnn.get_num_threads()
+    big = fastrnn.CharRNN(30, 160, cell="lstm", num_layers=2, backend="cython",
+                          dtype="float32", seed=3)
+    small = fastrnn.CharRNN(30, 32, cell="gru", num_layers=2, backend="cython", seed=3)
+    try:
+        runs = []
+        for threads in (1, 2):
+            fastrnn.set_num_threads(threads)
+            assert cb.sample_threads(big.spec, 4) == threads
+            assert cb.sample_threads(small.spec, 8) == 1
+            runs.append(big.generate(400, seed=9, temperature=0.9))
+    finally:
+        fastrnn.set_num_threads(before)
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -24,6 +24,24 @@ from .numpy_backend import NumpyBackend, serialised
 
 CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # the stack kernels' cell codes
 
+# A stacked model's generation splits each character's products over the threads set by
+# fastrnn.set_num_threads once they read this many bytes of weights per character: below it the
+# team's barrier (one per layer and character) costs more than the second core brings. Measured
+# on 2 cores, float32, chars/s on two threads against one: lstm 1 x 64 0.75x, rnn 3 x 128 0.75x,
+# lstm 1 x 128 0.79x, gru 2 x 128 1.07x, lstm 2 x 128 1.22x, rnn 3 x 256 1.28x, lstm 2 x 512
+# 1.9x, and 3-3.9x where the halves fit in the two cores' L2 but the whole does not in one's
+# (lstm 2 x 256, gru 2 x 256, lstm 1 x 512).
+SAMPLE_TEAM_BYTES = 512 * 1024
+
+
+def sample_threads(spec, itemsize):
+    """Threads for a stacked model's generation: fastrnn.get_num_threads() when a character
+    reads at least SAMPLE_TEAM_BYTES of weights (the recurrent matrices above layer 0's gathered
+    row, and the head), else 1."""
+    G, H, L, V = spec.gates, spec.hidden_size, spec.num_layers, spec.vocab_size
+    values = sum(G * H * H * (2 if k > 0 else 1) for k in range(L)) + V * H
+    return get_num_threads() if values * itemsize >= SAMPLE_TEAM_BYTES else 1
+
 
 def load_kernels(isa=None):
     """The kernels (fastrnn._kernels) on the fastest hot module this CPU runs, or on the one
@@ -226,7 +244,8 @@ class CythonBackend(NumpyBackend):
                     self.H, self.V, self.L, CELL_CODES[self.spec.cell]), self.dtype)
             _kernels.stack_sample(self.flat, *self._stack, h[0], _c(h),
                                   np.ascontiguousarray(uniforms, dtype=np.float64), temperature,
-                                  greedy, out, self._sample_work, top_k, top_p)
+                                  greedy, out, self._sample_work, top_k, top_p,
+                                  threads=sample_threads(self.spec, self.flat.itemsize))
             return out
         if self._sample_work is None:  # kept: stream() calls this for every chunk
             self._sample_work = aligned_empty(_kernels.sample_work_size(self.H, self.V),
