@@ -7,12 +7,13 @@ tokens/s, fastrnn's stack_train_step against torch's nn.LSTM / nn.GRU / nn.RNN (
 its oneDNN path) under an nn.Embedding input (V -> V, so its layer 0 has our input width) and
 an nn.Linear head, summed cross-entropy, torch.optim.Adam. Generation row: a 2-layer LSTM H=512
 drawing one character at a time, fastrnn's stack_sample against a PyTorch loop over nn.LSTM
-(embedding, one step, head, softmax, torch.multinomial), in chars/s. Training runs both sides
-on --threads threads (torch.set_num_threads, and the kernels' `threads`), set again before each
-timed call, and torch on one thread too: on a machine shared with other jobs, a torch op whose
-threads wait for one another at every step can run far slower on two threads than on one, so
-the speedup is taken against the faster torch. Generation, one character after another, runs
-on one thread on both sides (the same reason: a barrier per layer and character). The backends
+(embedding, one step, head, softmax, torch.multinomial), in chars/s. Every row runs both
+sides on --threads threads (torch.set_num_threads, and the kernels' `threads`), set again
+before each timed call, and torch on one thread too: on a machine shared with other jobs, a
+torch op whose threads wait for one another at every step can run far slower on two threads
+than on one, so the speedup is taken against the faster torch. fastrnn's generation splits
+each character's products over its threads as `CharRNN.generate` does for a model this large
+(the cython backend's sample_threads); --gen-threads 1 times it on one thread. The backends
 are timed in turn each round (fastrnn.bench.timed_together), so a slow phase of the machine
 falls on all alike, and the median of the rounds is kept.
 """
@@ -159,6 +160,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="rounds (the median is kept)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gen-chars", type=int, default=200, help="characters per generation call")
+    ap.add_argument("--gen-threads", type=int, help="fastrnn's threads for generation "
+                    "(default: --threads)")
     ap.add_argument("--quick", action="store_true", help="one short round (a smoke test)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -182,8 +185,9 @@ def main(argv=None):
               lambda cell=cell, L=L, H=H: fastrnn_train(cell, L, H, nt, rng),
               lambda n, cell=cell, L=L, H=H: torch_train(cell, L, H, n, rng))
              for cell, L, H, tgt in TRAIN_ROWS]
-    plans.append((f"generate lstm L={GEN[1]} H={GEN[2]}", args.gen_chars, GEN[3], 1,
-                  lambda: fastrnn_gen(args.gen_chars, 1, rng),
+    gen_threads = args.gen_threads or nt
+    plans.append((f"generate lstm L={GEN[1]} H={GEN[2]}", args.gen_chars, GEN[3], nt,
+                  lambda: fastrnn_gen(args.gen_chars, gen_threads, rng),
                   lambda n: torch_gen(args.gen_chars, n, rng)))
     for name, units, target, threads, ours, theirs in plans:
         pinned(threads)()
