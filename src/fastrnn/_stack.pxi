@@ -32,7 +32,8 @@
 #     dGh  (T, bp, H)         gru: the n block of dL/d(gh), which r scales (its r and z blocks
 #                             are dG's)
 #     dXT  (V, ldg)           layer 0's dW_ih transposed (rows are scatter-added)
-#     gh, carry, dc           one step's gru recurrent projection, dL/dh and dL/dc carried back
+#     gh, carry, dc           one step's gru recurrent projection (in BPTT: its dL/d(gh)), dL/dh
+#                             and dL/dc carried back
 #     ra, rh, rs              bf16 mode (_bf16.pxi): rounded copies of a product's operands:
 #                             (T, bp, max(G*H, V)) gates or logits, (T, bp, H) states, one step's
 #   bf16 mode: after the prepared weights, Why rounded (V, H) for BPTT's dL/dh_top
