@@ -54,22 +54,17 @@ cdef void _rnn_forward(floating* h, int B, int H, const floating* bias, bint rel
 
 
 cdef void _rnn_backward(const floating* dh, const floating* carry, const floating* h,
-                        floating* da, floating* db, int B, int H, bint relu) noexcept nogil:
-    # da (B, H) = (dh + carry) * act'(a), from the state h = act(a): 1 - h^2 (tanh), [h > 0]
-    # (relu); carry is the part of dL/dh that came back through the recurrence. db (H) += the
-    # sum of da's rows. One pass over the step's rows (a pass adding carry into dh and one
-    # summing da for the bias each read and wrote a row block again).
-    cdef Py_ssize_t b, j, x
-    for b in range(B):
-        x = b * <Py_ssize_t>H
-        if relu:
-            for j in range(H):
-                da[x + j] = dh[x + j] + carry[x + j] if h[x + j] > 0 else 0
-        else:
-            for j in range(H):
-                da[x + j] = (dh[x + j] + carry[x + j]) * (<floating>1 - h[x + j] * h[x + j])
-        for j in range(H):
-            db[j] += da[x + j]
+                        floating* da, Py_ssize_t n, bint relu) noexcept nogil:
+    # da = (dh + carry) * act'(a), from the state h = act(a): 1 - h^2 (tanh), [h > 0] (relu);
+    # carry is the part of dL/dh that came back through the recurrence (added here, not in a
+    # pass of its own over dh)
+    cdef Py_ssize_t i
+    if relu:
+        for i in range(n):
+            da[i] = dh[i] + carry[i] if h[i] > 0 else 0
+    else:
+        for i in range(n):
+            da[i] = (dh[i] + carry[i]) * (<floating>1 - h[i] * h[i])
 
 
 # The gated cells work on blocks of CELL_BLOCK units of a row at a time: each gate's values are
