@@ -439,6 +439,7 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
     cdef const int64_t* off = m.off
     cdef const floating* Z = pw + lay.Z
     cdef const floating* hs
+    cdef const floating* hprev
     cdef const floating* xin
     cdef const floating* WhhP
     cdef const floating* mk
@@ -515,14 +516,14 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
         if dc0 != NULL and m.cell == CELL_LSTM:
             memcpy(dc0 + (k * B + b0) * H, dc, BH * sizeof(floating))
         # the layer's weight gradients, each one product over all T*B rows
-        xin = _operand(m, hs, TB * H, pw + lay.rh)
+        hprev = _operand(m, hs, TB * H, pw + lay.rh)  # each step's h_{t-1}
         if m.cell == CELL_GRU:  # r's and z's rows from dG, n's from dGh
-            _mm_set(2 * H, H, TB, _operand(m, dG, TB * GH, pw + lay.ra), 1, GH, xin, H, True,
+            _mm_set(2 * H, H, TB, _operand(m, dG, TB * GH, pw + lay.ra), 1, GH, hprev, H, True,
                     G + off[4 * k + 1], H)
-            _mm_set(H, H, TB, _operand(m, dGh, TB * H, pw + lay.ra), 1, H, xin, H, True,
+            _mm_set(H, H, TB, _operand(m, dGh, TB * H, pw + lay.ra), 1, H, hprev, H, True,
                     G + off[4 * k + 1] + 2 * H * H, H)
         else:
-            _mm_set(GH, H, TB, _operand(m, dG, TB * GH, pw + lay.ra), 1, GH, xin, H, True,
+            _mm_set(GH, H, TB, _operand(m, dG, TB * GH, pw + lay.ra), 1, GH, hprev, H, True,
                     G + off[4 * k + 1], H)
         if off[4 * k + 3] >= 0 and m.cell != CELL_GRU:  # (min-char-rnn's model has no b_hh)
             memcpy(G + off[4 * k + 3], G + off[4 * k + 2], GH * sizeof(floating))
