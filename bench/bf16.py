@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cells import B, T, V, fastrnn_train, header, torch_train  # noqa: E402
+from cells import B, T, V, fastrnn_train, header, init_params, torch_train  # noqa: E402
 
 from fastrnn._layout import ModelSpec  # noqa: E402
 from fastrnn._params import aligned_empty, zeros_like_params  # noqa: E402
@@ -48,8 +48,7 @@ def vanilla_fp32(H, threads, rng):
     """min-char-rnn's model on its own float32 kernels (train_step), Adam."""
     K = load_kernels()
     spec = ModelSpec("rnn", V, H, 1)
-    params = zeros_like_params(spec, np.float32)  # placed as the cython backend places them
-    params[:] = rng.uniform(-1, 1, spec.num_params) / np.sqrt(H)
+    params = init_params(spec, rng)
     grads, m1, m2 = (zeros_like_params(spec, np.float32) for _ in range(3))
     work = aligned_empty(K.work_size(B, T, H, V, threads), np.float32)
     x = rng.integers(0, V, (B, T)).astype(np.int32)
