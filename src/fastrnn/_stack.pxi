@@ -268,52 +268,71 @@ cdef inline Py_ssize_t _stack_work(const StackModel* m, int B, int T, int parts)
     return _stack_part_at(m, B, T, parts, parts) + (parts - 1) * _padded(m.n)
 
 
-cdef void _stack_prepare(const StackModel* m, const floating* P, floating* Wt,
-                         bint grads) noexcept nogil:
-    # the weight copies and bias rows at the start of work (see above); grads: BPTT's too
+cdef void _stack_prepare_job(const StackModel* m, const floating* P, floating* Wt, bint grads,
+                             int j) noexcept nogil:
+    # job j of the weight copies at the start of work (see above): layer j // 4's W_ih^T (its
+    # gather rows for layer 0), W_hh^T with the bias row, and with grads (BPTT's) W_hh, W_ih;
+    # j = 4 L: Why^T. Each job writes its own region, so they may run on several threads.
     cdef Py_ssize_t H = m.H, GH = m.G * H, ldg = _transposed_ld(GH), ldv = _transposed_ld(m.V)
-    cdef Py_ssize_t i
-    cdef int k
-    cdef floating* base
+    cdef Py_ssize_t i, size = _panels_size(GH, H)
+    cdef int k = j // 4, slot = j % 4
+    cdef floating* base = Wt + _stack_prep_at(m, k)
     cdef floating* WhhT
     cdef floating* bias
     cdef const floating* b_hh
-    for k in range(m.L):
-        base = Wt + _stack_prep_at(m, k)
-        WhhT = _prep_whh_t(m, Wt, k)
-        bias = WhhT + _panels_size(H, GH)
-        if k == 0:  # rows to gather
+    if k == m.L:
+        if slot == 0:
+            _transpose(m.V, H, P + m.off[4 * m.L], H, base, ldv)
+            for i in range(H):
+                memset(base + i * ldv + m.V, 0, (ldv - m.V) * sizeof(floating))
+            if m.bf16:
+                _rounded(base, H * ldv, base)
+                base += H * ldv
+                _rounded(P + m.off[4 * m.L], m.V * H, base)
+                memset(base + m.V * H, 0, WORK_SLACK * sizeof(floating))
+        return
+    WhhT = _prep_whh_t(m, Wt, k)
+    bias = WhhT + _panels_size(H, GH)
+    if slot == 0:
+        if k == 0:  # rows to gather (not rounded: the gather copies them exactly)
             _transpose(GH, m.V, P + m.off[0], m.V, base, ldg)
             for i in range(m.V):
                 memset(base + i * ldg + GH, 0, (ldg - GH) * sizeof(floating))
         else:
             _pack_t(GH, H, P + m.off[4 * k], base)
+            if m.bf16:
+                _rounded(base, _panels_size(H, GH), base)
+    elif slot == 1:
         _pack_t(GH, H, P + m.off[4 * k + 1], WhhT)
+        if m.bf16:
+            _rounded(WhhT, _panels_size(H, GH), WhhT)
         memcpy(bias, P + m.off[4 * k + 2], GH * sizeof(floating))
         if m.cell != CELL_GRU and m.off[4 * k + 3] >= 0:  # (min-char-rnn's model has none)
             b_hh = P + m.off[4 * k + 3]
             for i in range(GH):
                 bias[i] += b_hh[i]
         memset(bias + GH, 0, (ldg - GH) * sizeof(floating))
-        if grads:
-            _pack(GH, H, P + m.off[4 * k + 1], H, bias + ldg)
-            if k > 0:
-                _pack(GH, H, P + m.off[4 * k], H, bias + ldg + _panels_size(GH, H))
-        if m.bf16:  # every copy a product reads but layer 0's gather rows and the bias row
-            if k > 0:
-                _rounded(base, _panels_size(H, GH), base)
-            _rounded(WhhT, _panels_size(H, GH), WhhT)
-            if grads:
-                _rounded(bias + ldg, _panels_size(GH, H) * (2 if k > 0 else 1), bias + ldg)
-    base = Wt + _stack_prep_at(m, m.L)
-    _transpose(m.V, H, P + m.off[4 * m.L], H, base, ldv)
-    for i in range(H):
-        memset(base + i * ldv + m.V, 0, (ldv - m.V) * sizeof(floating))
-    if m.bf16:
-        _rounded(base, H * ldv, base)
-        base += H * ldv
-        _rounded(P + m.off[4 * m.L], m.V * H, base)
-        memset(base + m.V * H, 0, WORK_SLACK * sizeof(floating))
+    elif slot == 2 and grads:
+        _pack(GH, H, P + m.off[4 * k + 1], H, bias + ldg)
+        if m.bf16:
+            _rounded(bias + ldg, size, bias + ldg)
+    elif slot == 3 and grads and k > 0:
+        _pack(GH, H, P + m.off[4 * k], H, bias + ldg + size)
+        if m.bf16:
+            _rounded(bias + ldg + size, size, bias + ldg + size)
+
+
+cdef void _stack_prepare(const StackModel* m, const floating* P, floating* Wt, bint grads,
+                         int threads) noexcept nogil:
+    # every job of _stack_prepare_job, over `threads` threads (in turn: with two, one takes
+    # each layer's W_ih^T and W_hh, the other its W_hh^T and W_ih)
+    cdef int j, n = 4 * m.L + 1
+    if threads <= 1:
+        for j in range(n):
+            _stack_prepare_job(m, P, Wt, grads, j)
+    else:
+        for j in prange(n, num_threads=threads, schedule="static", chunksize=1):
+            _stack_prepare_job(m, P, Wt, grads, j)
 
 
 cdef double _stack_forward(const StackModel* m, const floating* P, const floating* Wt, int B,
@@ -588,7 +607,7 @@ cdef double _stack_chunk(const StackModel* m, const floating* P, int B, int T, c
     cdef int p, q
     cdef floating* extra = work + _stack_part_at(m, B, T, parts, parts)
     cdef floating* Gp
-    _stack_prepare(m, P, work, G != NULL)
+    _stack_prepare(m, P, work, G != NULL, parts)
     if parts == 1:
         losses[0] = _stack_run_part(m, P, B, T, X, Y, h0, c0, masks, work, G, dh0, dc0, 1, 0)
     else:
