@@ -133,7 +133,10 @@ cdef inline void _mm_panels_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const f
     # GFLOP/s; LSTM H=512's 144 against 158); during a block, the next block's rows of A and
     # of C are fetched (C's rows are written cold: rnn L=3 H=256's input projections 15.3-16.3
     # against 14.7-14.9 ms per step): A's during the first half of the panels, C's during the
-    # rest. pf (pf_len values), if given, is fetched instead, a share during each panel.
+    # rest. That is for a W that stays in L2; a larger one has its next panel fetched, as with
+    # one block (LSTM H=512, B=32 on one core: the input projection 59-66 -> 57 ms per step,
+    # dL/dx 60-65 -> 55-57). pf (pf_len values), if given, is fetched instead, a share during
+    # each panel.
     cdef Py_ssize_t pb, p0, w, nb = (N + PANEL - 1) // PANEL, q0, i0 = 0, mb, mn, n_pf, half
     cdef Py_ssize_t n1 = pf_len, n2 = 0
     cdef const floating* p1 = pf
@@ -144,7 +147,8 @@ cdef inline void _mm_panels_pf(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const f
         mb = min(mc, M - i0)
         if pf == NULL:
             p1 = p2 = NULL
-            if i0 + mb < M and a_ks == 1:
+            if i0 + mb < M and a_ks == 1 and \
+                    K * _padded(N) * sizeof(floating) <= L2_RESIDENT_BYTES:
                 mn = min(mc, M - i0 - mb)
                 p1, n1 = A + (i0 + mb) * a_rs, mn * a_rs
                 p2, n2 = C + (i0 + mb) * ldc, mn * ldc
