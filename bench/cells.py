@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from fastrnn._layout import ModelSpec
-from fastrnn._params import aligned_empty, zeros_like_params
+from fastrnn._params import aligned_empty, pack, zeros_like_params
 from fastrnn.backends.cython_backend import bf16_description, load_kernels
 from fastrnn.bench import timed_together
+from fastrnn.model import init_params as model_init
 
 B, T, V = 64, 128, 65
 TRAIN_ROWS = [("lstm", 1, 256, 1.3), ("lstm", 2, 512, 1.3), ("gru", 2, 256, 2.0),
@@ -61,12 +62,9 @@ def header(threads):
 
 
 def init_params(spec, rng, dtype=np.float32):
-    """PyTorch's default init: U(+-1/sqrt(H)) for every recurrent tensor and the head."""
-    p = zeros_like_params(spec, dtype)
-    k = 1 / np.sqrt(spec.hidden_size)
-    for s in spec.layout():
-        p[s.offset:s.offset + s.size] = rng.uniform(-k, k, s.size)
-    return p
+    """CharRNN's init="uniform" (PyTorch's default, U(+-1/sqrt(H))), in the aligned flat buffer
+    the cython backend uses."""
+    return pack(model_init(spec, "uniform", rng), spec, dtype)
 
 
 def fastrnn_train(cell, L, H, threads, rng, bf16=False):
