@@ -283,6 +283,7 @@ cdef void _stack_prepare_job(const StackModel* m, const floating* P, floating* W
     cdef floating* base = Wt + _stack_prep_at(m, k)
     cdef floating* WhhT
     cdef floating* bias
+    cdef floating* dst
     cdef const floating* b_hh
     if k == m.L:
         if slot == 0:
@@ -316,14 +317,11 @@ cdef void _stack_prepare_job(const StackModel* m, const floating* P, floating* W
             for i in range(GH):
                 bias[i] += b_hh[i]
         memset(bias + GH, 0, (ldg - GH) * sizeof(floating))
-    elif slot == 2 and grads:
-        _pack(GH, H, P + m.off[4 * k + 1], H, bias + ldg)
+    elif grads and (slot == 2 or k > 0):  # BPTT's panels: W_hh's (slot 2), then W_ih's
+        dst = bias + ldg + (slot - 2) * size
+        _pack(GH, H, P + m.off[4 * k + (1 if slot == 2 else 0)], H, dst)
         if m.bf16:
-            _rounded(bias + ldg, size, bias + ldg)
-    elif slot == 3 and grads and k > 0:
-        _pack(GH, H, P + m.off[4 * k], H, bias + ldg + size)
-        if m.bf16:
-            _rounded(bias + ldg + size, size, bias + ldg + size)
+            _rounded(dst, size, dst)
 
 
 cdef void _stack_prepare(const StackModel* m, const floating* P, floating* Wt, bint grads,
