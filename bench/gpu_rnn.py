@@ -1,11 +1,15 @@
 """Training speed of fastrnn's torch backend against PyTorch's own cuDNN nn.LSTM / nn.GRU / nn.RNN
-on the same models (one-hot input, Linear head, summed cross-entropy, Adam), side by side:
+on the same models (Linear head, summed cross-entropy, Adam, the state carried from one batch to
+the next), side by side:
 
-    python bench/gpu_rnn.py [--device cuda] [--iterations 20] [--quick] [--out results.md]
+    python bench/gpu_rnn.py [--device cuda] [--iterations 10] [--repeats 5] [--quick] [--out F]
 
-fastrnn's backend always runs with TF32 off (so CUDA matches the CPU); PyTorch's rows run with
-TF32 off and on. Tokens/s count B*T characters per training iteration, each iteration ending
-with the loss on the host (fastrnn's one synchronisation; .item() for PyTorch's).
+PyTorch's model reads its characters through nn.Embedding(V, V), as in bench/cells.py, so its
+layer 0 has fastrnn's input width. fastrnn's backend always runs with TF32 off (so CUDA matches the
+CPU); PyTorch's rows run with TF32 off and on. Tokens/s count B*T characters per training
+iteration, each iteration ending with the loss on the host (fastrnn's one synchronisation; .item()
+for PyTorch's); a row is the median of --repeats timings of --iterations iterations, after two
+warm-up iterations. A row that raises is recorded as its error and the others still run.
 """
 import argparse
 import sys
@@ -25,71 +29,96 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_it(step, iterations, device):
+def time_it(step, iterations, repeats, device):
     for _ in range(2):
         step()
     sync(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    sync(device)
-    return B * T * iterations / (time.perf_counter() - start)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            step()
+        sync(device)
+        rates.append(B * T * iterations / (time.perf_counter() - start))
+    return float(np.median(rates))
 
 
-def fastrnn_row(cell, L, H, x, y, device, iterations):
+def fastrnn_row(cell, L, H, x, y, device, iterations, repeats):
     m = fastrnn.CharRNN(V, H, cell=cell, num_layers=L, backend="torch", device=device)
     opt = fastrnn.make_optimizer("adam", m, lr=2e-3)
-    h = m._initial_state(None, B, False)
-    return time_it(lambda: m._backend.train_step(x, y, h, opt), iterations, device)
+    h = m._initial_state(None, B, False)   # train_step carries it in place
+    return time_it(lambda: m._backend.train_step(x, y, h, opt), iterations, repeats, device)
 
 
-def pytorch_row(cell, L, H, x, y, device, iterations, tf32):
+def pytorch_row(cell, L, H, x, y, device, iterations, repeats, tf32):
+    nn = torch.nn
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
-    rnn = kind(V, H, num_layers=L, batch_first=True).to(device)
-    head = torch.nn.Linear(H, V).to(device)
-    opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=2e-3)
+    torch.manual_seed(0)
+    rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](V, H, num_layers=L,
+                                                              batch_first=True).to(device)
+    emb, head = nn.Embedding(V, V).to(device), nn.Linear(H, V).to(device)
+    opt = torch.optim.Adam([*emb.parameters(), *rnn.parameters(), *head.parameters()], lr=2e-3)
     xt = torch.as_tensor(x, dtype=torch.long, device=device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device).reshape(-1)
+    state = [None]
 
     def step():
-        opt.zero_grad()
-        out, _ = rnn(torch.nn.functional.one_hot(xt, V).float())
-        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), yt, reduction="sum")
+        opt.zero_grad(set_to_none=True)
+        out, st = rnn(emb(xt), state[0])
+        loss = nn.functional.cross_entropy(head(out).reshape(-1, V), yt, reduction="sum")
         loss.backward()
         opt.step()
+        state[0] = tuple(s.detach() for s in st) if cell == "lstm" else st.detach()
         return loss.item()
 
     try:
-        return time_it(step, iterations, device)
+        return time_it(step, iterations, repeats, device)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+
+def measured(row, *args):
+    """The row's tokens/s, or its error as one line (the table still gets the other rows)."""
+    try:
+        return row(*args)
+    except Exception as e:   # noqa: BLE001 - a benchmark row reports, it does not stop the run
+        print(f"{row.__name__}{args[:3]}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return f"{type(e).__name__}"
+
+
+def cell_text(v):
+    return f"{v:,.0f}" if isinstance(v, float) else v
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="the first model, 2 iterations")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="the first model, 2 iterations once")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
     models = MODELS[:1] if args.quick else MODELS
-    iterations = 2 if args.quick else args.iterations
+    iterations, repeats = (2, 1) if args.quick else (args.iterations, args.repeats)
     rng = np.random.default_rng(0)
     x = rng.integers(0, V, (B, T)).astype(np.int32)
     y = rng.integers(0, V, (B, T)).astype(np.int32)
     name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
             else f"cpu, {torch.get_num_threads()} threads")
-    lines = [f"float32, B={B}, T={T}, V={V}, Adam; {name}; torch {torch.__version__}", "",
+    lines = [f"float32, B={B}, T={T}, V={V}, Adam; {name}; torch {torch.__version__}; "
+             f"median of {repeats} x {iterations} iterations", "",
              "| model | fastrnn torch (TF32 off) | nn (TF32 off) | nn (TF32 on) | ratio (off) |",
              "|---|---|---|---|---|"]
     print(lines[0], flush=True)
     for cell, L, H in models:
-        ours = fastrnn_row(cell, L, H, x, y, args.device, iterations)
-        off = pytorch_row(cell, L, H, x, y, args.device, iterations, False)
-        on = pytorch_row(cell, L, H, x, y, args.device, iterations, True)
-        lines.append(f"| {cell} L={L} H={H} | {ours:,.0f} | {off:,.0f} | {on:,.0f} | "
-                     f"{ours / off:.2f}x |")
+        run = (cell, L, H, x, y, args.device, iterations, repeats)
+        ours = measured(fastrnn_row, *run)
+        off = measured(pytorch_row, *run, False)
+        on = measured(pytorch_row, *run, True)
+        ratio = (f"{ours / off:.2f}x" if isinstance(ours, float) and isinstance(off, float)
+                 else "-")
+        lines.append(f"| {cell} L={L} H={H} | {cell_text(ours)} | {cell_text(off)} | "
+                     f"{cell_text(on)} | {ratio} |")
         print(lines[-1], flush=True)
     if args.out:
         with open(args.out, "w") as f:
