@@ -303,32 +303,6 @@ def test_torch_refuses_dropout_masks_of_the_wrong_shape():
             m._backend.loss_and_grads(x, y, backend_state(m, h0, 2), masks=bad)
 
 
-@pytest.mark.parametrize("device", [pytest.param("cpu", marks=needs_torch),
-                                    pytest.param("cuda", marks=needs_cuda)])
-@cells
-@pytest.mark.parametrize("L", [2, 3])
-def test_torch_one_call_stack_equals_a_call_per_layer(monkeypatch, device, cell, L):
-    """Without masks the torch backend runs the stack as one fused call; a call per layer (as
-    masks need) gives the same loss, gradients and states: bit for bit on the CPU, to float32
-    rounding on CUDA (where cuDNN may order a multi-layer call's sums differently)."""
-    from fastrnn.backends.torch_backend import TorchBackend
-    B, T, H, V = 3, 7, 5, 11
-    runs = []
-    for one_call in (True, False):
-        monkeypatch.setattr(TorchBackend, "_one_call_stack", one_call)
-        m = make("torch", device, cell, L, V, H, "float32", seed=L)
-        x, y, h0, _ = chunk(m, B, T, seed=7)
-        s = backend_state(m, h0, B)
-        loss, flat, dstate = m._backend.loss_and_grads(x, y, s, True, None)
-        runs.append([np.float32(loss), *m._backend.to_dict(flat).values(), *parts(dstate),
-                     *parts(s), np.float32(m.loss(x, y, h0)[0])])
-    for a, b in zip(*runs):
-        if device == "cpu":
-            np.testing.assert_array_equal(a, b)
-        else:
-            assert rel_err(a, b) <= 1e-5
-
-
 @cases
 @pytest.mark.parametrize("cell,L", [("lstm", 2), ("gru", 1), ("rnn-relu", 3)])
 def test_a_guarded_step_that_overflows_changes_nothing(backend, device, cell, L):

@@ -16,13 +16,12 @@ h0 to the device without waiting (pinned staging on CUDA), and the loss and last
 one transfer: its one synchronisation.
 
 Every other model (stacked rnn, lstm, gru; see fastrnn.backends.numpy_backend for the equations)
-runs through PyTorch's own fused ops (torch._VF.rnn_tanh / rnn_relu / lstm / gru, the ops behind
-nn.RNN / nn.LSTM / nn.GRU: cuDNN on CUDA, oneDNN or ATen on the CPU) on views of the flat
-parameter tensor: the whole stack in one call when there are no dropout masks (cuDNN can then
-overlap the layers), else one call per layer with the masks multiplied in between; autograd for
-the gradients, which land in one flat tensor shaped like the parameters. Layer 0 reads one-hot
-rows, as those ops take a dense input: a (B*T, V) x (V, G*H) product once per chunk, small next
-to the recurrence for a character vocabulary.
+runs each layer through PyTorch's own fused op (torch._VF.rnn_tanh / rnn_relu / lstm / gru, the
+ops behind nn.RNN / nn.LSTM / nn.GRU: cuDNN on CUDA, oneDNN or ATen on the CPU) on views of the
+flat parameter tensor, the dropout masks multiplied in between, and autograd for the gradients,
+which land in one flat tensor shaped like the parameters. Layer 0 reads one-hot rows, as those
+ops take a dense input: a (B*T, V) x (V, G*H) product once per chunk, small next to the
+recurrence for a character vocabulary.
 
 precision="bf16" runs every model, min-char-rnn's included (with a zero recurrent bias), on
 that stacked formulation inside torch.autocast(dtype=torch.bfloat16): PyTorch casts the
@@ -342,13 +341,6 @@ class TorchBackend(NumpyBackend):
         with warnings.catch_warnings():
             # cuDNN copies views that are not its own packed buffer, and says so every call
             warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-            if masks is None and self.L > 1 and self._one_call_stack and not self._bf16:
-                # no masks to apply between layers: the whole stack is one fused call, which
-                # cuDNN can pipeline across layers (the CPU op runs the same layer loop)
-                w = [t for k in range(self.L) for t in self._layer_weights(p, k)]
-                hx = (states[0], states[1]) if lstm else states[0]
-                out, *last = run(inp, hx, w, True, self.L, 0.0, train, False, True)
-                return out, list(last)
             for k in range(self.L):
                 w = self._layer_weights(p, k)
                 if lstm:
@@ -361,10 +353,6 @@ class TorchBackend(NumpyBackend):
                 inp = out if masks is None or k == self.L - 1 else out * masks[k]
         # (autocast's CPU layers return bfloat16 outputs and states)
         return out, [torch.cat(parts).to(self.flat.dtype) for parts in last]
-
-    # a stack without dropout masks runs as one fused call unless this is unset (a call per
-    # layer, as with masks: bench/gpu_rnn.py times both)
-    _one_call_stack = True
 
     # bf16 on the CPU: the fused layers under autocast unless this is set (tests set it to run
     # the CUDA formulation on the CPU)
