@@ -2,14 +2,15 @@
 on the same models (Linear head, summed cross-entropy, Adam, the state carried from one batch to
 the next), side by side:
 
-    python bench/gpu_rnn.py [--device cuda] [--iterations 10] [--repeats 5] [--quick] [--out F]
+    python bench/gpu_rnn.py [--device cuda] [--iterations 10] [--repeats 9] [--quick] [--out F]
 
 PyTorch's model reads its characters through nn.Embedding(V, V), as in bench/cells.py, so its
-layer 0 has fastrnn's input width. fastrnn's backend always runs with TF32 off (so CUDA matches the
-CPU); PyTorch's rows run with TF32 off and on. Tokens/s count B*T characters per training
-iteration, each iteration ending with the loss on the host (fastrnn's one synchronisation; .item()
-for PyTorch's); a row is the median of --repeats timings of --iterations iterations, after two
-warm-up iterations. A row that raises is recorded as its error and the others still run.
+layer 0 has fastrnn's input width. fastrnn's backend always runs with TF32 off (so CUDA matches
+the CPU); PyTorch runs with TF32 off and on. Tokens/s count B*T characters per training
+iteration, each iteration ending with the loss on the host (fastrnn's one synchronisation;
+.item() for PyTorch's). After two warm-up iterations each, the three contenders are timed in
+turn, --iterations iterations each, for --repeats rounds; a row is the median of its rounds. A
+contender that raises is recorded as its error and the others still run.
 """
 import argparse
 import sys
@@ -29,30 +30,30 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_it(step, iterations, repeats, device):
-    for _ in range(2):
-        step()
-    sync(device)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(iterations):
-            step()
-        sync(device)
-        rates.append(B * T * iterations / (time.perf_counter() - start))
-    return float(np.median(rates))
+class _TF32:
+    """PyTorch's TF32 switches set for one timing, the previous settings restored after."""
+
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        b = torch.backends
+        self.saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32)
+        b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = self.on
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
 
 
-def fastrnn_row(cell, L, H, x, y, device, iterations, repeats):
+def fastrnn_step(cell, L, H, x, y, device):
     m = fastrnn.CharRNN(V, H, cell=cell, num_layers=L, backend="torch", device=device)
     opt = fastrnn.make_optimizer("adam", m, lr=2e-3)
     h = m._initial_state(None, B, False)   # train_step carries it in place
-    return time_it(lambda: m._backend.train_step(x, y, h, opt), iterations, repeats, device)
+    return lambda: m._backend.train_step(x, y, h, opt)
 
 
-def pytorch_row(cell, L, H, x, y, device, iterations, repeats, tf32):
+def pytorch_step(cell, L, H, x, y, device):
     nn = torch.nn
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.manual_seed(0)
     rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](V, H, num_layers=L,
                                                               batch_first=True).to(device)
@@ -70,20 +71,44 @@ def pytorch_row(cell, L, H, x, y, device, iterations, repeats, tf32):
         opt.step()
         state[0] = tuple(s.detach() for s in st) if cell == "lstm" else st.detach()
         return loss.item()
-
-    try:
-        return time_it(step, iterations, repeats, device)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    return step
 
 
-def measured(row, *args):
-    """The row's tokens/s, or its error as one line (the table still gets the other rows)."""
-    try:
-        return row(*args)
-    except Exception as e:   # noqa: BLE001 - a benchmark row reports, it does not stop the run
-        print(f"{row.__name__}{args[:3]}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        return f"{type(e).__name__}"
+def contenders(cell, L, H, x, y, device):
+    """name -> (step, TF32 setting), or name -> the error (one line) of one that failed to
+    build or to take its first steps."""
+    out = {}
+    for name, make, tf32 in (("fastrnn", fastrnn_step, False), ("nn", pytorch_step, False),
+                             ("nn-tf32", pytorch_step, True)):
+        try:
+            with _TF32(tf32):
+                step = make(cell, L, H, x, y, device)
+                for _ in range(2):   # warm-up: allocations, cuDNN plans
+                    step()
+                sync(device)
+            out[name] = (step, tf32)
+        except Exception as e:   # noqa: BLE001 - a benchmark row reports, it does not stop the run
+            print(f"{name} {cell} L={L} H={H}: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
+            out[name] = type(e).__name__
+    return out
+
+
+def measure(runs, iterations, repeats, device):
+    """Tokens/s per contender: the median of `repeats` rounds, each round timing `iterations`
+    iterations of every contender in turn (so a change in the machine's speed reaches all)."""
+    rates = {name: [] for name, r in runs.items() if isinstance(r, tuple)}
+    for _ in range(repeats):
+        for name in rates:
+            step, tf32 = runs[name]
+            with _TF32(tf32):
+                start = time.perf_counter()
+                for _ in range(iterations):
+                    step()
+                sync(device)
+                rates[name].append(B * T * iterations / (time.perf_counter() - start))
+    return {name: float(np.median(rates[name])) if name in rates else runs[name]
+            for name in runs}
 
 
 def cell_text(v):
@@ -94,8 +119,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="the first model, 2 iterations once")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="the first model, one round of 2 iterations")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
     models = MODELS[:1] if args.quick else MODELS
@@ -106,15 +131,14 @@ def main(argv=None):
     name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
             else f"cpu, {torch.get_num_threads()} threads")
     lines = [f"float32, B={B}, T={T}, V={V}, Adam; {name}; torch {torch.__version__}; "
-             f"median of {repeats} x {iterations} iterations", "",
+             f"median of {repeats} rounds of {iterations} iterations, contenders in turn", "",
              "| model | fastrnn torch (TF32 off) | nn (TF32 off) | nn (TF32 on) | ratio (off) |",
              "|---|---|---|---|---|"]
     print(lines[0], flush=True)
     for cell, L, H in models:
-        run = (cell, L, H, x, y, args.device, iterations, repeats)
-        ours = measured(fastrnn_row, *run)
-        off = measured(pytorch_row, *run, False)
-        on = measured(pytorch_row, *run, True)
+        got = measure(contenders(cell, L, H, x, y, args.device), iterations, repeats,
+                      args.device)
+        ours, off, on = got["fastrnn"], got["nn"], got["nn-tf32"]
         ratio = (f"{ours / off:.2f}x" if isinstance(ours, float) and isinstance(off, float)
                  else "-")
         lines.append(f"| {cell} L={L} H={H} | {cell_text(ours)} | {cell_text(off)} | "
