@@ -120,7 +120,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--quick", action="store_true", help="the first model, one round of 2 iterations")
+    parser.add_argument("--quick", action="store_true",
+                        help="the first model, one round of 2 iterations")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
     models = MODELS[:1] if args.quick else MODELS
