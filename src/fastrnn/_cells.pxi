@@ -137,11 +137,12 @@ cdef void _lstm_forward(floating* a, const floating* bias, const floating* c_pre
 
 
 cdef void _lstm_backward(const floating* a, const floating* c_prev, const floating* c,
-                         const floating* dh, floating* dc, floating* da, int B,
-                         int H) noexcept nogil:
-    # a (B, 4H) the step's gate activations, c_prev and c (B, H) the cell states around it, dh
-    # (B, H) dL/dh of the step; dc (B, H) holds dL/dc from the steps after and leaves with dL/dc
-    # of the step before; da (B, 4H) gets dL/d(pre-activations)
+                         const floating* dh, const floating* carry, floating* dc, floating* da,
+                         int B, int H) noexcept nogil:
+    # a (B, 4H) the step's gate activations, c_prev and c (B, H) the cell states around it;
+    # dL/dh of the step is dh (B, H) + carry (B, H), the part that came back through the
+    # recurrence (as in _rnn_backward); dc (B, H) holds dL/dc from the steps after and leaves
+    # with dL/dc of the step before; da (B, 4H) gets dL/d(pre-activations)
     cdef Py_ssize_t b, jb, j0, q, n, x
     cdef const floating* ri
     cdef const floating* rf
@@ -153,7 +154,7 @@ cdef void _lstm_backward(const floating* a, const floating* c_prev, const floati
     cdef floating dg[CELL_BLOCK]
     cdef floating do[CELL_BLOCK]
     cdef floating dn[CELL_BLOCK]
-    cdef floating tc, dcc
+    cdef floating tc, dcc, g
     for b in range(B):
         ri = a + b * 4 * <Py_ssize_t>H
         rf = ri + H
@@ -165,12 +166,13 @@ cdef void _lstm_backward(const floating* a, const floating* c_prev, const floati
             n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
             x = b * <Py_ssize_t>H + j0
             for q in range(n):
+                g = dh[x + q] + carry[x + q]
                 tc = _tanh(c[x + q])
-                dcc = dc[x + q] + dh[x + q] * ro[j0 + q] * (<floating>1 - tc * tc)
+                dcc = dc[x + q] + g * ro[j0 + q] * (<floating>1 - tc * tc)
                 di[q] = dcc * rg[j0 + q] * ri[j0 + q] * (<floating>1 - ri[j0 + q])
                 df[q] = dcc * c_prev[x + q] * rf[j0 + q] * (<floating>1 - rf[j0 + q])
                 dg[q] = dcc * ri[j0 + q] * (<floating>1 - rg[j0 + q] * rg[j0 + q])
-                do[q] = dh[x + q] * tc * ro[j0 + q] * (<floating>1 - ro[j0 + q])
+                do[q] = g * tc * ro[j0 + q] * (<floating>1 - ro[j0 + q])
                 dn[q] = dcc * rf[j0 + q]
             memcpy(d + j0, di, n * sizeof(floating))
             memcpy(d + H + j0, df, n * sizeof(floating))
@@ -240,11 +242,13 @@ cdef void _gru_forward(floating* a, const floating* gh, const floating* b_ih,
 
 
 cdef void _gru_backward(const floating* a, const floating* ghn, const floating* h_prev,
-                        const floating* dh, floating* dax, floating* dah, floating* dh_prev,
-                        int B, int H) noexcept nogil:
-    # dL/d(gx) into dax and dL/d(gh) into dah (both (B, 3H); they differ in the n block, where
-    # r multiplies gh), and dh_prev (B, H) = the direct part of dL/dh' (z h'); the part through
-    # the recurrent product is the driver's
+                        const floating* dh, const floating* carry, floating* dax, floating* dah,
+                        floating* dh_prev, int B, int H) noexcept nogil:
+    # dL/dh of the step is dh (B, H) + carry (B, H), the part that came back through the
+    # recurrence (as in _rnn_backward). dL/d(gx) into dax and dL/d(gh) into dah (both (B, 3H);
+    # they differ in the n block, where r multiplies gh), and dh_prev (B, H) = the direct part
+    # of dL/dh' (z h'); the part through the recurrent product is the driver's. dh_prev may be
+    # carry: each block is read before it is written.
     cdef Py_ssize_t b, jb, j0, q, n, x
     cdef const floating* rr
     cdef const floating* rz
@@ -256,7 +260,7 @@ cdef void _gru_backward(const floating* a, const floating* ghn, const floating* 
     cdef floating tn[CELL_BLOCK]
     cdef floating tm[CELL_BLOCK]
     cdef floating tp[CELL_BLOCK]
-    cdef floating dn
+    cdef floating dn, g
     for b in range(B):
         rr = a + b * 3 * <Py_ssize_t>H
         rz = rr + H
@@ -268,14 +272,15 @@ cdef void _gru_backward(const floating* a, const floating* ghn, const floating* 
             n = min(<Py_ssize_t>CELL_BLOCK, H - j0)
             x = b * <Py_ssize_t>H + j0
             for q in range(n):
-                dn = dh[x + q] * (<floating>1 - rz[j0 + q]) * (
+                g = dh[x + q] + carry[x + q]
+                dn = g * (<floating>1 - rz[j0 + q]) * (
                     <floating>1 - rn[j0 + q] * rn[j0 + q])
-                tz[q] = (dh[x + q] * (h_prev[x + q] - rn[j0 + q]) * rz[j0 + q] *
+                tz[q] = (g * (h_prev[x + q] - rn[j0 + q]) * rz[j0 + q] *
                          (<floating>1 - rz[j0 + q]))
                 tr[q] = dn * ghn[x + q] * rr[j0 + q] * (<floating>1 - rr[j0 + q])
                 tn[q] = dn
                 tm[q] = dn * rr[j0 + q]
-                tp[q] = dh[x + q] * rz[j0 + q]
+                tp[q] = g * rz[j0 + q]
             memcpy(dx + j0, tr, n * sizeof(floating))
             memcpy(dx + H + j0, tz, n * sizeof(floating))
             memcpy(dx + 2 * H + j0, tn, n * sizeof(floating))

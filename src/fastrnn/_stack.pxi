@@ -503,32 +503,29 @@ cdef void _stack_backward(const StackModel* m, const floating* P, const floating
             dh = dH + t * BH
             dg = dG + t * bp * GH
             pull = t > 0 or dh0 != NULL  # dL/dh of the step before is needed
-            if m.cell == CELL_RNN:  # (the cell adds the carry)
+            # each cell adds the carry (dL/dh back through the recurrence) to dh itself
+            if m.cell == CELL_RNN:
                 _rnn_backward(dh, carry, hs + (t + 1) * BH, dg, BH, m.relu)
                 if pull:
                     _mm_panels(bp, H, H, _operand(m, dg, BH, pw + lay.rs), H, 1, WhhP, carry,
                                H, True)
+            elif m.cell == CELL_LSTM:
+                _lstm_backward(acts + t * bp * GH, cs + t * BH, cs + (t + 1) * BH, dh, carry,
+                               dc, dg, bp, <int>H)
+                if pull:
+                    _mm_panels(bp, H, GH, _operand(m, dg, bp * GH, pw + lay.rs), GH, 1, WhhP,
+                               carry, H, True)
             else:
-                for i in range(BH):
-                    dh[i] += carry[i]
-                if m.cell == CELL_LSTM:
-                    _lstm_backward(acts + t * bp * GH, cs + t * BH, cs + (t + 1) * BH, dh, dc,
-                                   dg, bp, <int>H)
-                    if pull:
-                        _mm_panels(bp, H, GH, _operand(m, dg, bp * GH, pw + lay.rs), GH, 1,
-                                   WhhP, carry, H, True)
-                else:
-                    # the step's dL/d(gh) in the scratch the forward's gh used, its n block
-                    # kept for dW_hh (a whole (T, bp, 3H) copy of it wrote twice the values
-                    # cold)
-                    _gru_backward(acts + t * bp * GH, pw + lay.ghn + k * lay.ghn_k + t * BH,
-                                  hs + t * BH, dh, dg, gstep, carry, bp, <int>H)
-                    _colsum(gstep, bp, GH, G + off[4 * k + 3])
-                    for b in range(bp):
-                        memcpy(dGh + (t * bp + b) * H, gstep + b * GH + 2 * H,
-                               H * sizeof(floating))
-                    _mm_panels(bp, H, GH, _operand(m, gstep, bp * GH, pw + lay.rs), GH, 1,
-                               WhhP, carry, H, False)
+                # the step's dL/d(gh) in the scratch the forward's gh used, its n block kept
+                # for dW_hh (a whole (T, bp, 3H) copy of it wrote twice the values cold)
+                _gru_backward(acts + t * bp * GH, pw + lay.ghn + k * lay.ghn_k + t * BH,
+                              hs + t * BH, dh, carry, dg, gstep, carry, bp, <int>H)
+                _colsum(gstep, bp, GH, G + off[4 * k + 3])
+                for b in range(bp):
+                    memcpy(dGh + (t * bp + b) * H, gstep + b * GH + 2 * H,
+                           H * sizeof(floating))
+                _mm_panels(bp, H, GH, _operand(m, gstep, bp * GH, pw + lay.rs), GH, 1, WhhP,
+                           carry, H, False)
             # the bias gradients while the step's rows are in L1 (a pass over all of dG after
             # the steps read it back from L3)
             _colsum(dg, bp, GH, G + off[4 * k + 2])
