@@ -285,16 +285,15 @@ cdef void _stack_prepare_job(const StackModel* m, const floating* P, floating* W
     cdef floating* bias
     cdef floating* dst
     cdef const floating* b_hh
-    if k == m.L:
-        if slot == 0:
-            _transpose(m.V, H, P + m.off[4 * m.L], H, base, ldv)
-            for i in range(H):
-                memset(base + i * ldv + m.V, 0, (ldv - m.V) * sizeof(floating))
-            if m.bf16:
-                _rounded(base, H * ldv, base)
-                base += H * ldv
-                _rounded(P + m.off[4 * m.L], m.V * H, base)
-                memset(base + m.V * H, 0, WORK_SLACK * sizeof(floating))
+    if k == m.L:  # (the last job, j = 4 L)
+        _transpose(m.V, H, P + m.off[4 * m.L], H, base, ldv)
+        for i in range(H):
+            memset(base + i * ldv + m.V, 0, (ldv - m.V) * sizeof(floating))
+        if m.bf16:
+            _rounded(base, H * ldv, base)
+            base += H * ldv
+            _rounded(P + m.off[4 * m.L], m.V * H, base)
+            memset(base + m.V * H, 0, WORK_SLACK * sizeof(floating))
         return
     WhhT = _prep_whh_t(m, Wt, k)
     bias = WhhT + _panels_size(H, GH)
