@@ -79,10 +79,27 @@ def write_npz_atomic(path, arrays):
             os.unlink(tmp)
         except OSError:
             pass
+        interrupt = _interrupt_behind(exc)
+        if interrupt is not None:
+            raise interrupt  # noqa: B904 - the interrupt is the cause, not the error it caused
         if isinstance(exc, OSError):
             raise _write_error(path, exc) from exc
         raise
     _fsync_directory(directory)
+
+
+def _interrupt_behind(exc):
+    """The KeyboardInterrupt or SystemExit that `exc` was raised while handling, if any: an
+    interrupt landing inside np.savez's zip entry makes zipfile's close raise a ValueError, and
+    the caller must see the Ctrl-C, not that."""
+    seen = set()
+    inner = exc.__context__
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, (KeyboardInterrupt, SystemExit)):
+            return inner
+        inner = inner.__context__
+    return None
 
 
 STALE_AFTER = 600  # seconds: without a directory lock, only older unheld temporaries are stale

@@ -215,6 +215,35 @@ def test_killed_or_interrupted_writer_never_leaves_a_half_written_checkpoint(tmp
     assert temporaries(tmp_path) == []
 
 
+def test_an_interrupt_inside_the_zip_writer_surfaces_as_the_interrupt(tmp_path, monkeypatch):
+    """A Ctrl-C landing inside a zip entry makes zipfile's close raise a ValueError while the
+    KeyboardInterrupt unwinds; save must raise the KeyboardInterrupt (what a training loop's
+    interrupt handling catches), not that ValueError, and lose nothing."""
+    path = tmp_path / "ckpt.npz"
+    model = make(seed=1)
+    model.save(path)
+    before = path.read_bytes()
+    real_savez = np.savez
+
+    def savez_interrupted(file, **arrays):
+        try:
+            real_savez(file, **dict(list(arrays.items())[:2]))
+            raise KeyboardInterrupt
+        finally:  # as zipfile.ZipFile.close does with a writing handle still open
+            raise ValueError("Can't close the ZIP file while there is an open writing handle")
+
+    monkeypatch.setattr(np, "savez", savez_interrupted)
+    for _ in range(2):  # and again: no temporary file is left to pile up
+        with pytest.raises(KeyboardInterrupt):
+            make(seed=2).save(path)
+    assert path.read_bytes() == before
+    assert temporaries(tmp_path) == []
+    monkeypatch.setattr(np, "savez", lambda file, **arrays: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # other errors pass through unchanged
+        make(seed=2).save(path)
+    assert path.read_bytes() == before and temporaries(tmp_path) == []
+
+
 # -- unwritable directory, full disk ------------------------------------------------------
 
 def _assert_nothing_lost(tmp_path, path, before, model, params):
