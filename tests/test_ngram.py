@@ -93,7 +93,7 @@ def test_absurd_orders_are_refused_at_once(tmp_path):
         t0 = time.perf_counter()
         with pytest.raises(ValueError, match="too high"):
             KneserNey(order, V).fit([0, 1, 2, 3])
-        assert time.perf_counter() - t0 < 0.5
+        assert time.perf_counter() - t0 < 5  # a hang, not a speed: V**order never ends
     assert KneserNey(30, 4).fit([0, 1, 2, 3] * 10).order == 30  # 4**30 = 2**60 fits
     (tmp_path / "d.txt").write_text("abcd" * 100)
     err = cli("baseline", "d.txt", "--order", "1000000000", cwd=tmp_path, ok=False)
