@@ -59,3 +59,33 @@ def test_backends_are_timed_in_turn_each_after_pinning_its_threads():
     assert log == ["slow", "fast"] + ["slow", "fast"] * 3  # warm-up, then three rounds in turn
     assert set(times) == {"slow", "fast"}
     assert times["slow"] >= 0.002 > times["fast"] > 0
+
+
+def test_gpu_rnn_bench_runs_on_the_cpu_and_records_a_failing_contender(tmp_path, monkeypatch,
+                                                                         capsys):
+    """bench/gpu_rnn.py (run on GPU machines only) in quick mode on the CPU, small sizes: every
+    contender gives a rate, and one that raises is recorded as its error while the rest run."""
+    pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_rnn.py"
+    spec = importlib.util.spec_from_file_location("gpu_rnn", path)
+    g = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(g)
+    monkeypatch.setattr(g, "B", 4)
+    monkeypatch.setattr(g, "T", 8)
+    monkeypatch.setattr(g, "MODELS", [("gru", 2, 16)])
+    out = tmp_path / "t.md"
+    assert g.main(["--device", "cpu", "--quick", "--out", str(out)]) == 0
+    row = out.read_text().splitlines()[-1].split(" | ")
+    assert row[0] == "| gru L=2 H=16" and row[-1].endswith("x |")
+    assert all(float(v.replace(",", "")) > 0 for v in row[1:4])
+
+    def broken(*args):
+        raise RuntimeError("no plan")
+    monkeypatch.setattr(g, "fastrnn_step", broken)
+    assert g.main(["--device", "cpu", "--quick", "--out", str(out)]) == 0
+    row = out.read_text().splitlines()[-1].split(" | ")
+    assert row[1] == "RuntimeError" and row[-1] == "- |"
+    assert all(float(v.replace(",", "")) > 0 for v in row[2:4])
+    assert "fastrnn gru L=2 H=16: RuntimeError: no plan" in capsys.readouterr().err

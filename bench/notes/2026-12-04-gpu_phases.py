@@ -19,7 +19,6 @@ import numpy as np
 import torch
 sys.path.insert(0, "bench")
 import gpu_rnn as g
-import fastrnn
 
 dev = sys.argv[1] if len(sys.argv) > 1 else "cuda"
 F = torch.nn.functional
@@ -61,12 +60,7 @@ def ours_phases(m, opt, h, synced):
 
 
 def nn_phases(cell, L, H):
-    nn = torch.nn
-    torch.manual_seed(0)
-    rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](g.V, H, num_layers=L,
-                                                              batch_first=True).to(dev)
-    emb, head = nn.Embedding(g.V, g.V).to(dev), nn.Linear(H, g.V).to(dev)
-    opt = torch.optim.Adam([*emb.parameters(), *rnn.parameters(), *head.parameters()], lr=2e-3)
+    emb, rnn, head, opt = g.pytorch_model(cell, L, H, dev)
     xt = torch.as_tensor(x, dtype=torch.long, device=dev)
     yt = torch.as_tensor(y, dtype=torch.long, device=dev).reshape(-1)
     st = [None]
@@ -98,9 +92,7 @@ for cell, L, H in [("rnn", 3, 256), ("lstm", 2, 512), ("gru", 2, 256), ("lstm", 
         if kind == "nn":
             step = nn_phases(cell, L, H)
         else:
-            m = fastrnn.CharRNN(g.V, H, cell=cell, num_layers=L, backend="torch", device=dev)
-            opt = fastrnn.make_optimizer("adam", m, lr=2e-3)
-            h = m._initial_state(None, g.B, False)
+            m, opt, h = g.fastrnn_model(cell, L, H, dev)
             step = (lambda m, opt, h: lambda s: ours_phases(m, opt, h, s))(m, opt, h)
         for _ in range(3):
             step(True)
